@@ -1,0 +1,559 @@
+//! A channel: the queue between senders and receivers, with its blocked
+//! readers and writers. Every mailbox has one; a direct link has one per
+//! direction. Framing, blocking, capacity and rendezvous are the same for
+//! both; who may receive is asked of [`crate::receiver_rule`].
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::errno::Errno;
+use crate::identity::Process;
+use crate::message::Message;
+use crate::policy::{Policy, Rule};
+use crate::receiver_rule::{self, Delivery, Membership, Role};
+use crate::waiter::{Effects, Outcome, RecvWait, SendWait, WaiterId};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub sent: u64,
+    pub received: u64,
+    pub dropped: u64,
+    pub truncated: u64,
+}
+
+/// A process that has `recv` open, and the broadcast copies waiting for it.
+#[derive(Default)]
+struct Slot {
+    opens: usize,
+    copies: VecDeque<Message>,
+}
+
+/// A waiter taken out of a channel.
+pub enum Removed {
+    Recv(RecvWait),
+    Send(SendWait),
+}
+
+pub struct Channel {
+    pub policy: Policy,
+    pub members: Membership,
+    pub counters: Counters,
+    /// Descriptors open on this channel.
+    pub handles: usize,
+    shared: VecDeque<Message>,
+    receivers: BTreeMap<Process, Slot>,
+    recv_waiters: VecDeque<RecvWait>,
+    send_waiters: VecDeque<SendWait>,
+    pollers: Vec<u64>,
+}
+
+fn receipt(fx: &mut Effects, msg: &Message, fate: Result<u32, Errno>) {
+    if let Some(tag) = msg.receipt {
+        fx.receipts.push((tag, fate));
+    }
+}
+
+impl Channel {
+    pub fn new(policy: Policy) -> Channel {
+        Channel {
+            policy,
+            members: Membership::default(),
+            counters: Counters::default(),
+            handles: 0,
+            shared: VecDeque::new(),
+            receivers: BTreeMap::new(),
+            recv_waiters: VecDeque::new(),
+            send_waiters: VecDeque::new(),
+            pollers: Vec::new(),
+        }
+    }
+
+    // ----- what is in it -------------------------------------------------
+
+    fn queues(&self) -> impl Iterator<Item = &Message> {
+        self.shared
+            .iter()
+            .chain(self.receivers.values().flat_map(|s| s.copies.iter()))
+    }
+
+    pub fn messages(&self) -> usize {
+        self.queues().count()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.queues().map(Message::len).sum()
+    }
+
+    pub fn receivers(&self) -> usize {
+        self.receivers.len()
+    }
+
+    pub fn receivers_waiting(&self) -> usize {
+        self.recv_waiters.len()
+    }
+
+    pub fn senders_waiting(&self) -> usize {
+        self.send_waiters.len()
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.handles == 0
+            && self.messages() == 0
+            && self.recv_waiters.is_empty()
+            && self.send_waiters.is_empty()
+    }
+
+    // ----- poll ----------------------------------------------------------
+
+    pub fn watch(&mut self, kh: u64) {
+        if !self.pollers.contains(&kh) {
+            self.pollers.push(kh);
+        }
+    }
+
+    /// Something changed: wake every poller (the kernel polls again).
+    pub fn changed(&mut self, fx: &mut Effects) {
+        fx.notify.append(&mut self.pollers);
+    }
+
+    /// Is there a message `p` could receive without blocking?
+    pub fn readable_for(&self, p: Process) -> bool {
+        self.receivers.get(&p).is_some_and(|s| !s.copies.is_empty())
+            || !self.shared.is_empty()
+            || (self.policy.rule != Rule::Broadcast && !self.send_waiters.is_empty())
+    }
+
+    /// Would a send complete without blocking?
+    pub fn writable(&self) -> bool {
+        self.send_waiters.is_empty() && self.has_room()
+    }
+
+    // ----- receivers -----------------------------------------------------
+
+    pub fn open_recv(&mut self, p: Process) {
+        self.receivers.entry(p).or_default().opens += 1;
+    }
+
+    /// `p` closed a `recv` descriptor; at its last, its unread broadcast
+    /// copies are dropped and its exclusive hold ends.
+    pub fn close_recv(&mut self, p: Process, fx: &mut Effects) {
+        let Some(slot) = self.receivers.get_mut(&p) else {
+            return;
+        };
+        slot.opens -= 1;
+        if slot.opens == 0 {
+            let slot = self.receivers.remove(&p).unwrap_or_default();
+            for msg in &slot.copies {
+                receipt(fx, msg, Err(Errno::EIDRM));
+            }
+            self.counters.dropped += slot.copies.len() as u64;
+            self.members.recv_closed(p);
+            // Fewer receivers may mean room for blocked broadcast senders.
+            self.pump(fx);
+            self.changed(fx);
+        }
+    }
+
+    /// Processes with `recv` open, in no particular order.
+    pub fn receiver_processes(&self) -> impl Iterator<Item = Process> + '_ {
+        self.receivers.keys().copied()
+    }
+
+    // ----- sending -------------------------------------------------------
+
+    fn room(&self, queued: usize) -> bool {
+        self.policy.capacity.is_none_or(|c| queued < c)
+    }
+
+    /// Can a message be taken in now (ignoring blocked senders ahead)?
+    fn has_room(&self) -> bool {
+        match receiver_rule::delivery(self.policy.rule, self.receiver_processes()) {
+            Delivery::One => !self.recv_waiters.is_empty() || self.room(self.shared.len()),
+            Delivery::Each(all) => all.iter().all(|p| {
+                receiver_rule::pick_waiter(&self.recv_waiters, Some(*p)).is_some()
+                    || self.room(self.receivers[p].copies.len())
+            }),
+        }
+    }
+
+    fn hand(&mut self, i: usize, msg: Message, fx: &mut Effects) {
+        let w = self.recv_waiters.remove(i).expect("waiter index");
+        self.counters.received += 1;
+        receipt(fx, &msg, Ok(w.reader.pid));
+        fx.unparked.push(w.id);
+        fx.handoffs.push((w, msg));
+    }
+
+    /// Takes in a message: hands it to the longest-waiting reader or queues
+    /// it (a copy per receiver under `broadcast`). Call only when
+    /// [`Channel::writable`] (or from [`Channel::pump`]).
+    pub fn accept(&mut self, msg: Message, fx: &mut Effects) {
+        self.counters.sent += 1;
+        match receiver_rule::delivery(self.policy.rule, self.receiver_processes()) {
+            Delivery::One => match receiver_rule::pick_waiter(&self.recv_waiters, None) {
+                Some(i) => self.hand(i, msg, fx),
+                None => self.shared.push_back(msg),
+            },
+            Delivery::Each(all) => {
+                for p in all {
+                    match receiver_rule::pick_waiter(&self.recv_waiters, Some(p)) {
+                        Some(i) => self.hand(i, msg.clone(), fx),
+                        None => self
+                            .receivers
+                            .get_mut(&p)
+                            .expect("receiver slot")
+                            .copies
+                            .push_back(msg.clone()),
+                    }
+                }
+            }
+        }
+        self.changed(fx);
+    }
+
+    pub fn park_sender(&mut self, w: SendWait, fx: &mut Effects) {
+        self.send_waiters.push_back(w);
+        self.changed(fx);
+    }
+
+    /// Lets blocked senders in, in order, while there is room.
+    pub fn pump(&mut self, fx: &mut Effects) {
+        while !self.send_waiters.is_empty() && self.has_room() {
+            let w = self.send_waiters.pop_front().expect("sender");
+            fx.unparked.push(w.id);
+            let n = w.msg.len() as u32;
+            self.accept(w.msg, fx);
+            fx.reply(w.reply, Outcome::Written(n));
+        }
+    }
+
+    // ----- receiving -----------------------------------------------------
+
+    /// The next message for `p`, if one is there without waiting: its own
+    /// broadcast copies first, then the shared queue, then (rendezvous) the
+    /// message of the first blocked sender.
+    pub fn take(&mut self, p: Process, fx: &mut Effects) -> Option<Message> {
+        let msg = match self
+            .receivers
+            .get_mut(&p)
+            .and_then(|s| s.copies.pop_front())
+        {
+            Some(m) => m,
+            None => match self.shared.pop_front() {
+                Some(m) => m,
+                None if self.policy.rule != Rule::Broadcast => {
+                    let w = self.send_waiters.pop_front()?;
+                    fx.unparked.push(w.id);
+                    self.counters.sent += 1;
+                    fx.reply(w.reply, Outcome::Written(w.msg.len() as u32));
+                    w.msg
+                }
+                None => return None,
+            },
+        };
+        self.counters.received += 1;
+        receipt(fx, &msg, Ok(p.pid));
+        self.pump(fx);
+        self.changed(fx);
+        Some(msg)
+    }
+
+    /// Blocks a reader; a blocked sender may now hand it its message.
+    pub fn park_receiver(&mut self, w: RecvWait, fx: &mut Effects) {
+        self.recv_waiters.push_back(w);
+        self.pump(fx);
+        self.changed(fx);
+    }
+
+    // ----- leaving -------------------------------------------------------
+
+    pub fn remove_waiter(&mut self, id: WaiterId, fx: &mut Effects) -> Option<Removed> {
+        let found = if let Some(i) = self.recv_waiters.iter().position(|w| w.id == id) {
+            self.recv_waiters.remove(i).map(Removed::Recv)
+        } else {
+            let i = self.send_waiters.iter().position(|w| w.id == id)?;
+            self.send_waiters.remove(i).map(Removed::Send)
+        };
+        fx.unparked.push(id);
+        self.changed(fx);
+        found
+    }
+
+    /// Answers blocked readers with `err` (the peer of a link has gone).
+    pub fn fail_readers(&mut self, err: Errno, fx: &mut Effects) {
+        for w in self.recv_waiters.drain(..) {
+            fx.unparked.push(w.id);
+            fx.reply(w.reply, Outcome::Error(err));
+        }
+        self.changed(fx);
+    }
+
+    /// Answers blocked senders with `err` and drops every queued message;
+    /// returns how many were dropped.
+    pub fn fail_senders_and_drop(&mut self, err: Errno, fx: &mut Effects) -> usize {
+        for w in self.send_waiters.drain(..) {
+            fx.unparked.push(w.id);
+            receipt(fx, &w.msg, Err(err));
+            fx.reply(w.reply, Outcome::Error(err));
+        }
+        let mut dropped: Vec<Message> = self.shared.drain(..).collect();
+        for slot in self.receivers.values_mut() {
+            dropped.extend(slot.copies.drain(..));
+        }
+        for msg in &dropped {
+            receipt(fx, msg, Err(err));
+        }
+        self.counters.dropped += dropped.len() as u64;
+        self.changed(fx);
+        dropped.len()
+    }
+
+    /// The channel is destroyed: every waiter gets `err`, every message is
+    /// dropped. Returns how many messages were dropped.
+    pub fn drain(&mut self, err: Errno, fx: &mut Effects) -> usize {
+        self.fail_readers(err, fx);
+        self.fail_senders_and_drop(err, fx)
+    }
+
+    /// The rule changed: blocked readers and senders of processes that
+    /// `allowed` refuses are answered `EBUSY`.
+    pub fn refuse_waiters(&mut self, allowed: &dyn Fn(Process, Role) -> bool, fx: &mut Effects) {
+        let (keep, refuse): (VecDeque<_>, VecDeque<_>) = self
+            .recv_waiters
+            .drain(..)
+            .partition(|w| allowed(w.reader, Role::Recv));
+        self.recv_waiters = keep;
+        for w in refuse {
+            fx.unparked.push(w.id);
+            fx.reply(w.reply, Outcome::Error(Errno::EBUSY));
+        }
+        let (keep, refuse): (VecDeque<_>, VecDeque<_>) = self
+            .send_waiters
+            .drain(..)
+            .partition(|w| allowed(w.msg.sender, Role::Send));
+        self.send_waiters = keep;
+        for w in refuse {
+            fx.unparked.push(w.id);
+            receipt(fx, &w.msg, Err(Errno::EBUSY));
+            fx.reply(w.reply, Outcome::Error(Errno::EBUSY));
+        }
+        self.changed(fx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::memory::MemoryBudget;
+    use crate::message::Payload;
+    use crate::waiter::Replier;
+
+    type Log = Arc<Mutex<Vec<String>>>;
+
+    struct Rec(&'static str, Log);
+    impl Replier for Rec {
+        fn reply(self: Box<Self>, o: Outcome) {
+            let text = match &o {
+                Outcome::Written(n) => format!("{} written {n}", self.0),
+                Outcome::Error(e) => format!("{} error {}", self.0, e.0),
+                other => format!(
+                    "{} data {:?}",
+                    self.0,
+                    other.data().map(String::from_utf8_lossy)
+                ),
+            };
+            self.1.lock().unwrap().push(text);
+        }
+    }
+
+    fn p(pid: u32) -> Process {
+        Process { pid, start: 1 }
+    }
+
+    fn policy(rule: Rule, cap: Option<usize>) -> Policy {
+        Policy {
+            rule,
+            capacity: cap,
+            max_message_size: 1024,
+        }
+    }
+
+    fn msg(text: &str, from: u32) -> Message {
+        let budget = Arc::new(MemoryBudget::new(1 << 20));
+        Message {
+            payload: Payload::new(text.as_bytes(), &budget).unwrap(),
+            sender: p(from),
+            receipt: None,
+        }
+    }
+
+    fn text(m: &Message) -> String {
+        String::from_utf8_lossy(m.payload.bytes()).into()
+    }
+
+    fn replies(fx: Effects, log: &Log) -> Vec<String> {
+        let mut fx = fx;
+        // Handoffs are finished by the hub; show them like replies.
+        for (w, m) in fx.handoffs.drain(..) {
+            log.lock()
+                .unwrap()
+                .push(format!("handoff {} {}", w.reader.pid, text(&m)));
+        }
+        fx.run(&|_| {});
+        let mut out = log.lock().unwrap().clone();
+        out.sort();
+        out
+    }
+
+    fn recv_wait(id: u64, reader: u32, log: &Log) -> RecvWait {
+        RecvWait {
+            id,
+            handle: id,
+            reader: p(reader),
+            size: 100,
+            reply: Box::new(Rec("r", log.clone())),
+        }
+    }
+
+    #[test]
+    fn fifo_and_one_receiver_per_message() {
+        let mut c = Channel::new(policy(Rule::Arbitrary, Some(10)));
+        let mut fx = Effects::default();
+        for i in 0..5 {
+            assert!(c.writable());
+            c.accept(msg(&format!("m{i}"), 1), &mut fx);
+        }
+        assert_eq!(c.messages(), 5);
+        for i in 0..5 {
+            assert_eq!(
+                text(&c.take(p(2 + i % 2), &mut fx).unwrap()),
+                format!("m{i}")
+            );
+        }
+        assert!(c.take(p(2), &mut fx).is_none());
+        assert_eq!((c.counters.sent, c.counters.received), (5, 5));
+    }
+
+    #[test]
+    fn longest_waiting_reader_gets_it() {
+        let log: Log = Default::default();
+        let mut c = Channel::new(policy(Rule::Arbitrary, Some(10)));
+        let mut fx = Effects::default();
+        c.park_receiver(recv_wait(1, 10, &log), &mut fx);
+        c.park_receiver(recv_wait(2, 11, &log), &mut fx);
+        c.accept(msg("a", 1), &mut fx);
+        assert_eq!(fx.handoffs.len(), 1);
+        assert_eq!(fx.handoffs[0].0.reader, p(10));
+        assert_eq!(c.receivers_waiting(), 1);
+        c.accept(msg("b", 1), &mut fx);
+        assert_eq!(replies(fx, &log), vec!["handoff 10 a", "handoff 11 b"]);
+    }
+
+    #[test]
+    fn full_queue_blocks_senders_in_order() {
+        let log: Log = Default::default();
+        let mut c = Channel::new(policy(Rule::Arbitrary, Some(1)));
+        let mut fx = Effects::default();
+        c.accept(msg("a", 1), &mut fx);
+        assert!(!c.writable());
+        for (id, t) in [(1, "b"), (2, "c")] {
+            let w = SendWait {
+                id,
+                msg: msg(t, 1),
+                reply: Box::new(Rec(if id == 1 { "s1" } else { "s2" }, log.clone())),
+            };
+            c.park_sender(w, &mut fx);
+        }
+        assert_eq!(text(&c.take(p(2), &mut fx).unwrap()), "a");
+        // b moved into the queue, c still waits.
+        assert_eq!((c.messages(), c.senders_waiting()), (1, 1));
+        assert_eq!(text(&c.take(p(2), &mut fx).unwrap()), "b");
+        assert_eq!(text(&c.take(p(2), &mut fx).unwrap()), "c");
+        assert_eq!(replies(fx, &log), vec!["s1 written 1", "s2 written 1"]);
+    }
+
+    #[test]
+    fn rendezvous_completes_only_with_a_receiver() {
+        let log: Log = Default::default();
+        let mut c = Channel::new(policy(Rule::Arbitrary, Some(0)));
+        let mut fx = Effects::default();
+        assert!(!c.writable());
+        c.park_sender(
+            SendWait {
+                id: 1,
+                msg: msg("x", 1),
+                reply: Box::new(Rec("s", log.clone())),
+            },
+            &mut fx,
+        );
+        assert_eq!(c.messages(), 0);
+        assert!(c.readable_for(p(2)));
+        c.park_receiver(recv_wait(2, 2, &log), &mut fx);
+        assert_eq!((c.senders_waiting(), c.receivers_waiting()), (0, 0));
+        assert_eq!(replies(fx, &log), vec!["handoff 2 x", "s written 1"]);
+        // With a reader waiting, a send is accepted at once.
+        let mut fx = Effects::default();
+        c.park_receiver(recv_wait(3, 2, &log), &mut fx);
+        assert!(c.writable());
+    }
+
+    #[test]
+    fn interrupted_sender_delivers_nothing() {
+        let log: Log = Default::default();
+        let mut c = Channel::new(policy(Rule::Arbitrary, Some(0)));
+        let mut fx = Effects::default();
+        c.park_sender(
+            SendWait {
+                id: 9,
+                msg: msg("x", 1),
+                reply: Box::new(Rec("s", log.clone())),
+            },
+            &mut fx,
+        );
+        assert!(matches!(
+            c.remove_waiter(9, &mut fx),
+            Some(Removed::Send(_))
+        ));
+        assert!(c.take(p(2), &mut fx).is_none());
+        assert_eq!(c.counters.sent, 0);
+    }
+
+    #[test]
+    fn broadcast_copies_and_paces_by_slowest() {
+        let mut c = Channel::new(policy(Rule::Broadcast, Some(2)));
+        let mut fx = Effects::default();
+        // Nobody listening: waits for the first reader, exactly one copy.
+        c.accept(msg("early", 1), &mut fx);
+        c.open_recv(p(2));
+        c.open_recv(p(3));
+        assert_eq!(text(&c.take(p(3), &mut fx).unwrap()), "early");
+        assert!(c.take(p(2), &mut fx).is_none());
+        c.accept(msg("a", 1), &mut fx);
+        c.accept(msg("b", 1), &mut fx);
+        assert_eq!(c.messages(), 4);
+        assert!(!c.writable());
+        assert_eq!(text(&c.take(p(2), &mut fx).unwrap()), "a");
+        assert!(!c.writable(), "p3 still has two queued");
+        assert_eq!(text(&c.take(p(3), &mut fx).unwrap()), "a");
+        assert!(c.writable());
+        // Closing drops the unread copies.
+        c.close_recv(p(3), &mut fx);
+        assert_eq!(c.counters.dropped, 1);
+        assert_eq!(text(&c.take(p(2), &mut fx).unwrap()), "b");
+    }
+
+    #[test]
+    fn drain_fails_everyone() {
+        let log: Log = Default::default();
+        let mut c = Channel::new(policy(Rule::Arbitrary, Some(5)));
+        let mut fx = Effects::default();
+        c.accept(msg("a", 1), &mut fx);
+        c.accept(msg("b", 1), &mut fx);
+        assert_eq!(c.drain(Errno::EIDRM, &mut fx), 2);
+        let mut fx = Effects::default();
+        c.park_receiver(recv_wait(1, 2, &log), &mut fx);
+        c.drain(Errno::EIDRM, &mut fx);
+        assert_eq!(replies(fx, &log), vec![format!("r error {}", libc::EIDRM)]);
+    }
+}

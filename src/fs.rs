@@ -1,0 +1,634 @@
+//! The FUSE adapter: translates kernel requests (inodes, file handles,
+//! replies) into calls on the core [`Hub`], and nothing more.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    AccessFlags, BsdFileFlags, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, LockOwner, OpenAccMode, OpenFlags, PollEvents, PollFlags, PollNotifier, RenameFlags,
+    ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyPoll, ReplyWrite,
+    Request, TimeOrNow, WriteFlags,
+};
+
+use crate::errno::Errno;
+use crate::hub::{Attr, Caller, FileKind, Hub, MailboxId, ROOT, Target};
+use crate::inode::Node;
+use crate::waiter::{Outcome, Replier};
+
+/// Mailbox names are only changed through this mount, so the kernel may
+/// cache them; `proc/` answers differ per caller and per moment.
+const TREE_TTL: Duration = Duration::from_secs(1);
+const NO_TTL: Duration = Duration::ZERO;
+
+fn err(e: Errno) -> fuser::Errno {
+    fuser::Errno::from_i32(e.0)
+}
+
+struct DataReply(ReplyData);
+
+impl Replier for DataReply {
+    fn reply(self: Box<Self>, outcome: Outcome) {
+        match outcome {
+            Outcome::Error(e) => self.0.error(err(e)),
+            other => self.0.data(other.data().unwrap_or_default()),
+        }
+    }
+}
+
+struct WriteReply(ReplyWrite);
+
+impl Replier for WriteReply {
+    fn reply(self: Box<Self>, outcome: Outcome) {
+        match outcome {
+            Outcome::Written(n) => self.0.written(n),
+            Outcome::Error(e) => self.0.error(err(e)),
+            _ => self.0.error(fuser::Errno::EIO),
+        }
+    }
+}
+
+pub struct IpcFs {
+    hub: Arc<Hub>,
+    started: SystemTime,
+}
+
+impl IpcFs {
+    pub fn new(hub: Arc<Hub>) -> IpcFs {
+        IpcFs {
+            hub,
+            started: SystemTime::now(),
+        }
+    }
+
+    fn caller(&self, req: &Request) -> Result<Caller, Errno> {
+        let process = self.hub.procs().of_thread(req.pid()).ok_or(Errno::ESRCH)?;
+        Ok(Caller {
+            process,
+            uid: req.uid(),
+            gid: req.gid(),
+        })
+    }
+
+    fn file_attr(
+        &self,
+        node: Node,
+        kind: FileType,
+        attr: Attr,
+        blksize: u32,
+        size: u64,
+    ) -> FileAttr {
+        FileAttr {
+            ino: INodeNo(node.ino()),
+            size,
+            blocks: 0,
+            atime: self.started,
+            mtime: self.started,
+            ctime: self.started,
+            crtime: self.started,
+            kind,
+            perm: attr.mode as u16,
+            nlink: if kind == FileType::Directory { 2 } else { 1 },
+            uid: attr.uid,
+            gid: attr.gid,
+            rdev: 0,
+            blksize,
+            flags: 0,
+        }
+    }
+
+    /// The attributes of `node` and how long the kernel may cache its entry.
+    fn attr_of(&self, req: &Request, node: Node) -> Result<(FileAttr, Duration), Errno> {
+        let cfg = self.hub.config();
+        let mine = |mode| Attr {
+            mode,
+            uid: cfg.uid,
+            gid: cfg.gid,
+        };
+        let peer_alive = |pid| self.hub.procs().by_pid(pid).is_some();
+        let (kind, attr, blksize, size, ttl) = match node {
+            Node::Root => (FileType::Directory, mine(0o1777), 4096, 0, TREE_TTL),
+            Node::RootPolicy => (
+                FileType::RegularFile,
+                self.hub.root_policy_attr(),
+                4096,
+                0,
+                TREE_TTL,
+            ),
+            Node::ProcDir => (FileType::Directory, mine(0o555), 4096, 0, TREE_TTL),
+            Node::ProcSelf => {
+                let pid = self.caller(req)?.process.pid;
+                (
+                    FileType::Symlink,
+                    mine(0o777),
+                    4096,
+                    pid.to_string().len() as u64,
+                    NO_TTL,
+                )
+            }
+            Node::ProcStatus => (FileType::RegularFile, mine(0o444), 4096, 0, NO_TTL),
+            Node::Peer(pid) if peer_alive(pid) => {
+                (FileType::Directory, mine(0o555), 4096, 0, NO_TTL)
+            }
+            Node::PeerFile(pid, k) if peer_alive(pid) => {
+                let mode = match k {
+                    FileKind::Send => 0o666,
+                    _ => 0o444,
+                };
+                let blk = cfg.default_policy.max_message_size as u32;
+                (FileType::RegularFile, mine(mode), blk, 0, NO_TTL)
+            }
+            Node::Peer(_) | Node::PeerFile(..) => return Err(Errno::ENOENT),
+            Node::Mailbox(id) => {
+                let (attr, _) = self.hub.attr(id, None).ok_or(Errno::ENOENT)?;
+                (FileType::Directory, attr, 4096, 0, TREE_TTL)
+            }
+            Node::MailboxFile(id, k) => {
+                let (attr, max) = self.hub.attr(id, Some(k)).ok_or(Errno::ENOENT)?;
+                // stdio sizes its buffer from st_blksize: a program's whole
+                // output then goes out in one write(2), one message.
+                let blk = match k {
+                    FileKind::Send | FileKind::Recv => max as u32,
+                    _ => 4096,
+                };
+                (FileType::RegularFile, attr, blk, 0, TREE_TTL)
+            }
+        };
+        Ok((self.file_attr(node, kind, attr, blksize, size), ttl))
+    }
+
+    fn lookup_node(&self, parent: Node, name: &OsStr) -> Result<Node, Errno> {
+        let bytes = name.as_bytes();
+        match parent {
+            Node::Root => match bytes {
+                b"policy" => Ok(Node::RootPolicy),
+                b"proc" => Ok(Node::ProcDir),
+                _ => self
+                    .hub
+                    .lookup(ROOT, name)
+                    .map(Node::Mailbox)
+                    .ok_or(Errno::ENOENT),
+            },
+            Node::ProcDir => match bytes {
+                b"self" => Ok(Node::ProcSelf),
+                b"status" => Ok(Node::ProcStatus),
+                _ => {
+                    let pid: u32 = std::str::from_utf8(bytes)
+                        .ok()
+                        .filter(|s| !s.starts_with('0') && s.bytes().all(|b| b.is_ascii_digit()))
+                        .and_then(|s| s.parse().ok())
+                        .ok_or(Errno::ENOENT)?;
+                    self.hub.procs().by_pid(pid).ok_or(Errno::ENOENT)?;
+                    Ok(Node::Peer(pid))
+                }
+            },
+            Node::Peer(pid) => match FileKind::from_name(name) {
+                Some(k @ (FileKind::Send | FileKind::Recv | FileKind::Status)) => {
+                    Ok(Node::PeerFile(pid, k))
+                }
+                _ => Err(Errno::ENOENT),
+            },
+            Node::Mailbox(id) => match FileKind::from_name(name) {
+                Some(k) => Ok(Node::MailboxFile(id, k)),
+                None => self
+                    .hub
+                    .lookup(id, name)
+                    .map(Node::Mailbox)
+                    .ok_or(Errno::ENOENT),
+            },
+            _ => Err(Errno::ENOTDIR),
+        }
+    }
+
+    /// The mailbox that holds mailboxes at `node`: the root or a mailbox.
+    fn container(node: Option<Node>) -> Result<MailboxId, Errno> {
+        match node {
+            Some(Node::Root) => Ok(ROOT),
+            Some(Node::Mailbox(id)) => Ok(id),
+            Some(Node::ProcDir | Node::Peer(_)) => Err(Errno::EPERM),
+            Some(_) => Err(Errno::ENOTDIR),
+            None => Err(Errno::ENOENT),
+        }
+    }
+
+    fn target(node: Node) -> Result<Target, Errno> {
+        Ok(match node {
+            Node::RootPolicy => Target::RootPolicy,
+            Node::ProcStatus => Target::DaemonStatus,
+            Node::MailboxFile(id, k) => Target::Mailbox(id, k),
+            Node::PeerFile(pid, k) => Target::Link(pid, k),
+            _ => return Err(Errno::EISDIR),
+        })
+    }
+
+    fn entries(&self, req: &Request, node: Node) -> Result<Vec<(Node, FileType, Vec<u8>)>, Errno> {
+        let file = |n: Node, name: &str| (n, FileType::RegularFile, name.as_bytes().to_vec());
+        let mut out = vec![
+            (node, FileType::Directory, b".".to_vec()),
+            (Node::Root, FileType::Directory, b"..".to_vec()),
+        ];
+        let boxes = |out: &mut Vec<_>, parent| {
+            for (name, id) in self.hub.children(parent) {
+                out.push((
+                    Node::Mailbox(id),
+                    FileType::Directory,
+                    name.as_bytes().to_vec(),
+                ));
+            }
+        };
+        match node {
+            Node::Root => {
+                out.push(file(Node::RootPolicy, "policy"));
+                out.push((Node::ProcDir, FileType::Directory, b"proc".to_vec()));
+                boxes(&mut out, ROOT);
+            }
+            Node::ProcDir => {
+                out.push((Node::ProcSelf, FileType::Symlink, b"self".to_vec()));
+                out.push(file(Node::ProcStatus, "status"));
+                if let Ok(me) = self.caller(req) {
+                    for pid in self.hub.peers(me.process) {
+                        out.push((
+                            Node::Peer(pid),
+                            FileType::Directory,
+                            pid.to_string().into_bytes(),
+                        ));
+                    }
+                }
+            }
+            Node::Peer(pid) => {
+                for k in [FileKind::Send, FileKind::Recv, FileKind::Status] {
+                    out.push(file(Node::PeerFile(pid, k), k.name()));
+                }
+            }
+            Node::Mailbox(id) => {
+                if !self.hub.exists(id) {
+                    return Err(Errno::ENOENT);
+                }
+                for k in FileKind::ALL {
+                    out.push(file(Node::MailboxFile(id, k), k.name()));
+                }
+                boxes(&mut out, id);
+            }
+            _ => return Err(Errno::ENOTDIR),
+        }
+        Ok(out)
+    }
+}
+
+impl Filesystem for IpcFs {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let Some(parent) = Node::from_ino(parent.0) else {
+            return reply.error(fuser::Errno::ENOENT);
+        };
+        match self
+            .lookup_node(parent, name)
+            .and_then(|n| self.attr_of(req, n))
+        {
+            Ok((attr, ttl)) => reply.entry(&ttl, &attr, Generation(0)),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match Node::from_ino(ino.0)
+            .ok_or(Errno::ENOENT)
+            .and_then(|n| self.attr_of(req, n))
+        {
+            Ok((attr, _)) => reply.attr(&NO_TTL, &attr),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        _size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        _mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        // Truncation (`echo x > box/send` opens with O_TRUNC) and times
+        // (`touch`) are accepted and change nothing; mode and owner are kept.
+        let Some(node) = Node::from_ino(ino.0) else {
+            return reply.error(fuser::Errno::ENOENT);
+        };
+        let changes = mode.is_some() || uid.is_some() || gid.is_some();
+        let result = match node {
+            _ if !changes => Ok(()),
+            Node::Mailbox(id) => self.hub.set_attr(id, None, mode, uid, gid).map(drop),
+            Node::MailboxFile(id, k) => self.hub.set_attr(id, Some(k), mode, uid, gid).map(drop),
+            Node::RootPolicy => self.hub.set_attr(ROOT, None, mode, uid, gid).map(drop),
+            _ => Err(Errno::EPERM),
+        };
+        match result.and_then(|()| self.attr_of(req, node)) {
+            Ok((attr, _)) => reply.attr(&NO_TTL, &attr),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        match (Node::from_ino(ino.0), self.caller(req)) {
+            (Some(Node::ProcSelf), Ok(me)) => reply.data(me.process.pid.to_string().as_bytes()),
+            (Some(Node::ProcSelf), Err(e)) => reply.error(err(e)),
+            _ => reply.error(fuser::Errno::EINVAL),
+        }
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(fuser::Errno::EPERM);
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let result = Self::container(Node::from_ino(parent.0))
+            .and_then(|p| self.hub.mkdir(p, name, mode & !umask, req.uid(), req.gid()))
+            .and_then(|id| self.attr_of(req, Node::Mailbox(id)));
+        match result {
+            Ok((attr, ttl)) => reply.entry(&ttl, &attr, Generation(0)),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn unlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(fuser::Errno::EPERM);
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let parent = Node::from_ino(parent.0);
+        let result = match self.lookup_node(parent.unwrap_or(Node::RootPolicy), name) {
+            Ok(Node::Mailbox(_)) => Self::container(parent).and_then(|p| self.hub.rmdir(p, name)),
+            Ok(Node::ProcDir) => Err(Errno::EBUSY),
+            Ok(_) => Err(Errno::ENOTDIR),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _target: &Path,
+        reply: ReplyEntry,
+    ) {
+        reply.error(fuser::Errno::EPERM);
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let (from, to) = (Node::from_ino(parent.0), Node::from_ino(newparent.0));
+        let result = if !flags.is_empty() {
+            Err(Errno::EINVAL)
+        } else {
+            match self.lookup_node(from.unwrap_or(Node::RootPolicy), name) {
+                Ok(Node::Mailbox(_)) => Self::container(from)
+                    .and_then(|f| Ok((f, Self::container(to)?)))
+                    .and_then(|(f, t)| self.hub.rename(f, name, t, newname)),
+                Ok(_) => Err(Errno::EPERM),
+                Err(e) => Err(e),
+            }
+        };
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply.error(fuser::Errno::EPERM);
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let (read, write) = match flags.acc_mode() {
+            OpenAccMode::O_RDONLY => (true, false),
+            OpenAccMode::O_WRONLY => (false, true),
+            OpenAccMode::O_RDWR => (true, true),
+        };
+        let result = Node::from_ino(ino.0)
+            .ok_or(Errno::ENOENT)
+            .and_then(Self::target)
+            .and_then(|t| Ok((t, self.caller(req)?)))
+            .and_then(|(t, caller)| Ok((t, self.hub.open(caller, t, read, write)?)));
+        match result {
+            Ok((target, fh)) => {
+                // No page cache: every read(2)/write(2) reaches the daemon.
+                // send/recv are streams: each read(2)/write(2) starts at
+                // offset 0 (see Cursor::serve); status and policy keep
+                // growing offsets so `cat` sees their end.
+                let stream = matches!(
+                    target,
+                    Target::Mailbox(_, FileKind::Send | FileKind::Recv)
+                        | Target::Link(_, FileKind::Send | FileKind::Recv)
+                );
+                let mut f = FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NONSEEKABLE;
+                if stream {
+                    f |= FopenFlags::FOPEN_STREAM;
+                }
+                reply.opened(FileHandle(fh), f)
+            }
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn read(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let nonblock = flags.0 & libc::O_NONBLOCK != 0;
+        self.hub.read(
+            fh.0,
+            req.pid(),
+            offset,
+            size,
+            nonblock,
+            Box::new(DataReply(reply)),
+        );
+    }
+
+    fn write(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let nonblock = flags.0 & libc::O_NONBLOCK != 0;
+        self.hub.write(
+            fh.0,
+            req.pid(),
+            offset,
+            data,
+            nonblock,
+            Box::new(WriteReply(reply)),
+        );
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.hub.release(fh.0);
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match Node::from_ino(ino.0) {
+            Some(n) if n.is_dir() => reply.opened(FileHandle(0), FopenFlags::empty()),
+            _ => reply.error(fuser::Errno::ENOTDIR),
+        }
+    }
+
+    fn readdir(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let entries = match Node::from_ino(ino.0)
+            .ok_or(Errno::ENOENT)
+            .and_then(|n| self.entries(req, n))
+        {
+            Ok(e) => e,
+            Err(e) => return reply.error(err(e)),
+        };
+        for (i, (node, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
+            if reply.add(
+                INodeNo(node.ino()),
+                i as u64 + 1,
+                kind,
+                OsStr::from_bytes(&name),
+            ) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        // The kernel checks permissions itself (default_permissions).
+        reply.ok();
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: fuser::ReplyCreate,
+    ) {
+        reply.error(fuser::Errno::EPERM);
+    }
+
+    fn poll(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        ph: PollNotifier,
+        events: PollEvents,
+        flags: PollFlags,
+        reply: ReplyPoll,
+    ) {
+        let kh = flags
+            .contains(PollFlags::FUSE_POLL_SCHEDULE_NOTIFY)
+            .then(|| ph.handle().0);
+        let ready = self.hub.poll(fh.0, kh);
+        let always = (libc::POLLERR | libc::POLLHUP) as u32;
+        reply.poll(PollEvents::from_bits_truncate(
+            ready & (events.bits() | always),
+        ));
+    }
+}

@@ -1,0 +1,1260 @@
+//! The message-passing core: mailboxes (a tree of names), direct links,
+//! open descriptors, and blocked requests. No FUSE types: the adapter in
+//! [`crate::fs`] turns requests into calls here and [`Replier`]s carry the
+//! answers back, now or later.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use log::{debug, info};
+
+use crate::channel::{Channel, Removed};
+use crate::errno::{Errno, Result};
+use crate::identity::{Process, Processes};
+use crate::memory::MemoryBudget;
+use crate::message::{Message, Payload, ReceiptTag};
+use crate::policy::{self, Policy, Rule};
+use crate::receipts::{ReceiptBook, ReceiptRead};
+use crate::receiver_rule::Role;
+use crate::status;
+use crate::waiter::{Effects, Outcome, ReceiptWait, RecvWait, Replier, SendWait, WaiterId};
+
+pub type MailboxId = u64;
+/// The parent of top-level mailboxes.
+pub const ROOT: MailboxId = 0;
+
+/// Names a mailbox may not have: its parent's files.
+pub const MAILBOX_FILES: [&str; 4] = ["send", "recv", "policy", "status"];
+/// Names taken at the top of the mount.
+pub const ROOT_NAMES: [&str; 2] = ["proc", "policy"];
+pub const NAME_MAX: usize = 255;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    Send,
+    Recv,
+    Policy,
+    Status,
+}
+
+impl FileKind {
+    pub const ALL: [FileKind; 4] = [
+        FileKind::Send,
+        FileKind::Recv,
+        FileKind::Policy,
+        FileKind::Status,
+    ];
+
+    pub fn name(self) -> &'static str {
+        MAILBOX_FILES[self as usize]
+    }
+
+    pub fn from_name(name: &OsStr) -> Option<FileKind> {
+        FileKind::ALL
+            .into_iter()
+            .find(|k| k.name().as_bytes() == name.as_bytes())
+    }
+}
+
+/// Ownership and permission bits of a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attr {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// A channel's place: a mailbox, or one direction of a direct link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ChanKey {
+    Mailbox(MailboxId),
+    Link { from: Process, to: Process },
+}
+
+pub struct Mailbox {
+    pub name: OsString,
+    pub parent: MailboxId,
+    pub children: BTreeMap<OsString, MailboxId>,
+    pub dir: Attr,
+    pub files: [Attr; 4],
+    chan: Channel,
+}
+
+/// What is opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Mailbox(MailboxId, FileKind),
+    /// `proc/<pid>/<kind>`.
+    Link(u32, FileKind),
+    RootPolicy,
+    /// `proc/status`.
+    DaemonStatus,
+}
+
+/// Whoever makes a request.
+#[derive(Clone, Copy, Debug)]
+pub struct Caller {
+    pub process: Process,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// The part of a message a `recv` descriptor is reading.
+#[derive(Default)]
+struct Cursor {
+    current: Option<(Message, usize)>,
+    /// The whole message has been returned; the next read returns 0.
+    eof: bool,
+}
+
+impl Cursor {
+    /// Answers a read from what the descriptor already holds, if it can.
+    ///
+    /// Files are opened `FOPEN_STREAM`: each `read(2)` arrives at offset 0,
+    /// and only the continuation requests of one large `read(2)` (sent by the
+    /// kernel when the previous request was filled completely) have offsets
+    /// above 0. A continuation never starts a new message nor consumes the
+    /// end-of-file that follows one.
+    fn serve(&mut self, offset: u64, size: u32) -> Option<Outcome> {
+        if let Some((msg, pos)) = &mut self.current {
+            let end = msg.len().min(*pos + size as usize);
+            let out = Outcome::Slice(Arc::clone(&msg.payload), *pos..end);
+            *pos = end;
+            if end == msg.len() {
+                self.current = None;
+                self.eof = true;
+            }
+            return Some(out);
+        }
+        if self.eof {
+            if offset == 0 {
+                self.eof = false;
+            }
+            return Some(Outcome::empty());
+        }
+        (offset > 0).then(Outcome::empty)
+    }
+
+    fn partial(&self) -> bool {
+        self.current.as_ref().is_some_and(|(_, pos)| *pos > 0)
+    }
+}
+
+enum HandleKind {
+    Recv {
+        chan: ChanKey,
+        cursor: Cursor,
+    },
+    Send {
+        chan: ChanKey,
+        receipts: Option<ReceiptBook>,
+    },
+    /// A status snapshot.
+    Text(Vec<u8>),
+    /// A policy file: its text at open; writes set `of` (None: the root).
+    Policy {
+        of: Option<MailboxId>,
+        text: Vec<u8>,
+    },
+}
+
+struct Handle {
+    owner: Process,
+    kind: HandleKind,
+}
+
+enum Place {
+    Chan(ChanKey),
+    Receipts(u64),
+}
+
+struct Parked {
+    tid: u32,
+    place: Place,
+}
+
+/// Mount-wide settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The root policy's initial value; links use its capacity and size.
+    pub default_policy: Policy,
+    /// The largest message any policy may allow.
+    pub hard_max_message: usize,
+    pub max_memory: usize,
+    /// Owner of the mount's root and root policy.
+    pub uid: u32,
+    pub gid: u32,
+}
+
+struct State {
+    mailboxes: HashMap<MailboxId, Mailbox>,
+    top: BTreeMap<OsString, MailboxId>,
+    links: HashMap<(Process, Process), Channel>,
+    handles: HashMap<u64, Handle>,
+    parked: HashMap<WaiterId, Parked>,
+    next_id: u64,
+    default_policy: Policy,
+    root_policy_attr: Attr,
+    dropped_on_exit: u64,
+    shut_down: bool,
+}
+
+impl State {
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn children(&self, parent: MailboxId) -> Option<&BTreeMap<OsString, MailboxId>> {
+        if parent == ROOT {
+            Some(&self.top)
+        } else {
+            self.mailboxes.get(&parent).map(|m| &m.children)
+        }
+    }
+
+    fn children_mut(&mut self, parent: MailboxId) -> Option<&mut BTreeMap<OsString, MailboxId>> {
+        if parent == ROOT {
+            Some(&mut self.top)
+        } else {
+            self.mailboxes.get_mut(&parent).map(|m| &mut m.children)
+        }
+    }
+
+    fn path(&self, mut id: MailboxId) -> String {
+        let mut parts = Vec::new();
+        while let Some(m) = self.mailboxes.get(&id) {
+            parts.push(m.name.to_string_lossy().into_owned());
+            id = m.parent;
+        }
+        parts.reverse();
+        parts.join("/")
+    }
+
+    /// Hands messages to blocked readers' descriptors and fills in receipts,
+    /// turning both into replies.
+    fn settle(&mut self, fx: &mut Effects) {
+        for id in fx.unparked.drain(..) {
+            self.parked.remove(&id);
+        }
+        for (w, msg) in std::mem::take(&mut fx.handoffs) {
+            match self.handles.get_mut(&w.handle).map(|h| &mut h.kind) {
+                Some(HandleKind::Recv { cursor, .. }) => {
+                    cursor.current = Some((msg, 0));
+                    let out = cursor.serve(0, w.size).expect("a current message");
+                    fx.reply(w.reply, out);
+                }
+                _ => fx.reply(w.reply, Outcome::Error(Errno::EBADF)),
+            }
+        }
+        for (tag, fate) in std::mem::take(&mut fx.receipts) {
+            let Some(Handle {
+                kind:
+                    HandleKind::Send {
+                        receipts: Some(book),
+                        ..
+                    },
+                ..
+            }) = self.handles.get_mut(&tag.handle)
+            else {
+                continue;
+            };
+            book.resolve(tag.seq, fate);
+            while let Some(w) = book.waiters.front() {
+                let Some(out) = book.read(w.size as usize).into_outcome() else {
+                    break;
+                };
+                let w = book.waiters.pop_front().expect("receipt waiter");
+                self.parked.remove(&w.id);
+                fx.reply(w.reply, out);
+            }
+        }
+    }
+}
+
+fn chan_mut<'a>(
+    mailboxes: &'a mut HashMap<MailboxId, Mailbox>,
+    links: &'a mut HashMap<(Process, Process), Channel>,
+    key: ChanKey,
+) -> Option<&'a mut Channel> {
+    match key {
+        ChanKey::Mailbox(id) => mailboxes.get_mut(&id).map(|m| &mut m.chan),
+        ChanKey::Link { from, to } => links.get_mut(&(from, to)),
+    }
+}
+
+/// The error for I/O on a channel that no longer exists.
+fn gone(key: ChanKey) -> Errno {
+    match key {
+        ChanKey::Mailbox(_) => Errno::EIDRM,
+        ChanKey::Link { .. } => Errno::ESRCH,
+    }
+}
+
+/// The modes of a new mailbox's files, from its directory's mode: `send`
+/// gets the write bits (and the matching read bits, for receipts), `recv`
+/// and `status` the read bits, `policy` owner-write plus the read bits.
+pub fn file_modes(dir_mode: u32) -> [u32; 4] {
+    let w = dir_mode & 0o222;
+    let r = dir_mode & 0o444;
+    [w | (w << 1), r, 0o200 | r, r]
+}
+
+pub struct Hub {
+    state: Mutex<State>,
+    procs: Box<dyn Processes>,
+    budget: Arc<MemoryBudget>,
+    config: Config,
+    notifier: OnceLock<Box<dyn Fn(u64) + Send + Sync>>,
+}
+
+macro_rules! check {
+    ($fx:expr, $reply:expr, $e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => {
+                $fx.reply($reply, Outcome::Error(e));
+                return;
+            }
+        }
+    };
+}
+
+impl Hub {
+    pub fn new(config: Config, procs: Box<dyn Processes>) -> Hub {
+        Hub {
+            state: Mutex::new(State {
+                mailboxes: HashMap::new(),
+                top: BTreeMap::new(),
+                links: HashMap::new(),
+                handles: HashMap::new(),
+                parked: HashMap::new(),
+                next_id: 0,
+                default_policy: config.default_policy,
+                root_policy_attr: Attr {
+                    mode: 0o644,
+                    uid: config.uid,
+                    gid: config.gid,
+                },
+                dropped_on_exit: 0,
+                shut_down: false,
+            }),
+            procs,
+            budget: Arc::new(MemoryBudget::new(config.max_memory)),
+            config,
+            notifier: OnceLock::new(),
+        }
+    }
+
+    /// Sets how poll handles are notified (once; before serving).
+    pub fn set_notifier(&self, f: Box<dyn Fn(u64) + Send + Sync>) {
+        let _ = self.notifier.set(f);
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn procs(&self) -> &dyn Processes {
+        &*self.procs
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Finishes an operation: settle under the lock, reply outside it.
+    fn finish(&self, mut st: MutexGuard<'_, State>, mut fx: Effects) {
+        st.settle(&mut fx);
+        drop(st);
+        fx.run(&|kh| {
+            if let Some(n) = self.notifier.get() {
+                n(kh)
+            }
+        });
+    }
+
+    // ----- the tree --------------------------------------------------------
+
+    pub fn lookup(&self, parent: MailboxId, name: &OsStr) -> Option<MailboxId> {
+        self.lock().children(parent)?.get(name).copied()
+    }
+
+    pub fn exists(&self, id: MailboxId) -> bool {
+        self.lock().mailboxes.contains_key(&id)
+    }
+
+    pub fn children(&self, parent: MailboxId) -> Vec<(OsString, MailboxId)> {
+        self.lock()
+            .children(parent)
+            .map(|c| c.iter().map(|(n, id)| (n.clone(), *id)).collect())
+            .unwrap_or_default()
+    }
+
+    /// The attributes of a mailbox's directory (`None`) or one of its files,
+    /// and its maximum message size.
+    pub fn attr(&self, id: MailboxId, file: Option<FileKind>) -> Option<(Attr, usize)> {
+        let st = self.lock();
+        let m = st.mailboxes.get(&id)?;
+        let attr = match file {
+            None => m.dir,
+            Some(k) => m.files[k as usize],
+        };
+        Some((attr, m.chan.policy.max_message_size))
+    }
+
+    pub fn root_policy_attr(&self) -> Attr {
+        self.lock().root_policy_attr
+    }
+
+    pub fn default_policy(&self) -> Policy {
+        self.lock().default_policy
+    }
+
+    fn check_name(parent: MailboxId, name: &OsStr) -> Result<()> {
+        if name.len() > NAME_MAX {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        let reserved: &[&str] = if parent == ROOT {
+            &ROOT_NAMES
+        } else {
+            &MAILBOX_FILES
+        };
+        if reserved.iter().any(|r| r.as_bytes() == name.as_bytes()) {
+            return Err(Errno::EEXIST);
+        }
+        Ok(())
+    }
+
+    pub fn mkdir(
+        &self,
+        parent: MailboxId,
+        name: &OsStr,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<MailboxId> {
+        Self::check_name(parent, name)?;
+        let mut st = self.lock();
+        let children = st.children(parent).ok_or(Errno::ENOENT)?;
+        if children.contains_key(name) {
+            return Err(Errno::EEXIST);
+        }
+        let id = st.id();
+        let mode = mode & 0o7777;
+        let files = file_modes(mode).map(|mode| Attr { mode, uid, gid });
+        let policy = st.default_policy;
+        st.mailboxes.insert(
+            id,
+            Mailbox {
+                name: name.to_owned(),
+                parent,
+                children: BTreeMap::new(),
+                dir: Attr { mode, uid, gid },
+                files,
+                chan: Channel::new(policy),
+            },
+        );
+        st.children_mut(parent)
+            .expect("parent")
+            .insert(name.to_owned(), id);
+        debug!("mkdir {} ({policy})", st.path(id));
+        Ok(id)
+    }
+
+    pub fn rmdir(&self, parent: MailboxId, name: &OsStr) -> Result<()> {
+        let mut st = self.lock();
+        let id = *st
+            .children(parent)
+            .ok_or(Errno::ENOENT)?
+            .get(name)
+            .ok_or(Errno::ENOENT)?;
+        if !st.mailboxes[&id].children.is_empty() {
+            return Err(Errno::ENOTEMPTY);
+        }
+        let path = st.path(id);
+        st.children_mut(parent).expect("parent").remove(name);
+        let mut mailbox = st.mailboxes.remove(&id).expect("mailbox");
+        let mut fx = Effects::default();
+        let dropped = mailbox.chan.drain(Errno::EIDRM, &mut fx);
+        if dropped > 0 {
+            info!("rmdir {path}: dropped {dropped} queued message(s)");
+        } else {
+            debug!("rmdir {path}");
+        }
+        self.finish(st, fx);
+        Ok(())
+    }
+
+    /// Moves a mailbox, queue and all.
+    pub fn rename(
+        &self,
+        parent: MailboxId,
+        name: &OsStr,
+        new_parent: MailboxId,
+        new_name: &OsStr,
+    ) -> Result<()> {
+        Self::check_name(new_parent, new_name)?;
+        let mut st = self.lock();
+        let id = *st
+            .children(parent)
+            .ok_or(Errno::ENOENT)?
+            .get(name)
+            .ok_or(Errno::ENOENT)?;
+        let target = st.children(new_parent).ok_or(Errno::ENOENT)?;
+        match target.get(new_name) {
+            Some(&existing) if existing == id => return Ok(()),
+            Some(_) => return Err(Errno::EEXIST),
+            None => {}
+        }
+        // Not into itself or below it.
+        let mut up = new_parent;
+        while up != ROOT {
+            if up == id {
+                return Err(Errno::EINVAL);
+            }
+            up = st.mailboxes[&up].parent;
+        }
+        st.children_mut(parent).expect("parent").remove(name);
+        st.children_mut(new_parent)
+            .expect("new parent")
+            .insert(new_name.to_owned(), id);
+        let m = st.mailboxes.get_mut(&id).expect("mailbox");
+        m.name = new_name.to_owned();
+        m.parent = new_parent;
+        Ok(())
+    }
+
+    /// `chmod`/`chown` of a mailbox (`file` None), one of its files, or
+    /// (`id` ROOT) the root policy file.
+    pub fn set_attr(
+        &self,
+        id: MailboxId,
+        file: Option<FileKind>,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    ) -> Result<Attr> {
+        let mut st = self.lock();
+        let attr = if id == ROOT {
+            &mut st.root_policy_attr
+        } else {
+            let m = st.mailboxes.get_mut(&id).ok_or(Errno::ENOENT)?;
+            match file {
+                None => &mut m.dir,
+                Some(k) => &mut m.files[k as usize],
+            }
+        };
+        if let Some(mode) = mode {
+            attr.mode = mode & 0o7777;
+        }
+        if let Some(uid) = uid {
+            attr.uid = uid;
+        }
+        if let Some(gid) = gid {
+            attr.gid = gid;
+        }
+        Ok(*attr)
+    }
+
+    // ----- direct links ----------------------------------------------------
+
+    /// The peers `caller` has link state with.
+    pub fn peers(&self, caller: Process) -> Vec<u32> {
+        let st = self.lock();
+        let set: BTreeSet<u32> = st
+            .links
+            .keys()
+            .filter_map(|(from, to)| {
+                if *from == caller {
+                    Some(to.pid)
+                } else if *to == caller {
+                    Some(from.pid)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        set.into_iter().collect()
+    }
+
+    fn link_policy(&self) -> Policy {
+        Policy {
+            rule: Rule::Arbitrary,
+            ..self.config.default_policy
+        }
+    }
+
+    // ----- open and close --------------------------------------------------
+
+    /// Opens `target` for `caller`; `read`/`write` are the access asked for.
+    pub fn open(&self, caller: Caller, target: Target, read: bool, write: bool) -> Result<u64> {
+        let me = caller.process;
+        let mut st = self.lock();
+        let kind = match target {
+            Target::RootPolicy => HandleKind::Policy {
+                of: None,
+                text: format!("{}\n", st.default_policy).into_bytes(),
+            },
+            Target::DaemonStatus => HandleKind::Text(self.daemon_status(&st).into_bytes()),
+            Target::Mailbox(id, kind) => {
+                let m = st.mailboxes.get_mut(&id).ok_or(Errno::ENOENT)?;
+                let ch = &mut m.chan;
+                let alive = |p: Process| self.procs.is_alive(p);
+                match kind {
+                    FileKind::Policy => HandleKind::Policy {
+                        of: Some(id),
+                        text: format!("{}\n", ch.policy).into_bytes(),
+                    },
+                    FileKind::Status => {
+                        ch.members.prune(&alive);
+                        HandleKind::Text(status::mailbox(ch, &self.budget).into_bytes())
+                    }
+                    FileKind::Recv => {
+                        if write {
+                            return Err(Errno::EACCES);
+                        }
+                        ch.members.admit(ch.policy.rule, me, Role::Recv, &alive)?;
+                        ch.open_recv(me);
+                        ch.handles += 1;
+                        HandleKind::Recv {
+                            chan: ChanKey::Mailbox(id),
+                            cursor: Cursor::default(),
+                        }
+                    }
+                    FileKind::Send => {
+                        if !write {
+                            return Err(Errno::EACCES);
+                        }
+                        ch.members.admit(ch.policy.rule, me, Role::Send, &alive)?;
+                        ch.handles += 1;
+                        HandleKind::Send {
+                            chan: ChanKey::Mailbox(id),
+                            receipts: read.then(ReceiptBook::default),
+                        }
+                    }
+                }
+            }
+            Target::Link(pid, kind) => {
+                let peer = self.procs.by_pid(pid);
+                match kind {
+                    FileKind::Send => {
+                        if !write {
+                            return Err(Errno::EACCES);
+                        }
+                        let peer = peer.ok_or(Errno::ESRCH)?;
+                        if !self.procs.may_signal(me, peer) {
+                            return Err(Errno::EPERM);
+                        }
+                        let policy = self.link_policy();
+                        st.links
+                            .entry((me, peer))
+                            .or_insert_with(|| Channel::new(policy))
+                            .handles += 1;
+                        HandleKind::Send {
+                            chan: ChanKey::Link { from: me, to: peer },
+                            receipts: read.then(ReceiptBook::default),
+                        }
+                    }
+                    FileKind::Recv => {
+                        if write {
+                            return Err(Errno::EACCES);
+                        }
+                        // A peer that has exited may still have left messages.
+                        let peer = peer
+                            .or_else(|| {
+                                st.links
+                                    .keys()
+                                    .find(|(f, t)| f.pid == pid && *t == me)
+                                    .map(|(f, _)| *f)
+                            })
+                            .ok_or(Errno::ESRCH)?;
+                        let policy = self.link_policy();
+                        let ch = st
+                            .links
+                            .entry((peer, me))
+                            .or_insert_with(|| Channel::new(policy));
+                        ch.open_recv(me);
+                        ch.handles += 1;
+                        HandleKind::Recv {
+                            chan: ChanKey::Link { from: peer, to: me },
+                            cursor: Cursor::default(),
+                        }
+                    }
+                    FileKind::Status | FileKind::Policy => {
+                        let alive = peer.is_some();
+                        let peer = peer.unwrap_or(Process { pid, start: 0 });
+                        let text = status::link(
+                            pid,
+                            alive,
+                            st.links.get(&(me, peer)),
+                            st.links.get(&(peer, me)),
+                        );
+                        HandleKind::Text(text.into_bytes())
+                    }
+                }
+            }
+        };
+        let h = st.id();
+        st.handles.insert(h, Handle { owner: me, kind });
+        Ok(h)
+    }
+
+    pub fn release(&self, h: u64) {
+        let mut st = self.lock();
+        let mut fx = Effects::default();
+        let Some(handle) = st.handles.remove(&h) else {
+            return;
+        };
+        let State {
+            mailboxes, links, ..
+        } = &mut *st;
+        match handle.kind {
+            HandleKind::Recv { chan, cursor } => {
+                if let Some(ch) = chan_mut(mailboxes, links, chan) {
+                    if cursor.partial() {
+                        ch.counters.truncated += 1;
+                    }
+                    ch.close_recv(handle.owner, &mut fx);
+                    ch.handles -= 1;
+                }
+            }
+            HandleKind::Send { chan, .. } => {
+                if let Some(ch) = chan_mut(mailboxes, links, chan) {
+                    ch.handles -= 1;
+                }
+            }
+            HandleKind::Text(_) | HandleKind::Policy { .. } => {}
+        }
+        self.finish(st, fx);
+    }
+
+    // ----- read, write, poll ----------------------------------------------
+
+    /// A read request of `size` bytes at `offset` by thread `tid`.
+    pub fn read(
+        &self,
+        h: u64,
+        tid: u32,
+        offset: u64,
+        size: u32,
+        nonblock: bool,
+        reply: Box<dyn Replier>,
+    ) {
+        let mut st = self.lock();
+        let mut fx = Effects::default();
+        self.read_locked(&mut st, &mut fx, h, tid, offset, size, nonblock, reply);
+        self.finish(st, fx);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn read_locked(
+        &self,
+        st: &mut State,
+        fx: &mut Effects,
+        h: u64,
+        tid: u32,
+        offset: u64,
+        size: u32,
+        nonblock: bool,
+        reply: Box<dyn Replier>,
+    ) {
+        let next = st.next_id + 1;
+        let State {
+            handles,
+            mailboxes,
+            links,
+            parked,
+            shut_down,
+            next_id,
+            ..
+        } = st;
+        let Some(handle) = handles.get_mut(&h) else {
+            return fx.reply(reply, Outcome::Error(Errno::EBADF));
+        };
+        let owner = handle.owner;
+        match &mut handle.kind {
+            HandleKind::Text(text) | HandleKind::Policy { text, .. } => {
+                let start = (offset as usize).min(text.len());
+                let end = text.len().min(start + size as usize);
+                fx.reply(reply, Outcome::Bytes(text[start..end].to_vec()));
+            }
+            HandleKind::Recv { chan, cursor } => {
+                if let Some(out) = cursor.serve(offset, size) {
+                    return fx.reply(reply, out);
+                }
+                let key = *chan;
+                let ch = check!(fx, reply, chan_mut(mailboxes, links, key).ok_or(gone(key)));
+                let alive = |p: Process| self.procs.is_alive(p);
+                check!(
+                    fx,
+                    reply,
+                    ch.members.admit(ch.policy.rule, owner, Role::Recv, &alive)
+                );
+                if let Some(msg) = ch.take(owner, fx) {
+                    cursor.current = Some((msg, 0));
+                    let out = cursor.serve(0, size).expect("a current message");
+                    return fx.reply(reply, out);
+                }
+                if nonblock {
+                    return fx.reply(reply, Outcome::Error(Errno::EAGAIN));
+                }
+                if *shut_down {
+                    return fx.reply(reply, Outcome::Error(Errno::ENOTCONN));
+                }
+                if let ChanKey::Link { from, .. } = key
+                    && !alive(from)
+                {
+                    return fx.reply(reply, Outcome::Error(Errno::ESRCH));
+                }
+                parked.insert(
+                    next,
+                    Parked {
+                        tid,
+                        place: Place::Chan(key),
+                    },
+                );
+                ch.park_receiver(
+                    RecvWait {
+                        id: next,
+                        handle: h,
+                        reader: owner,
+                        size,
+                        reply,
+                    },
+                    fx,
+                );
+                *next_id = next;
+            }
+            HandleKind::Send { receipts: None, .. } => {
+                fx.reply(reply, Outcome::Error(Errno::EBADF))
+            }
+            HandleKind::Send {
+                receipts: Some(book),
+                ..
+            } => {
+                if offset > 0 && !book.ready() {
+                    return fx.reply(reply, Outcome::empty());
+                }
+                match book.read(size as usize) {
+                    ReceiptRead::Pending if nonblock => {
+                        fx.reply(reply, Outcome::Error(Errno::EAGAIN))
+                    }
+                    ReceiptRead::Pending if *shut_down => {
+                        fx.reply(reply, Outcome::Error(Errno::ENOTCONN))
+                    }
+                    ReceiptRead::Pending => {
+                        parked.insert(
+                            next,
+                            Parked {
+                                tid,
+                                place: Place::Receipts(h),
+                            },
+                        );
+                        book.waiters.push_back(ReceiptWait {
+                            id: next,
+                            size,
+                            reply,
+                        });
+                        *next_id = next;
+                    }
+                    other => fx.reply(reply, other.into_outcome().expect("not pending")),
+                }
+            }
+        }
+    }
+
+    /// A write request by thread `tid`.
+    pub fn write(
+        &self,
+        h: u64,
+        tid: u32,
+        offset: u64,
+        data: &[u8],
+        nonblock: bool,
+        reply: Box<dyn Replier>,
+    ) {
+        let mut st = self.lock();
+        let mut fx = Effects::default();
+        self.write_locked(&mut st, &mut fx, h, tid, offset, data, nonblock, reply);
+        self.finish(st, fx);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write_locked(
+        &self,
+        st: &mut State,
+        fx: &mut Effects,
+        h: u64,
+        tid: u32,
+        offset: u64,
+        data: &[u8],
+        nonblock: bool,
+        reply: Box<dyn Replier>,
+    ) {
+        let next = st.next_id + 1;
+        let State {
+            handles,
+            mailboxes,
+            links,
+            parked,
+            default_policy,
+            shut_down,
+            next_id,
+            ..
+        } = st;
+        let Some(handle) = handles.get_mut(&h) else {
+            return fx.reply(reply, Outcome::Error(Errno::EBADF));
+        };
+        let owner = handle.owner;
+        match &mut handle.kind {
+            HandleKind::Policy { of, .. } => {
+                let current = match of {
+                    None => *default_policy,
+                    Some(id) => check!(
+                        fx,
+                        reply,
+                        mailboxes.get(id).map(|m| m.chan.policy).ok_or(Errno::EIDRM)
+                    ),
+                };
+                let new = match policy::parse(data, &current, self.config.hard_max_message) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        debug!("policy write refused: {e}");
+                        return fx.reply(reply, Outcome::Error(Errno::EINVAL));
+                    }
+                };
+                match of {
+                    None => *default_policy = new,
+                    Some(id) => {
+                        let id = *id;
+                        let openers: Vec<(Process, Role)> = {
+                            let mut hs: Vec<(&u64, &Handle)> = handles.iter().collect();
+                            hs.sort_by_key(|(h, _)| **h);
+                            hs.into_iter()
+                                .filter_map(|(_, hd)| match hd.kind {
+                                    HandleKind::Recv {
+                                        chan: ChanKey::Mailbox(m),
+                                        ..
+                                    } if m == id => Some((hd.owner, Role::Recv)),
+                                    HandleKind::Send {
+                                        chan: ChanKey::Mailbox(m),
+                                        ..
+                                    } if m == id => Some((hd.owner, Role::Send)),
+                                    _ => None,
+                                })
+                                .collect()
+                        };
+                        let ch = &mut mailboxes.get_mut(&id).expect("mailbox").chan;
+                        let rule_changed = ch.policy.rule != new.rule;
+                        ch.policy = new;
+                        if rule_changed {
+                            ch.members.reseed(new.rule, openers);
+                            let members = ch.members.clone();
+                            ch.refuse_waiters(&|p, role| members.allows(new.rule, p, role), fx);
+                        }
+                        ch.pump(fx);
+                        ch.changed(fx);
+                    }
+                }
+                fx.reply(reply, Outcome::Written(data.len() as u32));
+            }
+            HandleKind::Send { chan, receipts } => {
+                // One write(2) is one message. A write(2) too large for one
+                // FUSE request arrives as several; on this kernel a request
+                // carries at most fs.fuse.max_pages_limit (256) pages, and its
+                // first chunk is then at least 256 pages less the buffer's
+                // offset into its first page: always more than the hard maximum
+                // of 255 pages, so that chunk is refused below and the kernel
+                // sends no more. A continuation (offset > 0, since files are
+                // FOPEN_STREAM) is therefore only ever part of an oversized
+                // write.
+                let key = *chan;
+                let ch = check!(fx, reply, chan_mut(mailboxes, links, key).ok_or(gone(key)));
+                if offset > 0 || data.len() > ch.policy.max_message_size {
+                    return fx.reply(reply, Outcome::Error(Errno::EMSGSIZE));
+                }
+                let alive = |p: Process| self.procs.is_alive(p);
+                if let ChanKey::Link { to, .. } = key
+                    && !alive(to)
+                {
+                    return fx.reply(reply, Outcome::Error(Errno::ESRCH));
+                }
+                check!(
+                    fx,
+                    reply,
+                    ch.members.admit(ch.policy.rule, owner, Role::Send, &alive)
+                );
+                let writable = ch.writable();
+                if !writable && nonblock {
+                    return fx.reply(reply, Outcome::Error(Errno::EAGAIN));
+                }
+                if !writable && *shut_down {
+                    return fx.reply(reply, Outcome::Error(Errno::ENOTCONN));
+                }
+                let payload = check!(fx, reply, Payload::new(data, &self.budget));
+                let receipt = receipts.as_mut().map(|b| ReceiptTag {
+                    handle: h,
+                    seq: b.issue(),
+                });
+                let msg = Message {
+                    payload,
+                    sender: owner,
+                    receipt,
+                };
+                if writable {
+                    ch.accept(msg, fx);
+                    fx.reply(reply, Outcome::Written(data.len() as u32));
+                } else {
+                    parked.insert(
+                        next,
+                        Parked {
+                            tid,
+                            place: Place::Chan(key),
+                        },
+                    );
+                    ch.park_sender(
+                        SendWait {
+                            id: next,
+                            msg,
+                            reply,
+                        },
+                        fx,
+                    );
+                    *next_id = next;
+                }
+            }
+            HandleKind::Recv { .. } | HandleKind::Text(_) => {
+                fx.reply(reply, Outcome::Error(Errno::EBADF))
+            }
+        }
+    }
+
+    /// Poll readiness (`libc::POLLIN` etc.) of a descriptor; `kh`, when
+    /// given, is notified at the next change.
+    pub fn poll(&self, h: u64, kh: Option<u64>) -> u32 {
+        let mut st = self.lock();
+        let State {
+            handles,
+            mailboxes,
+            links,
+            ..
+        } = &mut *st;
+        let Some(handle) = handles.get(&h) else {
+            return libc::POLLERR as u32;
+        };
+        let (pin, pout, perr) = (
+            libc::POLLIN as u32,
+            libc::POLLOUT as u32,
+            libc::POLLERR as u32,
+        );
+        let (key, mut ready) = match &handle.kind {
+            HandleKind::Text(_) | HandleKind::Policy { .. } => return pin | pout,
+            HandleKind::Recv { chan, cursor } => {
+                if cursor.current.is_some() || cursor.eof {
+                    return pin;
+                }
+                (*chan, 0)
+            }
+            HandleKind::Send { chan, receipts } => (
+                *chan,
+                if receipts.as_ref().is_some_and(|b| b.ready()) {
+                    pin
+                } else {
+                    0
+                },
+            ),
+        };
+        let Some(ch) = chan_mut(mailboxes, links, key) else {
+            return pin | pout | perr;
+        };
+        match &handle.kind {
+            HandleKind::Recv { .. } => {
+                if ch.readable_for(handle.owner) {
+                    ready |= pin;
+                } else if let ChanKey::Link { from, .. } = key
+                    && !self.procs.is_alive(from)
+                {
+                    ready |= pin | libc::POLLHUP as u32;
+                }
+            }
+            _ => {
+                if ch.writable() {
+                    ready |= pout;
+                }
+            }
+        }
+        if let Some(kh) = kh {
+            ch.watch(kh);
+        }
+        ready
+    }
+
+    // ----- watching: interrupts and exits --------------------------------
+
+    /// Answers `EINTR` to every parked request whose thread has a signal
+    /// pending. Returns how many requests are parked.
+    pub fn check_interrupts(&self) -> usize {
+        let waiting: Vec<(WaiterId, u32)> = self
+            .lock()
+            .parked
+            .iter()
+            .map(|(id, p)| (*id, p.tid))
+            .collect();
+        // Read /proc without holding the lock.
+        let hit: Vec<WaiterId> = waiting
+            .iter()
+            .filter(|(_, tid)| self.procs.interrupted(*tid))
+            .map(|(id, _)| *id)
+            .collect();
+        if !hit.is_empty() {
+            let mut st = self.lock();
+            let mut fx = Effects::default();
+            for id in hit {
+                self.interrupt_locked(&mut st, &mut fx, id);
+            }
+            self.finish(st, fx);
+        }
+        waiting.len()
+    }
+
+    fn interrupt_locked(&self, st: &mut State, fx: &mut Effects, id: WaiterId) {
+        let Some(p) = st.parked.remove(&id) else {
+            return;
+        };
+        let State {
+            mailboxes,
+            links,
+            handles,
+            ..
+        } = st;
+        let reply = match p.place {
+            Place::Chan(key) => {
+                match chan_mut(mailboxes, links, key).and_then(|ch| ch.remove_waiter(id, fx)) {
+                    Some(Removed::Recv(w)) => Some(w.reply),
+                    Some(Removed::Send(w)) => {
+                        // Nothing was sent: forget its receipt too.
+                        if let Some(tag) = w.msg.receipt
+                            && let Some(Handle {
+                                kind:
+                                    HandleKind::Send {
+                                        receipts: Some(b), ..
+                                    },
+                                ..
+                            }) = handles.get_mut(&tag.handle)
+                        {
+                            b.cancel(tag.seq);
+                        }
+                        Some(w.reply)
+                    }
+                    None => None,
+                }
+            }
+            Place::Receipts(h) => match handles.get_mut(&h) {
+                Some(Handle {
+                    kind:
+                        HandleKind::Send {
+                            receipts: Some(b), ..
+                        },
+                    ..
+                }) => b.remove_waiter(id).map(|w| w.reply),
+                _ => None,
+            },
+        };
+        if let Some(r) = reply {
+            debug!("interrupted waiter {id} (tid {})", p.tid);
+            fx.reply(r, Outcome::Error(Errno::EINTR));
+        }
+    }
+
+    /// Reclaims what exited processes leave: messages queued for them
+    /// (dropped and counted), blocked peers (answered `ESRCH`), idle link
+    /// state, and `pair`/`exclusive` slots.
+    pub fn sweep(&self) {
+        let procs: BTreeSet<Process> = {
+            let st = self.lock();
+            st.links.keys().flat_map(|(a, b)| [*a, *b]).collect()
+        };
+        let dead: BTreeSet<Process> = procs
+            .into_iter()
+            .filter(|p| !self.procs.is_alive(*p))
+            .collect();
+        let mut st = self.lock();
+        let mut fx = Effects::default();
+        let mut dropped_total = 0;
+        st.links.retain(|(from, to), ch| {
+            let (from_dead, to_dead) = (dead.contains(from), dead.contains(to));
+            if to_dead {
+                let n = ch.fail_senders_and_drop(Errno::ESRCH, &mut fx);
+                if n > 0 {
+                    info!(
+                        "process {} exited: dropped {n} message(s) from {}",
+                        to.pid, from.pid
+                    );
+                }
+                dropped_total += n as u64;
+            }
+            if from_dead && ch.messages() == 0 {
+                ch.fail_readers(Errno::ESRCH, &mut fx);
+            }
+            !((from_dead || to_dead) && ch.is_idle())
+        });
+        st.dropped_on_exit += dropped_total;
+        for m in st.mailboxes.values_mut() {
+            m.chan.members.prune(&|p| self.procs.is_alive(p));
+        }
+        self.finish(st, fx);
+    }
+
+    /// The daemon is stopping: every parked request gets `ENOTCONN` and no
+    /// new one parks.
+    pub fn shutdown(&self) {
+        let mut st = self.lock();
+        st.shut_down = true;
+        let mut fx = Effects::default();
+        let ids: Vec<WaiterId> = st.parked.keys().copied().collect();
+        for id in ids {
+            self.interrupt_locked(&mut st, &mut fx, id);
+        }
+        for (_, out) in fx.replies.iter_mut() {
+            *out = Outcome::Error(Errno::ENOTCONN);
+        }
+        self.finish(st, fx);
+    }
+
+    fn daemon_status(&self, st: &State) -> String {
+        let processes: BTreeSet<Process> = st.links.keys().flat_map(|(a, b)| [*a, *b]).collect();
+        status::daemon(&status::DaemonFigures {
+            mailboxes: st.mailboxes.len(),
+            links: st.links.len(),
+            processes: processes.len(),
+            dropped_on_exit: st.dropped_on_exit,
+            parked: st.parked.len(),
+            memory_used: self.budget.used(),
+            memory_limit: self.budget.limit(),
+        })
+    }
+
+    /// Bytes held for messages, daemon-wide.
+    pub fn memory_used(&self) -> usize {
+        self.budget.used()
+    }
+
+    /// Runs the watcher: interrupts every 100 ms (up to 400 ms when very many
+    /// requests are parked), exits every second, until `stop` says so.
+    pub fn watch(&self, stop: &dyn Fn() -> bool) {
+        let mut last_sweep = std::time::Instant::now();
+        while !stop() {
+            let parked = self.check_interrupts();
+            if last_sweep.elapsed() >= Duration::from_secs(1) {
+                self.sweep();
+                last_sweep = std::time::Instant::now();
+            }
+            let pause = Duration::from_micros((parked as u64 * 250).clamp(100_000, 400_000));
+            std::thread::sleep(pause);
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! Who a process is: its thread-group id plus its start time, so that a pid
+//! reused by a new process is a different process.
+//!
+//! FUSE tells the daemon the *thread* id of each caller; [`Processes`] maps it
+//! to the thread group and answers the questions the core asks about
+//! processes (alive? may it signal that one? is that thread interrupted?).
+//! [`OsProcesses`] answers them from `/proc`; unit tests use a fake.
+
+use std::fs;
+
+use crate::interrupt;
+
+/// A process: thread-group id and start time (clock ticks since boot, field
+/// 22 of `/proc/<pid>/stat`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Process {
+    pub pid: u32,
+    pub start: u64,
+}
+
+pub trait Processes: Send + Sync {
+    /// The live process that thread `tid` belongs to.
+    fn of_thread(&self, tid: u32) -> Option<Process>;
+    /// The live process whose thread-group id is `pid`.
+    fn by_pid(&self, pid: u32) -> Option<Process>;
+    /// Whether `p` (that very process, not a successor with its pid) lives.
+    fn is_alive(&self, p: Process) -> bool {
+        self.by_pid(p.pid) == Some(p)
+    }
+    /// The `kill(2)` rule: may `from` send to `to`?
+    fn may_signal(&self, from: Process, to: Process) -> bool;
+    /// Whether thread `tid` has a signal pending that should end its blocked
+    /// call, or no longer exists.
+    fn interrupted(&self, tid: u32) -> bool;
+}
+
+/// The real process table, read from `/proc`.
+#[derive(Debug, Default)]
+pub struct OsProcesses;
+
+/// Start time and state letter from the text of `/proc/<pid>/stat`.
+pub fn parse_stat(stat: &str) -> Option<(u64, char)> {
+    // The command name (field 2) may hold spaces and parentheses: the fields
+    // after it start behind the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?.chars().next()?;
+    // state is field 3; starttime is field 22.
+    let start = fields.nth(22 - 4)?.parse().ok()?;
+    Some((start, state))
+}
+
+/// The value of a `Key:` line of `/proc/<pid>/status`.
+pub fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
+    status.lines().find_map(|l| {
+        l.strip_prefix(key)
+            .and_then(|r| r.strip_prefix(':'))
+            .map(str::trim)
+    })
+}
+
+fn read(path: String) -> Option<String> {
+    fs::read_to_string(path).ok()
+}
+
+fn uids(pid: u32) -> Option<[u32; 4]> {
+    let status = read(format!("/proc/{pid}/status"))?;
+    let mut it = status_field(&status, "Uid")?
+        .split_ascii_whitespace()
+        .map(|v| v.parse::<u32>());
+    let mut out = [0; 4];
+    for slot in &mut out {
+        *slot = it.next()?.ok()?;
+    }
+    Some(out)
+}
+
+impl OsProcesses {
+    fn process(pid: u32) -> Option<Process> {
+        let (start, state) = parse_stat(&read(format!("/proc/{pid}/stat"))?)?;
+        // A zombie has exited; only its parent has not reaped it yet.
+        if state == 'Z' || state == 'X' {
+            return None;
+        }
+        Some(Process { pid, start })
+    }
+}
+
+impl Processes for OsProcesses {
+    fn of_thread(&self, tid: u32) -> Option<Process> {
+        let status = read(format!("/proc/{tid}/status"))?;
+        let tgid = status_field(&status, "Tgid")?.parse().ok()?;
+        Self::process(tgid)
+    }
+
+    fn by_pid(&self, pid: u32) -> Option<Process> {
+        if pid == 0 {
+            return None;
+        }
+        let status = read(format!("/proc/{pid}/status"))?;
+        let tgid: u32 = status_field(&status, "Tgid")?.parse().ok()?;
+        if tgid != pid {
+            return None; // a thread, not a process
+        }
+        Self::process(pid)
+    }
+
+    fn may_signal(&self, from: Process, to: Process) -> bool {
+        let (Some(f), Some(t)) = (uids(from.pid), uids(to.pid)) else {
+            return false;
+        };
+        let (f_real, f_eff) = (f[0], f[1]);
+        let (t_real, t_saved) = (t[0], t[2]);
+        f_eff == 0
+            || [f_real, f_eff]
+                .iter()
+                .any(|u| *u == t_real || *u == t_saved)
+    }
+
+    fn interrupted(&self, tid: u32) -> bool {
+        match read(format!("/proc/{tid}/status")) {
+            Some(status) => interrupt::signal_pending(&status),
+            None => true, // the thread is gone: nobody waits for the answer
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_odd_command_name() {
+        let stat =
+            "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 200";
+        assert_eq!(parse_stat(stat), Some((987654, 'S')));
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn this_process_is_found_and_alive() {
+        let me = std::process::id();
+        let p = OsProcesses.by_pid(me).expect("own process");
+        assert_eq!(p.pid, me);
+        assert!(OsProcesses.is_alive(p));
+        assert!(!OsProcesses.is_alive(Process {
+            pid: me,
+            start: p.start + 1
+        }));
+        assert_eq!(OsProcesses.of_thread(me), Some(p));
+        assert!(OsProcesses.may_signal(p, p));
+        assert!(!OsProcesses.interrupted(me));
+    }
+
+    #[test]
+    fn thread_maps_to_its_process() {
+        let me = OsProcesses.by_pid(std::process::id()).unwrap();
+        let tid = std::thread::spawn(|| {
+            let tid = unsafe { libc::gettid() } as u32;
+            assert_ne!(tid, std::process::id());
+            // A thread id is not a process of its own...
+            assert_eq!(OsProcesses.by_pid(tid), None);
+            // ...but maps to the process it belongs to.
+            OsProcesses.of_thread(tid)
+        })
+        .join()
+        .unwrap();
+        assert_eq!(tid, Some(me));
+    }
+}

@@ -1,0 +1,106 @@
+//! The `ipcfs` command: parses options, mounts, serves, and unmounts on a
+//! signal.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use fuser::{Config as FuseConfig, PollHandle, Session, SessionACL};
+use log::{error, info};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use ipcfs::fs::IpcFs;
+use ipcfs::hub::{Config, Hub};
+use ipcfs::identity::OsProcesses;
+use ipcfs::options::{Cli, Settings, hard_max_message};
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("ipcfs=warn,fuser=off"),
+    )
+    .init();
+    let settings = match Settings::from_cli(Cli::parse(), hard_max_message()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ipcfs: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match serve(&settings) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ipcfs: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn serve(s: &Settings) -> Result<(), String> {
+    let mp = &s.mountpoint;
+    if !mp.exists() {
+        std::fs::create_dir_all(mp)
+            .map_err(|e| format!("cannot create mountpoint {}: {e}", mp.display()))?;
+    }
+    let hub = Arc::new(Hub::new(
+        Config {
+            default_policy: s.default_policy,
+            hard_max_message: s.hard_max_message,
+            max_memory: s.max_memory,
+            uid: unsafe { libc::getuid() },
+            gid: unsafe { libc::getgid() },
+        },
+        Box::new(OsProcesses),
+    ));
+    let mut config = FuseConfig::default();
+    config.mount_options = s.mount_options.clone();
+    config.acl = if s.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    config.n_threads = Some(s.threads);
+    config.clone_fd = s.threads > 1;
+
+    // Signals are caught before mounting, so none is missed in between.
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .map_err(|e| format!("cannot catch signals: {e}"))?;
+    let mut session = Session::new(IpcFs::new(Arc::clone(&hub)), mp, &config)
+        .map_err(|e| format!("cannot mount {}: {e}", mp.display()))?;
+    let notifier = session.notifier();
+    hub.set_notifier(Box::new(move |kh| {
+        let _ = notifier.poll(PollHandle(kh));
+    }));
+    let mut unmounter = session.unmount_callable();
+    info!("mounted {} ({})", mp.display(), s.default_policy);
+
+    let watcher = Arc::clone(&hub);
+    std::thread::Builder::new()
+        .name("ipcfs-watch".into())
+        .spawn(move || watcher.watch(&|| false))
+        .map_err(|e| format!("cannot start the watcher thread: {e}"))?;
+
+    let on_signal = Arc::clone(&hub);
+    let mp_name = mp.display().to_string();
+    std::thread::Builder::new()
+        .name("ipcfs-signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                info!("signal {sig}: unmounting {mp_name}");
+                on_signal.shutdown();
+                if let Err(e) = unmounter.unmount() {
+                    error!("unmounting {mp_name}: {e}");
+                }
+                // Descriptors still open on the detached mount are cut off
+                // when /dev/fuse closes with this process.
+                std::process::exit(0);
+            }
+        })
+        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+
+    let result = session.run();
+    hub.shutdown();
+    result.map_err(|e| format!("serving {}: {e}", mp.display()))?;
+    info!("{} was unmounted", mp.display());
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! Parked requests and the answers the core gives them.
+//!
+//! A read on an empty queue or a write into a full one is not answered at
+//! once: its reply is parked in the core as a waiter and answered later, from
+//! whichever thread changes the state it waits for. The core never blocks a
+//! thread on a queue. It does not know FUSE either: a reply is anything that
+//! implements [`Replier`].
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use crate::errno::Errno;
+use crate::identity::Process;
+use crate::message::{Message, Payload, ReceiptTag};
+
+/// What a parked or immediate request is answered with.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Part of a message's bytes.
+    Slice(Arc<Payload>, Range<usize>),
+    /// Bytes made for this answer (receipt lines, status text).
+    Bytes(Vec<u8>),
+    /// A write of this many bytes completed.
+    Written(u32),
+    Error(Errno),
+}
+
+impl Outcome {
+    pub fn empty() -> Outcome {
+        Outcome::Bytes(Vec::new())
+    }
+
+    /// The bytes a read is answered with, if this is data.
+    pub fn data(&self) -> Option<&[u8]> {
+        match self {
+            Outcome::Slice(p, r) => Some(&p.bytes()[r.clone()]),
+            Outcome::Bytes(b) => Some(b),
+            _ => None,
+        }
+    }
+}
+
+/// The way back to whoever made a request.
+pub trait Replier: Send {
+    fn reply(self: Box<Self>, outcome: Outcome);
+}
+
+pub type WaiterId = u64;
+
+/// A blocked read of a `recv` file.
+pub struct RecvWait {
+    pub id: WaiterId,
+    pub handle: u64,
+    pub reader: Process,
+    pub size: u32,
+    pub reply: Box<dyn Replier>,
+}
+
+/// A blocked write of a `send` file, with the message it carries.
+pub struct SendWait {
+    pub id: WaiterId,
+    pub msg: Message,
+    pub reply: Box<dyn Replier>,
+}
+
+/// A blocked read of receipts on a read-write `send` descriptor.
+pub struct ReceiptWait {
+    pub id: WaiterId,
+    pub size: u32,
+    pub reply: Box<dyn Replier>,
+}
+
+/// What an operation on the core leaves to do once its lock is released,
+/// and the hand-overs the core itself must finish first.
+#[derive(Default)]
+pub struct Effects {
+    pub replies: Vec<(Box<dyn Replier>, Outcome)>,
+    /// Poll handles to notify.
+    pub notify: Vec<u64>,
+    /// Messages handed to blocked readers; the reader's handle takes them.
+    pub handoffs: Vec<(RecvWait, Message)>,
+    /// Receipts to fill in: the receiving pid, or why the message was lost.
+    pub receipts: Vec<(ReceiptTag, Result<u32, Errno>)>,
+    /// Waiters that left their queue.
+    pub unparked: Vec<WaiterId>,
+}
+
+impl Effects {
+    pub fn reply(&mut self, to: Box<dyn Replier>, outcome: Outcome) {
+        self.replies.push((to, outcome));
+    }
+
+    /// Sends the replies and notifications. Call without holding the core's lock.
+    pub fn run(self, notify: &dyn Fn(u64)) {
+        for (to, outcome) in self.replies {
+            to.reply(outcome);
+        }
+        for kh in self.notify {
+            notify(kh);
+        }
+    }
+}
