@@ -82,13 +82,15 @@ fn serve(s: &Settings) -> Result<(), String> {
 
     let on_signal = Arc::clone(&hub);
     let mp_name = mp.display().to_string();
+    let mp_path = mp.canonicalize().unwrap_or_else(|_| mp.clone());
     std::thread::Builder::new()
         .name("ipcfs-signals".into())
         .spawn(move || {
             if let Some(sig) = signals.forever().next() {
                 info!("signal {sig}: unmounting {mp_name}");
                 on_signal.shutdown();
-                if let Err(e) = unmounter.unmount() {
+                // Detach lazily: descriptors just answered may not be closed yet.
+                if let Err(e) = detach(&mp_path).or_else(|_| unmounter.unmount()) {
                     error!("unmounting {mp_name}: {e}");
                 }
                 // Descriptors still open on the detached mount are cut off
@@ -103,4 +105,15 @@ fn serve(s: &Settings) -> Result<(), String> {
     result.map_err(|e| format!("serving {}: {e}", mp.display()))?;
     info!("{} was unmounted", mp.display());
     Ok(())
+}
+
+/// Lazily unmounts `path` (as root; others go through fusermount3).
+fn detach(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
