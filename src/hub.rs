@@ -1258,3 +1258,7 @@ impl Hub {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "hub_tests.rs"]
+mod tests;

@@ -1,0 +1,555 @@
+//! The core driven without a mount: fake processes, recorded replies.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::sync::{Arc, Mutex};
+
+use super::*;
+
+#[derive(Default)]
+struct World {
+    /// pid -> (start time, uid)
+    alive: Mutex<HashMap<u32, (u64, u32)>>,
+    signalled: Mutex<HashSet<u32>>,
+}
+
+struct Fake(Arc<World>);
+
+impl Processes for Fake {
+    fn of_thread(&self, tid: u32) -> Option<Process> {
+        self.by_pid(tid)
+    }
+    fn by_pid(&self, pid: u32) -> Option<Process> {
+        let alive = self.0.alive.lock().unwrap();
+        alive
+            .get(&pid)
+            .map(|(start, _)| Process { pid, start: *start })
+    }
+    fn may_signal(&self, from: Process, to: Process) -> bool {
+        let alive = self.0.alive.lock().unwrap();
+        let uid = |p: Process| alive.get(&p.pid).map(|(_, u)| *u);
+        uid(from) == Some(0) || (uid(from).is_some() && uid(from) == uid(to))
+    }
+    fn interrupted(&self, tid: u32) -> bool {
+        self.0.signalled.lock().unwrap().contains(&tid)
+    }
+}
+
+impl World {
+    fn spawn(&self, pid: u32, uid: u32) -> Caller {
+        self.alive
+            .lock()
+            .unwrap()
+            .insert(pid, (pid as u64 * 10, uid));
+        Caller {
+            process: Process {
+                pid,
+                start: pid as u64 * 10,
+            },
+            uid,
+            gid: uid,
+        }
+    }
+    fn exit(&self, pid: u32) {
+        self.alive.lock().unwrap().remove(&pid);
+    }
+    fn signal(&self, pid: u32) {
+        self.signalled.lock().unwrap().insert(pid);
+    }
+}
+
+/// A reply slot: `None` while the request is parked.
+#[derive(Clone, Default)]
+struct Answer(Arc<Mutex<Option<Outcome>>>);
+
+impl Replier for Answer {
+    fn reply(self: Box<Self>, o: Outcome) {
+        assert!(
+            self.0.lock().unwrap().replace(o).is_none(),
+            "answered twice"
+        );
+    }
+}
+
+#[derive(Debug, PartialEq)]
+enum Got {
+    Parked,
+    Data(Vec<u8>),
+    Written(u32),
+    Err(i32),
+}
+
+impl Answer {
+    fn got(&self) -> Got {
+        match &*self.0.lock().unwrap() {
+            None => Got::Parked,
+            Some(Outcome::Written(n)) => Got::Written(*n),
+            Some(Outcome::Error(e)) => Got::Err(e.0),
+            Some(o) => Got::Data(o.data().unwrap().to_vec()),
+        }
+    }
+}
+
+const MAX: usize = 1000;
+
+fn hub(policy: &str) -> (Hub, Arc<World>) {
+    let world = Arc::new(World::default());
+    let base = Policy {
+        rule: Rule::Arbitrary,
+        capacity: Some(8),
+        max_message_size: MAX,
+    };
+    let config = Config {
+        default_policy: policy::parse(policy.as_bytes(), &base, MAX).unwrap(),
+        hard_max_message: MAX,
+        max_memory: 10_000,
+        uid: 0,
+        gid: 0,
+    };
+    (Hub::new(config, Box::new(Fake(Arc::clone(&world)))), world)
+}
+
+fn read(hub: &Hub, h: u64, tid: u32, size: u32, nonblock: bool) -> Answer {
+    let a = Answer::default();
+    hub.read(h, tid, 0, size, nonblock, Box::new(a.clone()));
+    a
+}
+
+fn write(hub: &Hub, h: u64, tid: u32, data: &[u8], nonblock: bool) -> Answer {
+    let a = Answer::default();
+    hub.write(h, tid, 0, data, nonblock, Box::new(a.clone()));
+    a
+}
+
+fn mkbox(hub: &Hub, name: &str) -> MailboxId {
+    hub.mkdir(ROOT, OsStr::new(name), 0o755, 0, 0).unwrap()
+}
+
+fn status_of(hub: &Hub, id: MailboxId, who: Caller) -> HashMap<String, String> {
+    let h = hub
+        .open(who, Target::Mailbox(id, FileKind::Status), true, false)
+        .unwrap();
+    let Got::Data(text) = read(hub, h, who.process.pid, 4096, false).got() else {
+        panic!("status unreadable")
+    };
+    hub.release(h);
+    String::from_utf8(text)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (k, v) = l.split_once(": ").unwrap();
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn one_message_per_receive_then_eof() {
+    let (hub, w) = hub("arbitrary");
+    let (a, b) = (w.spawn(1, 0), w.spawn(2, 0));
+    let id = mkbox(&hub, "jobs");
+    let s = hub
+        .open(a, Target::Mailbox(id, FileKind::Send), false, true)
+        .unwrap();
+    let r = hub
+        .open(b, Target::Mailbox(id, FileKind::Recv), true, false)
+        .unwrap();
+    assert_eq!(
+        write(&hub, s, 1, b"hello world", false).got(),
+        Got::Written(11)
+    );
+    assert_eq!(write(&hub, s, 1, b"second", false).got(), Got::Written(6));
+    assert_eq!(
+        read(&hub, r, 2, 5, false).got(),
+        Got::Data(b"hello".to_vec())
+    );
+    assert_eq!(
+        read(&hub, r, 2, 100, false).got(),
+        Got::Data(b" world".to_vec())
+    );
+    assert_eq!(read(&hub, r, 2, 100, false).got(), Got::Data(vec![]));
+    assert_eq!(
+        read(&hub, r, 2, 100, false).got(),
+        Got::Data(b"second".to_vec())
+    );
+    assert_eq!(read(&hub, r, 2, 100, false).got(), Got::Data(vec![]));
+    assert_eq!(read(&hub, r, 2, 100, true).got(), Got::Err(libc::EAGAIN));
+}
+
+#[test]
+fn continuation_chunk_never_consumes_the_eof() {
+    let (hub, w) = hub("arbitrary");
+    let a = w.spawn(1, 0);
+    let id = mkbox(&hub, "big");
+    let s = hub
+        .open(a, Target::Mailbox(id, FileKind::Send), false, true)
+        .unwrap();
+    let r = hub
+        .open(a, Target::Mailbox(id, FileKind::Recv), true, false)
+        .unwrap();
+    write(&hub, s, 1, &[7; 8], false);
+    // One read(2) of 16 bytes split by the kernel into two 8-byte requests.
+    assert_eq!(read(&hub, r, 1, 8, false).got(), Got::Data(vec![7; 8]));
+    let cont = Answer::default();
+    hub.read(r, 1, 8, 8, false, Box::new(cont.clone()));
+    assert_eq!(cont.got(), Got::Data(vec![]));
+    // The next read(2) still sees the end of the message.
+    assert_eq!(read(&hub, r, 1, 8, true).got(), Got::Data(vec![]));
+}
+
+#[test]
+fn oversized_and_continued_writes_are_refused_whole() {
+    let (hub, w) = hub("arbitrary");
+    let a = w.spawn(1, 0);
+    let id = mkbox(&hub, "b");
+    let s = hub
+        .open(a, Target::Mailbox(id, FileKind::Send), false, true)
+        .unwrap();
+    assert_eq!(
+        write(&hub, s, 1, &vec![0; MAX + 1], false).got(),
+        Got::Err(libc::EMSGSIZE)
+    );
+    let cont = Answer::default();
+    hub.write(s, 1, 4096, b"rest", false, Box::new(cont.clone()));
+    assert_eq!(cont.got(), Got::Err(libc::EMSGSIZE));
+    assert_eq!(status_of(&hub, id, a)["messages"], "0");
+    assert_eq!(
+        write(&hub, s, 1, &vec![0; MAX], false).got(),
+        Got::Written(MAX as u32)
+    );
+}
+
+#[test]
+fn blocked_reader_is_answered_by_a_send_and_interrupted_by_a_signal() {
+    let (hub, w) = hub("arbitrary");
+    let (a, b, c) = (w.spawn(1, 0), w.spawn(2, 0), w.spawn(3, 0));
+    let id = mkbox(&hub, "q");
+    let s = hub
+        .open(a, Target::Mailbox(id, FileKind::Send), false, true)
+        .unwrap();
+    let rb = hub
+        .open(b, Target::Mailbox(id, FileKind::Recv), true, false)
+        .unwrap();
+    let rc = hub
+        .open(c, Target::Mailbox(id, FileKind::Recv), true, false)
+        .unwrap();
+    let wb = read(&hub, rb, 2, 100, false);
+    let wc = read(&hub, rc, 3, 100, false);
+    assert_eq!((wb.got(), wc.got()), (Got::Parked, Got::Parked));
+    assert_eq!(status_of(&hub, id, a)["receivers-waiting"], "2");
+    // b waited longest.
+    write(&hub, s, 1, b"one", false);
+    assert_eq!(wb.got(), Got::Data(b"one".to_vec()));
+    assert_eq!(wc.got(), Got::Parked);
+    // c is signalled: EINTR, and the next message is not consumed.
+    w.signal(3);
+    assert_eq!(hub.check_interrupts(), 1);
+    assert_eq!(wc.got(), Got::Err(libc::EINTR));
+    write(&hub, s, 1, b"two", false);
+    assert_eq!(status_of(&hub, id, a)["messages"], "1");
+    assert_eq!(hub.check_interrupts(), 0);
+}
+
+#[test]
+fn rmdir_wakes_everyone_with_eidrm() {
+    let (hub, w) = hub("capacity=1");
+    let a = w.spawn(1, 0);
+    let b = w.spawn(2, 0);
+    let id = mkbox(&hub, "gone");
+    let full = mkbox(&hub, "full");
+    let r = hub
+        .open(a, Target::Mailbox(id, FileKind::Recv), true, false)
+        .unwrap();
+    let waiting = read(&hub, r, 1, 10, false);
+    let s = hub
+        .open(b, Target::Mailbox(full, FileKind::Send), false, true)
+        .unwrap();
+    write(&hub, s, 2, b"x", false);
+    let blocked = write(&hub, s, 2, b"y", false);
+    assert_eq!(blocked.got(), Got::Parked);
+    hub.rmdir(ROOT, OsStr::new("gone")).unwrap();
+    hub.rmdir(ROOT, OsStr::new("full")).unwrap();
+    assert_eq!(waiting.got(), Got::Err(libc::EIDRM));
+    assert_eq!(blocked.got(), Got::Err(libc::EIDRM));
+    assert_eq!(read(&hub, r, 1, 10, false).got(), Got::Err(libc::EIDRM));
+    assert_eq!(
+        hub.memory_used(),
+        0,
+        "dropped messages give their memory back"
+    );
+}
+
+#[test]
+fn names_and_nesting() {
+    let (hub, _) = hub("arbitrary");
+    let a = mkbox(&hub, "a");
+    let b = hub.mkdir(a, OsStr::new("b"), 0o750, 5, 6).unwrap();
+    assert_eq!(
+        hub.mkdir(ROOT, OsStr::new("a"), 0o755, 0, 0),
+        Err(Errno::EEXIST)
+    );
+    assert_eq!(
+        hub.mkdir(ROOT, OsStr::new("proc"), 0o755, 0, 0),
+        Err(Errno::EEXIST)
+    );
+    assert_eq!(
+        hub.mkdir(a, OsStr::new("send"), 0o755, 0, 0),
+        Err(Errno::EEXIST)
+    );
+    assert_eq!(
+        hub.mkdir(ROOT, OsStr::new(&"n".repeat(256)), 0o755, 0, 0),
+        Err(Errno::ENAMETOOLONG)
+    );
+    assert_eq!(hub.rmdir(ROOT, OsStr::new("a")), Err(Errno::ENOTEMPTY));
+    let (dir, _) = hub.attr(b, None).unwrap();
+    assert_eq!((dir.mode, dir.uid, dir.gid), (0o750, 5, 6));
+    assert_eq!(hub.attr(b, Some(FileKind::Send)).unwrap().0.mode, 0o600);
+    assert_eq!(hub.attr(b, Some(FileKind::Recv)).unwrap().0.mode, 0o440);
+    assert_eq!(
+        hub.rename(ROOT, OsStr::new("a"), b, OsStr::new("x")),
+        Err(Errno::EINVAL)
+    );
+    hub.rename(a, OsStr::new("b"), ROOT, OsStr::new("c"))
+        .unwrap();
+    assert_eq!(hub.lookup(ROOT, OsStr::new("c")), Some(b));
+    hub.rmdir(ROOT, OsStr::new("a")).unwrap();
+}
+
+#[test]
+fn file_modes_from_the_directory() {
+    assert_eq!(file_modes(0o755), [0o600, 0o444, 0o644, 0o444]);
+    assert_eq!(file_modes(0o775), [0o660, 0o444, 0o644, 0o444]);
+    assert_eq!(file_modes(0o700), [0o600, 0o400, 0o600, 0o400]);
+    assert_eq!(file_modes(0o733), [0o666, 0o400, 0o600, 0o400]);
+}
+
+#[test]
+fn receipts_name_the_receiver_in_send_order() {
+    let (hub, w) = hub("arbitrary");
+    let (a, b, c) = (w.spawn(1, 0), w.spawn(2, 0), w.spawn(3, 0));
+    let id = mkbox(&hub, "r");
+    let s = hub
+        .open(a, Target::Mailbox(id, FileKind::Send), true, true)
+        .unwrap();
+    assert_eq!(
+        read(&hub, s, 1, 64, false).got(),
+        Got::Data(vec![]),
+        "nothing outstanding"
+    );
+    write(&hub, s, 1, b"m1", false);
+    write(&hub, s, 1, b"m2", false);
+    let pending = read(&hub, s, 1, 64, false);
+    assert_eq!(pending.got(), Got::Parked);
+    let rb = hub
+        .open(b, Target::Mailbox(id, FileKind::Recv), true, false)
+        .unwrap();
+    let rc = hub
+        .open(c, Target::Mailbox(id, FileKind::Recv), true, false)
+        .unwrap();
+    read(&hub, rb, 2, 64, false);
+    assert_eq!(pending.got(), Got::Data(b"2\n".to_vec()));
+    assert_eq!(read(&hub, s, 1, 64, true).got(), Got::Err(libc::EAGAIN));
+    read(&hub, rc, 3, 64, false);
+    assert_eq!(
+        read(&hub, s, 1, 64, false).got(),
+        Got::Data(b"3\n".to_vec())
+    );
+}
+
+#[test]
+fn pair_and_exclusive_refuse_with_ebusy() {
+    let (hub, w) = hub("pair");
+    let (a, b, c) = (w.spawn(1, 0), w.spawn(2, 0), w.spawn(3, 0));
+    let id = mkbox(&hub, "p");
+    hub.open(a, Target::Mailbox(id, FileKind::Send), false, true)
+        .unwrap();
+    hub.open(b, Target::Mailbox(id, FileKind::Recv), true, false)
+        .unwrap();
+    assert_eq!(
+        hub.open(c, Target::Mailbox(id, FileKind::Recv), true, false),
+        Err(Errno::EBUSY)
+    );
+    assert_eq!(status_of(&hub, id, a)["pair"], "1 2");
+    w.exit(2);
+    assert!(
+        hub.open(c, Target::Mailbox(id, FileKind::Recv), true, false)
+            .is_ok()
+    );
+
+    let (hub, w) = hub_with_exclusive();
+    let (a, b) = (w.spawn(1, 0), w.spawn(2, 0));
+    let id = mkbox(&hub, "x");
+    let r1 = hub
+        .open(a, Target::Mailbox(id, FileKind::Recv), true, false)
+        .unwrap();
+    let r2 = hub
+        .open(a, Target::Mailbox(id, FileKind::Recv), true, false)
+        .unwrap();
+    assert_eq!(
+        hub.open(b, Target::Mailbox(id, FileKind::Recv), true, false),
+        Err(Errno::EBUSY)
+    );
+    assert!(
+        hub.open(b, Target::Mailbox(id, FileKind::Send), false, true)
+            .is_ok()
+    );
+    hub.release(r1);
+    assert_eq!(
+        hub.open(b, Target::Mailbox(id, FileKind::Recv), true, false),
+        Err(Errno::EBUSY)
+    );
+    hub.release(r2);
+    assert!(
+        hub.open(b, Target::Mailbox(id, FileKind::Recv), true, false)
+            .is_ok()
+    );
+}
+
+fn hub_with_exclusive() -> (Hub, Arc<World>) {
+    hub("exclusive")
+}
+
+#[test]
+fn policy_writes_are_validated_and_apply_to_new_mailboxes() {
+    let (hub, w) = hub("arbitrary");
+    let a = w.spawn(1, 0);
+    let old = mkbox(&hub, "old");
+    let root = hub.open(a, Target::RootPolicy, true, true).unwrap();
+    assert_eq!(
+        write(&hub, root, 1, b"bogus\n", false).got(),
+        Got::Err(libc::EINVAL)
+    );
+    assert_eq!(
+        write(&hub, root, 1, b"broadcast capacity=3\n", false).got(),
+        Got::Written(21)
+    );
+    let new = mkbox(&hub, "new");
+    assert_eq!(status_of(&hub, old, a)["policy"], "arbitrary");
+    assert_eq!(status_of(&hub, new, a)["policy"], "broadcast");
+    assert_eq!(status_of(&hub, new, a)["capacity"], "3");
+    let p = hub
+        .open(a, Target::Mailbox(new, FileKind::Policy), true, true)
+        .unwrap();
+    assert_eq!(
+        read(&hub, p, 1, 100, false).got(),
+        Got::Data(b"broadcast capacity=3 max-message-size=1000\n".to_vec())
+    );
+    assert_eq!(
+        write(&hub, p, 1, b"max-message-size=1001", false).got(),
+        Got::Err(libc::EINVAL)
+    );
+    assert_eq!(status_of(&hub, new, a)["max-message-size"], "1000");
+}
+
+#[test]
+fn memory_bound_refuses_with_enobufs() {
+    let (hub, w) = hub("capacity=unlimited");
+    let a = w.spawn(1, 0);
+    let id = mkbox(&hub, "flood");
+    let s = hub
+        .open(a, Target::Mailbox(id, FileKind::Send), false, true)
+        .unwrap();
+    for _ in 0..10 {
+        assert_eq!(
+            write(&hub, s, 1, &[1; 1000], true).got(),
+            Got::Written(1000)
+        );
+    }
+    assert_eq!(
+        write(&hub, s, 1, &[1; 1], true).got(),
+        Got::Err(libc::ENOBUFS)
+    );
+    assert_eq!(hub.memory_used(), 10_000);
+    let r = hub
+        .open(a, Target::Mailbox(id, FileKind::Recv), true, false)
+        .unwrap();
+    read(&hub, r, 1, 1000, false);
+    read(&hub, r, 1, 1000, false); // EOF releases the message
+    assert_eq!(hub.memory_used(), 9_000);
+    assert_eq!(
+        write(&hub, s, 1, &[1; 1000], true).got(),
+        Got::Written(1000)
+    );
+}
+
+#[test]
+fn links_follow_the_kill_rule_and_are_reclaimed_on_exit() {
+    let (hub, w) = hub("arbitrary");
+    let (root, alice, bob) = (w.spawn(1, 0), w.spawn(2, 1000), w.spawn(3, 1001));
+    assert_eq!(
+        hub.open(alice, Target::Link(3, FileKind::Send), false, true),
+        Err(Errno::EPERM)
+    );
+    assert_eq!(
+        hub.open(alice, Target::Link(99, FileKind::Send), false, true),
+        Err(Errno::ESRCH)
+    );
+    let s = hub
+        .open(root, Target::Link(3, FileKind::Send), false, true)
+        .unwrap();
+    write(&hub, s, 1, b"for bob", false);
+    assert_eq!(hub.peers(root.process), vec![3]);
+    assert_eq!(hub.peers(bob.process), vec![1]);
+    // Only bob reads what root sent to bob.
+    let r = hub
+        .open(alice, Target::Link(1, FileKind::Recv), true, false)
+        .unwrap();
+    assert_eq!(read(&hub, r, 2, 100, true).got(), Got::Err(libc::EAGAIN));
+    let rb = hub
+        .open(bob, Target::Link(1, FileKind::Recv), true, false)
+        .unwrap();
+    assert_eq!(
+        read(&hub, rb, 3, 100, false).got(),
+        Got::Data(b"for bob".to_vec())
+    );
+    hub.release(rb);
+    // Bob exits with a message queued: dropped, counted, reclaimed.
+    write(&hub, s, 1, b"too late", false);
+    w.exit(3);
+    assert_eq!(write(&hub, s, 1, b"x", false).got(), Got::Err(libc::ESRCH));
+    hub.release(s);
+    hub.sweep();
+    assert_eq!(
+        hub.peers(root.process),
+        vec![2],
+        "only alice's link is left"
+    );
+    let t = hub.open(root, Target::DaemonStatus, true, false).unwrap();
+    let Got::Data(text) = read(&hub, t, 1, 4096, false).got() else {
+        panic!()
+    };
+    let text = String::from_utf8(text).unwrap();
+    assert!(text.contains("dropped-on-exit: 1\n"), "{text}");
+    assert_eq!(hub.memory_used(), 0);
+    // A reused pid is a new process: nothing of the old one reaches it.
+    let _ = hub.open(alice, Target::Link(1, FileKind::Recv), true, false);
+}
+
+#[test]
+fn blocked_reader_of_a_link_gets_esrch_when_the_peer_exits() {
+    let (hub, w) = hub("arbitrary");
+    let (a, b) = (w.spawn(1, 0), w.spawn(2, 0));
+    let r = hub
+        .open(a, Target::Link(2, FileKind::Recv), true, false)
+        .unwrap();
+    let waiting = read(&hub, r, 1, 10, false);
+    assert_eq!(waiting.got(), Got::Parked);
+    let _ = b;
+    w.exit(2);
+    hub.sweep();
+    assert_eq!(waiting.got(), Got::Err(libc::ESRCH));
+}
+
+#[test]
+fn shutdown_answers_enotconn() {
+    let (hub, w) = hub("arbitrary");
+    let a = w.spawn(1, 0);
+    let id = mkbox(&hub, "q");
+    let r = hub
+        .open(a, Target::Mailbox(id, FileKind::Recv), true, false)
+        .unwrap();
+    let waiting = read(&hub, r, 1, 10, false);
+    hub.shutdown();
+    assert_eq!(waiting.got(), Got::Err(libc::ENOTCONN));
+    assert_eq!(read(&hub, r, 1, 10, false).got(), Got::Err(libc::ENOTCONN));
+}
