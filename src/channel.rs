@@ -4,6 +4,7 @@
 //! both; who may receive is asked of [`crate::receiver_rule`].
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 use crate::errno::Errno;
 use crate::identity::Process;
@@ -27,6 +28,10 @@ struct Slot {
     copies: VecDeque<Message>,
 }
 
+/// Whether the thread with this id has a signal pending (see
+/// [`crate::interrupt`]).
+pub type Vet = Arc<dyn Fn(u32) -> bool + Send + Sync>;
+
 /// A waiter taken out of a channel.
 pub enum Removed {
     Recv(RecvWait),
@@ -44,6 +49,7 @@ pub struct Channel {
     recv_waiters: VecDeque<RecvWait>,
     send_waiters: VecDeque<SendWait>,
     pollers: Vec<u64>,
+    vet: Vet,
 }
 
 fn receipt(fx: &mut Effects, msg: &Message, fate: Result<u32, Errno>) {
@@ -53,7 +59,7 @@ fn receipt(fx: &mut Effects, msg: &Message, fate: Result<u32, Errno>) {
 }
 
 impl Channel {
-    pub fn new(policy: Policy) -> Channel {
+    pub fn new(policy: Policy, vet: Vet) -> Channel {
         Channel {
             policy,
             members: Membership::default(),
@@ -64,6 +70,7 @@ impl Channel {
             recv_waiters: VecDeque::new(),
             send_waiters: VecDeque::new(),
             pollers: Vec::new(),
+            vet,
         }
     }
 
@@ -175,28 +182,47 @@ impl Channel {
         }
     }
 
-    fn hand(&mut self, i: usize, msg: Message, fx: &mut Effects) {
-        let w = self.recv_waiters.remove(i).expect("waiter index");
+    /// Takes out the blocked reader that gets the next message. One whose
+    /// thread has been signalled since it blocked is answered `EINTR`
+    /// instead and passed over: a message handed to a dying process would be
+    /// lost.
+    fn next_waiter(&mut self, for_: Option<Process>, fx: &mut Effects) -> Option<RecvWait> {
+        while let Some(i) = receiver_rule::pick_waiter(&self.recv_waiters, for_) {
+            let w = self.recv_waiters.remove(i).expect("waiter index");
+            fx.unparked.push(w.id);
+            if (self.vet)(w.tid) {
+                fx.reply(w.reply, Outcome::Error(Errno::EINTR));
+                continue;
+            }
+            return Some(w);
+        }
+        None
+    }
+
+    fn hand(&mut self, w: RecvWait, msg: Message, fx: &mut Effects) {
         self.counters.received += 1;
         receipt(fx, &msg, Ok(w.reader.pid));
-        fx.unparked.push(w.id);
         fx.handoffs.push((w, msg));
     }
 
     /// Takes in a message: hands it to the longest-waiting reader or queues
-    /// it (a copy per receiver under `broadcast`). Call only when
-    /// [`Channel::writable`] (or from [`Channel::pump`]).
-    pub fn accept(&mut self, msg: Message, fx: &mut Effects) {
-        self.counters.sent += 1;
+    /// it (a copy per receiver under `broadcast`). Call when
+    /// [`Channel::writable`]; gives the message back if the reader that
+    /// made room turned out to be interrupted.
+    pub fn accept(&mut self, msg: Message, fx: &mut Effects) -> Result<(), Message> {
         match receiver_rule::delivery(self.policy.rule, self.receiver_processes()) {
-            Delivery::One => match receiver_rule::pick_waiter(&self.recv_waiters, None) {
-                Some(i) => self.hand(i, msg, fx),
-                None => self.shared.push_back(msg),
+            Delivery::One => match self.next_waiter(None, fx) {
+                Some(w) => self.hand(w, msg, fx),
+                None if self.room(self.shared.len()) => self.shared.push_back(msg),
+                None => {
+                    self.changed(fx);
+                    return Err(msg);
+                }
             },
             Delivery::Each(all) => {
                 for p in all {
-                    match receiver_rule::pick_waiter(&self.recv_waiters, Some(p)) {
-                        Some(i) => self.hand(i, msg.clone(), fx),
+                    match self.next_waiter(Some(p), fx) {
+                        Some(w) => self.hand(w, msg.clone(), fx),
                         None => self
                             .receivers
                             .get_mut(&p)
@@ -207,7 +233,9 @@ impl Channel {
                 }
             }
         }
+        self.counters.sent += 1;
         self.changed(fx);
+        Ok(())
     }
 
     pub fn park_sender(&mut self, w: SendWait, fx: &mut Effects) {
@@ -218,11 +246,18 @@ impl Channel {
     /// Lets blocked senders in, in order, while there is room.
     pub fn pump(&mut self, fx: &mut Effects) {
         while !self.send_waiters.is_empty() && self.has_room() {
-            let w = self.send_waiters.pop_front().expect("sender");
-            fx.unparked.push(w.id);
-            let n = w.msg.len() as u32;
-            self.accept(w.msg, fx);
-            fx.reply(w.reply, Outcome::Written(n));
+            let SendWait { id, msg, reply } = self.send_waiters.pop_front().expect("sender");
+            let n = msg.len() as u32;
+            match self.accept(msg, fx) {
+                Ok(()) => {
+                    fx.unparked.push(id);
+                    fx.reply(reply, Outcome::Written(n));
+                }
+                Err(msg) => {
+                    self.send_waiters.push_front(SendWait { id, msg, reply });
+                    break;
+                }
+            }
         }
     }
 
@@ -342,7 +377,7 @@ impl Channel {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
+    use std::sync::Mutex;
 
     use super::*;
     use crate::memory::MemoryBudget;
@@ -369,6 +404,10 @@ mod tests {
 
     fn p(pid: u32) -> Process {
         Process { pid, start: 1 }
+    }
+
+    fn never() -> Vet {
+        Arc::new(|_| false)
     }
 
     fn policy(rule: Rule, cap: Option<usize>) -> Policy {
@@ -411,6 +450,7 @@ mod tests {
             id,
             handle: id,
             reader: p(reader),
+            tid: reader,
             size: 100,
             reply: Box::new(Rec("r", log.clone())),
         }
@@ -418,11 +458,11 @@ mod tests {
 
     #[test]
     fn fifo_and_one_receiver_per_message() {
-        let mut c = Channel::new(policy(Rule::Arbitrary, Some(10)));
+        let mut c = Channel::new(policy(Rule::Arbitrary, Some(10)), never());
         let mut fx = Effects::default();
         for i in 0..5 {
             assert!(c.writable());
-            c.accept(msg(&format!("m{i}"), 1), &mut fx);
+            c.accept(msg(&format!("m{i}"), 1), &mut fx).unwrap();
         }
         assert_eq!(c.messages(), 5);
         for i in 0..5 {
@@ -438,24 +478,46 @@ mod tests {
     #[test]
     fn longest_waiting_reader_gets_it() {
         let log: Log = Default::default();
-        let mut c = Channel::new(policy(Rule::Arbitrary, Some(10)));
+        let mut c = Channel::new(policy(Rule::Arbitrary, Some(10)), never());
         let mut fx = Effects::default();
         c.park_receiver(recv_wait(1, 10, &log), &mut fx);
         c.park_receiver(recv_wait(2, 11, &log), &mut fx);
-        c.accept(msg("a", 1), &mut fx);
+        c.accept(msg("a", 1), &mut fx).unwrap();
         assert_eq!(fx.handoffs.len(), 1);
         assert_eq!(fx.handoffs[0].0.reader, p(10));
         assert_eq!(c.receivers_waiting(), 1);
-        c.accept(msg("b", 1), &mut fx);
+        c.accept(msg("b", 1), &mut fx).unwrap();
         assert_eq!(replies(fx, &log), vec!["handoff 10 a", "handoff 11 b"]);
+    }
+
+    #[test]
+    fn signalled_reader_is_passed_over_and_keeps_nothing() {
+        let log: Log = Default::default();
+        let mut c = Channel::new(policy(Rule::Arbitrary, Some(0)), Arc::new(|tid| tid == 10));
+        let mut fx = Effects::default();
+        c.park_receiver(recv_wait(1, 10, &log), &mut fx);
+        assert!(c.writable(), "a reader is waiting");
+        // The only reader was signalled since it blocked: the rendezvous
+        // message is given back rather than handed to a dying process.
+        assert!(c.accept(msg("x", 1), &mut fx).is_err());
+        c.park_receiver(recv_wait(2, 11, &log), &mut fx);
+        c.accept(msg("y", 1), &mut fx).unwrap();
+        assert_eq!(
+            replies(fx, &log),
+            vec![
+                "handoff 11 y".to_string(),
+                format!("r error {}", libc::EINTR)
+            ]
+        );
+        assert_eq!((c.counters.sent, c.counters.received), (1, 1));
     }
 
     #[test]
     fn full_queue_blocks_senders_in_order() {
         let log: Log = Default::default();
-        let mut c = Channel::new(policy(Rule::Arbitrary, Some(1)));
+        let mut c = Channel::new(policy(Rule::Arbitrary, Some(1)), never());
         let mut fx = Effects::default();
-        c.accept(msg("a", 1), &mut fx);
+        c.accept(msg("a", 1), &mut fx).unwrap();
         assert!(!c.writable());
         for (id, t) in [(1, "b"), (2, "c")] {
             let w = SendWait {
@@ -476,7 +538,7 @@ mod tests {
     #[test]
     fn rendezvous_completes_only_with_a_receiver() {
         let log: Log = Default::default();
-        let mut c = Channel::new(policy(Rule::Arbitrary, Some(0)));
+        let mut c = Channel::new(policy(Rule::Arbitrary, Some(0)), never());
         let mut fx = Effects::default();
         assert!(!c.writable());
         c.park_sender(
@@ -501,7 +563,7 @@ mod tests {
     #[test]
     fn interrupted_sender_delivers_nothing() {
         let log: Log = Default::default();
-        let mut c = Channel::new(policy(Rule::Arbitrary, Some(0)));
+        let mut c = Channel::new(policy(Rule::Arbitrary, Some(0)), never());
         let mut fx = Effects::default();
         c.park_sender(
             SendWait {
@@ -521,16 +583,16 @@ mod tests {
 
     #[test]
     fn broadcast_copies_and_paces_by_slowest() {
-        let mut c = Channel::new(policy(Rule::Broadcast, Some(2)));
+        let mut c = Channel::new(policy(Rule::Broadcast, Some(2)), never());
         let mut fx = Effects::default();
         // Nobody listening: waits for the first reader, exactly one copy.
-        c.accept(msg("early", 1), &mut fx);
+        c.accept(msg("early", 1), &mut fx).unwrap();
         c.open_recv(p(2));
         c.open_recv(p(3));
         assert_eq!(text(&c.take(p(3), &mut fx).unwrap()), "early");
         assert!(c.take(p(2), &mut fx).is_none());
-        c.accept(msg("a", 1), &mut fx);
-        c.accept(msg("b", 1), &mut fx);
+        c.accept(msg("a", 1), &mut fx).unwrap();
+        c.accept(msg("b", 1), &mut fx).unwrap();
         assert_eq!(c.messages(), 4);
         assert!(!c.writable());
         assert_eq!(text(&c.take(p(2), &mut fx).unwrap()), "a");
@@ -546,10 +608,10 @@ mod tests {
     #[test]
     fn drain_fails_everyone() {
         let log: Log = Default::default();
-        let mut c = Channel::new(policy(Rule::Arbitrary, Some(5)));
+        let mut c = Channel::new(policy(Rule::Arbitrary, Some(5)), never());
         let mut fx = Effects::default();
-        c.accept(msg("a", 1), &mut fx);
-        c.accept(msg("b", 1), &mut fx);
+        c.accept(msg("a", 1), &mut fx).unwrap();
+        c.accept(msg("b", 1), &mut fx).unwrap();
         assert_eq!(c.drain(Errno::EIDRM, &mut fx), 2);
         let mut fx = Effects::default();
         c.park_receiver(recv_wait(1, 2, &log), &mut fx);

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use log::{debug, info};
 
-use crate::channel::{Channel, Removed};
+use crate::channel::{Channel, Removed, Vet};
 use crate::errno::{Errno, Result};
 use crate::identity::{Process, Processes};
 use crate::memory::MemoryBudget;
@@ -305,7 +305,7 @@ pub fn file_modes(dir_mode: u32) -> [u32; 4] {
 
 pub struct Hub {
     state: Mutex<State>,
-    procs: Box<dyn Processes>,
+    procs: Arc<dyn Processes>,
     budget: Arc<MemoryBudget>,
     config: Config,
     notifier: OnceLock<Box<dyn Fn(u64) + Send + Sync>>,
@@ -342,7 +342,7 @@ impl Hub {
                 dropped_on_exit: 0,
                 shut_down: false,
             }),
-            procs,
+            procs: Arc::from(procs),
             budget: Arc::new(MemoryBudget::new(config.max_memory)),
             config,
             notifier: OnceLock::new(),
@@ -360,6 +360,12 @@ impl Hub {
 
     pub fn procs(&self) -> &dyn Processes {
         &*self.procs
+    }
+
+    /// Tells channels whether a blocked reader has been signalled.
+    fn vet(&self) -> Vet {
+        let procs = Arc::clone(&self.procs);
+        Arc::new(move |tid| procs.interrupted(tid))
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -455,7 +461,7 @@ impl Hub {
                 children: BTreeMap::new(),
                 dir: Attr { mode, uid, gid },
                 files,
-                chan: Channel::new(policy),
+                chan: Channel::new(policy, self.vet()),
             },
         );
         st.children_mut(parent)
@@ -652,7 +658,7 @@ impl Hub {
                         let policy = self.link_policy();
                         st.links
                             .entry((me, peer))
-                            .or_insert_with(|| Channel::new(policy))
+                            .or_insert_with(|| Channel::new(policy, self.vet()))
                             .handles += 1;
                         HandleKind::Send {
                             chan: ChanKey::Link { from: me, to: peer },
@@ -676,7 +682,7 @@ impl Hub {
                         let ch = st
                             .links
                             .entry((peer, me))
-                            .or_insert_with(|| Channel::new(policy));
+                            .or_insert_with(|| Channel::new(policy, self.vet()));
                         ch.open_recv(me);
                         ch.handles += 1;
                         HandleKind::Recv {
@@ -822,6 +828,7 @@ impl Hub {
                         id: next,
                         handle: h,
                         reader: owner,
+                        tid,
                         size,
                         reply,
                     },
@@ -1005,9 +1012,20 @@ impl Hub {
                     sender: owner,
                     receipt,
                 };
-                if writable {
-                    ch.accept(msg, fx);
-                    fx.reply(reply, Outcome::Written(data.len() as u32));
+                let msg = if writable {
+                    match ch.accept(msg, fx) {
+                        Ok(()) => return fx.reply(reply, Outcome::Written(data.len() as u32)),
+                        Err(msg) => msg,
+                    }
+                } else {
+                    msg
+                };
+                if nonblock {
+                    // The reader that made room was interrupted meanwhile.
+                    if let (Some(tag), Some(book)) = (msg.receipt, receipts.as_mut()) {
+                        book.cancel(tag.seq);
+                    }
+                    fx.reply(reply, Outcome::Error(Errno::EAGAIN));
                 } else {
                     parked.insert(
                         next,

@@ -52,6 +52,8 @@ pub struct RecvWait {
     pub id: WaiterId,
     pub handle: u64,
     pub reader: Process,
+    /// The blocked thread, watched for signals.
+    pub tid: u32,
     pub size: u32,
     pub reply: Box<dyn Replier>,
 }

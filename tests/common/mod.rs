@@ -1,0 +1,526 @@
+//! Test harness: mounts the built `ipcfs` binary on a fresh temporary directory
+//! and always cleans up (SIGKILL the daemon, `umount -l`, reap), also on panic.
+//!
+//! Every blocking step has a deadline. Tests run in parallel threads, so nothing
+//! here is global: each `Mount` owns its own daemon and mountpoint.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The uid/gid of `nobody`, used to check permissions as an unprivileged user.
+pub const NOBODY: u32 = 65534;
+
+/// Deadline for the daemon to mount (and for it to exit when told to).
+const MOUNT_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A mounted ipcfs daemon on a temporary mountpoint.
+pub struct Mount {
+    /// Keeps the temporary directory alive (removed after unmount), if we made it.
+    dir: Option<tempfile::TempDir>,
+    path: PathBuf,
+    child: Child,
+    /// Set once the child has been reaped, so Drop never signals a reused pid.
+    exited: Option<ExitStatus>,
+    /// The daemon's stderr goes here; printed if the test panics.
+    log: tempfile::NamedTempFile,
+}
+
+impl Mount {
+    /// Mount with default options (plus `--allow-other`, so that processes running
+    /// as `nobody` can reach the mount).
+    pub fn new() -> Mount {
+        Mount::with_args(&[])
+    }
+
+    /// Mount with extra CLI args placed before the mountpoint, e.g.
+    /// `&["--capacity", "2"]`. `--allow-other` is always given first.
+    pub fn with_args(args: &[&str]) -> Mount {
+        let dir = tempfile::Builder::new()
+            .prefix("ipcfs-test.")
+            .tempdir()
+            .expect("create temporary mountpoint");
+        let path = dir.path().canonicalize().expect("canonicalize mountpoint");
+        let mut argv: Vec<String> = vec!["--allow-other".into()];
+        argv.extend(args.iter().map(|s| s.to_string()));
+        argv.push(path.to_string_lossy().into_owned());
+        Mount::spawn_raw(&argv, path, Some(dir))
+    }
+
+    /// Start the daemon with exactly `argv` (no implicit options) and wait until
+    /// `mountpoint` shows up in /proc/self/mountinfo as a FUSE mount.
+    /// `mountpoint` need not exist (the daemon creates missing mountpoints);
+    /// the caller is responsible for removing it if `dir` is None.
+    pub fn spawn_raw(
+        argv: &[String],
+        mountpoint: PathBuf,
+        dir: Option<tempfile::TempDir>,
+    ) -> Mount {
+        assert!(
+            Path::new("/dev/fuse").exists(),
+            "/dev/fuse is missing: these tests need FUSE (load the fuse module / run the container with --device /dev/fuse)"
+        );
+        let log = tempfile::Builder::new()
+            .prefix("ipcfs-test-log.")
+            .tempfile()
+            .expect("create daemon log file");
+        let stderr = log.reopen().expect("reopen daemon log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_ipcfs"))
+            .args(argv)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(stderr.try_clone().expect("clone log fd")))
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .expect("spawn the ipcfs daemon");
+        let mut m = Mount {
+            dir,
+            path: mountpoint,
+            child,
+            exited: None,
+            log,
+        };
+        let start = Instant::now();
+        loop {
+            if is_fuse_mounted(&m.path) {
+                break;
+            }
+            if let Some(st) = m.child.try_wait().expect("try_wait on daemon") {
+                m.exited = Some(st);
+                panic!(
+                    "ipcfs daemon exited ({st}) before mounting {}; args {argv:?}; its output:\n{}",
+                    m.path.display(),
+                    m.daemon_log()
+                );
+            }
+            if start.elapsed() > MOUNT_DEADLINE {
+                panic!(
+                    "ipcfs did not mount {} within {MOUNT_DEADLINE:?}; args {argv:?}; its output:\n{}",
+                    m.path.display(),
+                    m.daemon_log()
+                );
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        m
+    }
+
+    /// The mountpoint.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A path inside the mount.
+    pub fn p(&self, rel: &str) -> PathBuf {
+        self.path.join(rel)
+    }
+
+    pub fn daemon_pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the daemon wrote to stdout/stderr so far.
+    pub fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    /// Send `sig` to the daemon (no-op if it has already been reaped).
+    pub fn signal_daemon(&self, sig: i32) {
+        if self.exited.is_none() {
+            // SAFETY: plain kill(2) on our own (not yet reaped) child.
+            unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+        }
+    }
+
+    /// Wait for the daemon to exit; panics (naming `what`) on deadline.
+    pub fn wait_daemon_exit(&mut self, timeout: Duration) -> ExitStatus {
+        if let Some(st) = self.exited {
+            return st;
+        }
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait on daemon") {
+                self.exited = Some(st);
+                return st;
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "ipcfs daemon (pid {}) did not exit within {timeout:?}; its output:\n{}",
+                    self.child.id(),
+                    self.daemon_log()
+                );
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Whether the daemon has exited (reaps it if so).
+    pub fn daemon_exited(&mut self) -> Option<ExitStatus> {
+        if self.exited.is_none() {
+            self.exited = self.child.try_wait().expect("try_wait on daemon");
+        }
+        self.exited
+    }
+
+    /// Whether the mountpoint is still listed as a FUSE mount.
+    pub fn is_mounted(&self) -> bool {
+        is_fuse_mounted(&self.path)
+    }
+
+    /// Run `bash -c script` with env `M`=mountpoint and cwd = mountpoint.
+    /// Panics (after SIGKILLing its process group) if it does not finish in time.
+    pub fn sh(&self, script: &str, timeout: Duration) -> Output {
+        self.spawn_sh(script).wait_timeout(timeout)
+    }
+
+    /// Like `sh`, but runs as uid/gid `nobody` (65534), with no supplementary groups,
+    /// in the directory `/`.
+    pub fn sh_as_nobody(&self, script: &str, timeout: Duration) -> Output {
+        let mut cmd = self.bash(script);
+        // cwd "/" so that spawning works even when nobody cannot enter the mount.
+        cmd.uid(NOBODY).gid(NOBODY).current_dir("/");
+        Bg::spawn(cmd, script).wait_timeout(timeout)
+    }
+
+    /// Run `bash -c script` in the background (own process group, env `M`).
+    pub fn spawn_sh(&self, script: &str) -> Bg {
+        Bg::spawn(self.bash(script), script)
+    }
+
+    fn bash(&self, script: &str) -> Command {
+        let mut cmd = Command::new("bash");
+        cmd.arg("-c")
+            .arg(script)
+            .env("M", &self.path)
+            .env("LC_ALL", "C")
+            .current_dir(&self.path);
+        cmd
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if self.exited.is_none() {
+            // SAFETY: kill(2) on our own child, which has not been reaped yet.
+            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGKILL) };
+        }
+        // Detach the mount (harmless if the daemon already unmounted it).
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if self.exited.is_none() {
+            let _ = self.child.wait();
+        }
+        if thread::panicking() {
+            eprintln!(
+                "---- ipcfs daemon output ({}) ----\n{}---- end of daemon output ----",
+                self.path.display(),
+                self.daemon_log()
+            );
+        }
+        if self.dir.is_none() {
+            let _ = std::fs::remove_dir(&self.path);
+        }
+        // `dir` (TempDir) removes the now-empty mountpoint when dropped.
+    }
+}
+
+/// Decode the octal escapes (`\040` etc.) used in /proc/self/mountinfo.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 4 <= b.len() {
+            let digits = &b[i + 1..i + 4];
+            if digits.iter().all(|d| (b'0'..=b'7').contains(d)) {
+                let v = digits.iter().fold(0u32, |a, d| a * 8 + u32::from(d - b'0'));
+                out.push(v as u8);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether /proc/self/mountinfo lists `path` as a mount of fstype `fuse` or `fuse.*`.
+pub fn is_fuse_mounted(path: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = path.to_string_lossy();
+    info.lines().any(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(sep) = fields.iter().position(|f| *f == "-") else {
+            return false;
+        };
+        let (Some(mp), Some(fstype)) = (fields.get(4), fields.get(sep + 1)) else {
+            return false;
+        };
+        unescape_mountinfo(mp) == want && (*fstype == "fuse" || fstype.starts_with("fuse."))
+    })
+}
+
+/// A background process (bash or other) in its own process group.
+pub struct Bg {
+    child: Child,
+    what: String,
+    out: mpsc::Receiver<Vec<u8>>,
+    err: mpsc::Receiver<Vec<u8>>,
+    done: Option<ExitStatus>,
+}
+
+fn pump(mut r: impl Read + Send + 'static) -> mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = r.read_to_end(&mut buf);
+        let _ = tx.send(buf);
+    });
+    rx
+}
+
+impl Bg {
+    /// Spawn `cmd` with piped stdout/stderr, null stdin, in a new process group.
+    pub fn spawn(mut cmd: Command, what: &str) -> Bg {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {what:?}: {e}"));
+        let out = pump(child.stdout.take().expect("stdout pipe"));
+        let err = pump(child.stderr.take().expect("stderr pipe"));
+        Bg {
+            child,
+            what: what.to_string(),
+            out,
+            err,
+            done: None,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Send `sig` to the process itself (not its group); no-op once reaped.
+    pub fn signal(&self, sig: i32) {
+        if self.done.is_none() {
+            // SAFETY: kill(2) on our own, not yet reaped, child.
+            unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+        }
+    }
+
+    /// SIGKILL the whole process group (no-op once reaped).
+    pub fn kill(&self) {
+        if self.done.is_none() {
+            // SAFETY: kill(2) on the process group we created for our child.
+            unsafe { libc::kill(-(self.child.id() as libc::pid_t), libc::SIGKILL) };
+        }
+    }
+
+    /// Has the process exited? (Reaps it if so.)
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        if self.done.is_none() {
+            self.done = self.child.try_wait().expect("try_wait");
+        }
+        self.done
+    }
+
+    /// Wait for exit and collect its output. On deadline: SIGKILL the process
+    /// group and panic with whatever output there was.
+    pub fn wait_timeout(mut self, timeout: Duration) -> Output {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(st) = self.try_wait() {
+                break st;
+            }
+            if Instant::now() > deadline {
+                self.kill();
+                let st = self.child.wait().ok();
+                self.done = st;
+                let out = self
+                    .out
+                    .recv_timeout(Duration::from_secs(2))
+                    .unwrap_or_default();
+                let err = self
+                    .err
+                    .recv_timeout(Duration::from_secs(2))
+                    .unwrap_or_default();
+                panic!(
+                    "deadline of {timeout:?} passed for {:?} (killed; status {st:?})\nstdout:\n{}\nstderr:\n{}",
+                    self.what,
+                    String::from_utf8_lossy(&out),
+                    String::from_utf8_lossy(&err)
+                );
+            }
+            thread::sleep(Duration::from_millis(2));
+        };
+        // The process has exited; its pipes close unless it left children behind.
+        let rest = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(2));
+        let stdout = match self.out.recv_timeout(rest) {
+            Ok(v) => v,
+            Err(_) => {
+                self.kill_group_anyway();
+                panic!(
+                    "{:?} exited but something still holds its stdout open",
+                    self.what
+                );
+            }
+        };
+        let stderr = match self.err.recv_timeout(Duration::from_secs(2)) {
+            Ok(v) => v,
+            Err(_) => {
+                self.kill_group_anyway();
+                panic!(
+                    "{:?} exited but something still holds its stderr open",
+                    self.what
+                );
+            }
+        };
+        Output {
+            status,
+            stdout,
+            stderr,
+        }
+    }
+
+    fn kill_group_anyway(&self) {
+        // The leader is reaped, but its process group id may still name stray children.
+        // SAFETY: kill(2) on the process group we created.
+        unsafe { libc::kill(-(self.child.id() as libc::pid_t), libc::SIGKILL) };
+    }
+}
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        if self.done.is_none() {
+            self.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Poll `cond` every few ms until it holds; panic naming `what` after `timeout`.
+pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting until {what}");
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Parse a `status` file's `key: value` lines. Panics if the file cannot be read.
+pub fn status_map(path: &Path) -> HashMap<String, String> {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("read status file {}: {e}", path.display()));
+    parse_status(&text)
+}
+
+/// Parse `key: value` lines (lines without `": "` are ignored).
+pub fn parse_status(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// One value of a status file, or panic naming it.
+pub fn status_get(path: &Path, key: &str) -> String {
+    let m = status_map(path);
+    m.get(key)
+        .unwrap_or_else(|| panic!("status {} has no key {key:?}: {m:?}", path.display()))
+        .clone()
+}
+
+/// Run `f` on its own thread and return its result, or panic naming `what` if it
+/// takes longer than `timeout`. (The stuck thread is abandoned; dropping the Mount
+/// kills the daemon, which ends any FUSE call it is blocked in.)
+pub fn within<T: Send + 'static>(
+    timeout: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(v) => v,
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("{what}: still blocked after {timeout:?}"),
+        Err(mpsc::RecvTimeoutError::Disconnected) => panic!("{what}: the thread panicked"),
+    }
+}
+
+/// The errno of an io::Error, or panic.
+pub fn errno(e: &std::io::Error) -> i32 {
+    e.raw_os_error()
+        .unwrap_or_else(|| panic!("not an OS error: {e:?}"))
+}
+
+/// Assert that `r` failed with `want` (an errno), naming `what`.
+#[track_caller]
+pub fn assert_errno<T: std::fmt::Debug>(r: std::io::Result<T>, want: i32, what: &str) {
+    match r {
+        Ok(v) => panic!(
+            "{what}: expected {} but it succeeded ({v:?})",
+            std::io::Error::from_raw_os_error(want)
+        ),
+        Err(e) => assert_eq!(
+            e.raw_os_error(),
+            Some(want),
+            "{what}: expected {} but got {e}",
+            std::io::Error::from_raw_os_error(want)
+        ),
+    }
+}
+
+/// Open a file with extra open(2) flags (e.g. `libc::O_NONBLOCK`).
+pub fn open_with(path: &Path, read: bool, write: bool, flags: i32) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(read)
+        .write(write)
+        .custom_flags(flags)
+        .open(path)
+}
+
+/// Describe how a process ended, for messages.
+pub fn describe(st: &ExitStatus) -> String {
+    match (st.code(), st.signal()) {
+        (Some(c), _) => format!("exit {c}"),
+        (None, Some(s)) => format!("signal {s}"),
+        _ => format!("{st:?}"),
+    }
+}
+
+/// Stdout and stderr of an Output as one printable string.
+pub fn show(o: &Output) -> String {
+    format!(
+        "status: {}\nstdout:\n{}\nstderr:\n{}",
+        describe(&o.status),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}

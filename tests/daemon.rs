@@ -1,0 +1,265 @@
+//! The daemon (SPEC §10): foreground serving, signals, external unmount, options.
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(10);
+
+fn wait_status(path: &Path, key: &str, want: &str) {
+    wait_until(
+        T,
+        &format!("{} shows `{key}: {want}`", path.display()),
+        || status_map(path).get(key).map(String::as_str) == Some(want),
+    );
+}
+
+/// Signal the daemon while a `cat` is blocked on a mailbox: the daemon must exit 0,
+/// unmount, and the reader must get an error (ENOTCONN), not hang.
+fn signal_with_blocked_reader(sig: i32) {
+    let mut m = Mount::new();
+    fs::create_dir(m.p("box")).unwrap();
+    let reader = m.spawn_sh("cat \"$M/box/recv\"");
+    wait_status(&m.p("box/status"), "receivers-waiting", "1");
+    let start = Instant::now();
+    m.signal_daemon(sig);
+    let st = m.wait_daemon_exit(Duration::from_secs(5));
+    assert_eq!(
+        st.code(),
+        Some(0),
+        "daemon exit after signal {sig}: {}",
+        describe(&st)
+    );
+    let o = reader.wait_timeout(Duration::from_secs(5));
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "blocked reader freed only after {:?}",
+        start.elapsed()
+    );
+    assert!(
+        !o.status.success(),
+        "blocked reader must get an error: {}",
+        show(&o)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Transport endpoint is not connected"),
+        "blocked reader should fail with ENOTCONN: {}",
+        show(&o)
+    );
+    wait_until(T, "the mount is gone after the daemon exits", || {
+        !m.is_mounted()
+    });
+}
+
+#[test]
+fn sigterm_with_blocked_reader_exits_0_and_frees_reader() {
+    signal_with_blocked_reader(libc::SIGTERM);
+}
+
+#[test]
+fn sigint_with_blocked_reader_exits_0_and_frees_reader() {
+    signal_with_blocked_reader(libc::SIGINT);
+}
+
+#[test]
+fn sighup_with_blocked_reader_exits_0_and_frees_reader() {
+    signal_with_blocked_reader(libc::SIGHUP);
+}
+
+#[test]
+fn blocked_reader_in_thread_gets_enotconn_on_sigterm() {
+    let mut m = Mount::new();
+    fs::create_dir(m.p("box")).unwrap();
+    let path = m.p("box/recv");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let r = fs::File::open(&path).and_then(|mut f| f.read(&mut [0u8; 16]));
+        let _ = tx.send(r);
+    });
+    wait_status(&m.p("box/status"), "receivers-waiting", "1");
+    m.signal_daemon(libc::SIGTERM);
+    let r = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("reader still blocked 5 s after SIGTERM");
+    assert_errno(r, libc::ENOTCONN, "blocked read when the daemon stops");
+    let st = m.wait_daemon_exit(Duration::from_secs(5));
+    assert_eq!(st.code(), Some(0), "{}", describe(&st));
+}
+
+#[test]
+fn sigterm_when_idle_exits_0_and_unmounts() {
+    let mut m = Mount::new();
+    fs::create_dir(m.p("box")).unwrap();
+    m.signal_daemon(libc::SIGTERM);
+    let st = m.wait_daemon_exit(Duration::from_secs(5));
+    assert_eq!(st.code(), Some(0), "{}", describe(&st));
+    wait_until(T, "the mount is gone", || !m.is_mounted());
+}
+
+#[test]
+fn external_lazy_umount_makes_daemon_exit_0() {
+    let mut m = Mount::new();
+    fs::create_dir(m.p("box")).unwrap();
+    let o = Command::new("umount")
+        .arg("-l")
+        .arg(m.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "umount -l: {}", show(&o));
+    let st = m.wait_daemon_exit(Duration::from_secs(5));
+    assert_eq!(
+        st.code(),
+        Some(0),
+        "daemon exit after umount -l: {}",
+        describe(&st)
+    );
+}
+
+#[test]
+fn external_umount_makes_daemon_exit_0() {
+    let mut m = Mount::new();
+    fs::create_dir(m.p("box")).unwrap();
+    let o = Command::new("umount").arg(m.path()).output().unwrap();
+    assert!(o.status.success(), "umount: {}", show(&o));
+    let st = m.wait_daemon_exit(Duration::from_secs(5));
+    assert_eq!(
+        st.code(),
+        Some(0),
+        "daemon exit after umount: {}",
+        describe(&st)
+    );
+}
+
+#[test]
+fn daemon_stays_in_foreground_until_stopped() {
+    let mut m = Mount::new();
+    // Mount::new waited for the mount; the process we started must still be the server.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        m.daemon_exited().is_none(),
+        "the daemon must run in the foreground"
+    );
+    fs::create_dir(m.p("box")).unwrap();
+    assert!(m.is_mounted());
+}
+
+#[test]
+fn creates_a_missing_mountpoint() {
+    let parent = tempfile::tempdir().unwrap();
+    let mp = parent.path().canonicalize().unwrap().join("not-yet");
+    assert!(!mp.exists());
+    let argv = vec![mp.to_string_lossy().into_owned()];
+    let m = Mount::spawn_raw(&argv, mp.clone(), None);
+    assert!(mp.is_dir());
+    fs::create_dir(m.p("box")).unwrap();
+    assert!(m.p("box/send").exists());
+    drop(m);
+    drop(parent);
+}
+
+#[test]
+fn fstab_form_none_mountpoint_dash_o() {
+    let dir = tempfile::tempdir().unwrap();
+    let mp = dir.path().canonicalize().unwrap();
+    let argv: Vec<String> = vec![
+        "none".into(),
+        mp.to_string_lossy().into_owned(),
+        "-o".into(),
+        "allow_other".into(),
+    ];
+    let m = Mount::spawn_raw(&argv, mp, Some(dir));
+    fs::create_dir(m.p("box")).unwrap();
+    let o = m.sh("echo fstab > box/send && cat box/recv", T);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(o.stdout, b"fstab\n");
+    // allow_other given through -o reaches the kernel: nobody can list the root.
+    let o = m.sh_as_nobody("ls \"$M\"", T);
+    assert!(o.status.success(), "allow_other via -o: {}", show(&o));
+}
+
+#[test]
+fn without_allow_other_other_users_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mp = dir.path().canonicalize().unwrap();
+    let argv = vec![mp.to_string_lossy().into_owned()];
+    let m = Mount::spawn_raw(&argv, mp, Some(dir));
+    let o = m.sh_as_nobody("ls \"$M\"", T);
+    assert!(
+        !o.status.success(),
+        "nobody must not reach a mount without allow_other: {}",
+        show(&o)
+    );
+}
+
+#[test]
+fn help_explains_the_tree() {
+    let o = Command::new(env!("CARGO_BIN_EXE_ipcfs"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "--help: {}", show(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    for word in [
+        "send",
+        "recv",
+        "policy",
+        "status",
+        "--allow-other",
+        "--max-message-size",
+        "--capacity",
+    ] {
+        assert!(
+            text.contains(word),
+            "--help should mention {word:?}:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn missing_mountpoint_argument_fails() {
+    let o = Command::new(env!("CARGO_BIN_EXE_ipcfs")).output().unwrap();
+    assert!(
+        !o.status.success(),
+        "ipcfs without a mountpoint must fail: {}",
+        show(&o)
+    );
+}
+
+#[test]
+fn options_set_the_default_policy() {
+    let m = Mount::with_args(&[
+        "--default-policy",
+        "exclusive",
+        "--capacity",
+        "5",
+        "--max-message-size",
+        "4096",
+        "--max-memory",
+        "1M",
+    ]);
+    assert_eq!(
+        fs::read_to_string(m.p("policy")).unwrap(),
+        "exclusive capacity=5 max-message-size=4096\n"
+    );
+    fs::create_dir(m.p("box")).unwrap();
+    let s = status_map(&m.p("box/status"));
+    assert_eq!(s["policy"], "exclusive", "{s:?}");
+    assert_eq!(s["capacity"], "5", "{s:?}");
+    assert_eq!(s["max-message-size"], "4096", "{s:?}");
+    assert_eq!(s["memory-limit"], "1048576", "{s:?}");
+}
+
+#[test]
+fn capacity_unlimited_option() {
+    let m = Mount::with_args(&["--capacity", "unlimited"]);
+    let text = fs::read_to_string(m.p("policy")).unwrap();
+    assert!(
+        text.starts_with("arbitrary capacity=unlimited "),
+        "{text:?}"
+    );
+}
