@@ -468,7 +468,10 @@ impl Filesystem for IpcFs {
                     Target::Mailbox(_, FileKind::Send | FileKind::Recv)
                         | Target::Link(_, FileKind::Send | FileKind::Recv)
                 );
-                let mut f = FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NONSEEKABLE;
+                // Nothing is buffered, so close(2) need not wait for a FLUSH.
+                let mut f = FopenFlags::FOPEN_DIRECT_IO
+                    | FopenFlags::FOPEN_NONSEEKABLE
+                    | FopenFlags::FOPEN_NOFLUSH;
                 if stream {
                     f |= FopenFlags::FOPEN_STREAM;
                 }

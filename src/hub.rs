@@ -1271,7 +1271,7 @@ impl Hub {
                 self.sweep();
                 last_sweep = std::time::Instant::now();
             }
-            let pause = Duration::from_micros((parked as u64 * 250).clamp(100_000, 400_000));
+            let pause = Duration::from_micros((parked as u64 * 400).clamp(100_000, 400_000));
             std::thread::sleep(pause);
         }
     }
