@@ -73,6 +73,15 @@ impl IpcFs {
         })
     }
 
+    /// `proc/<pid>` exists for a live process, and for one that has exited
+    /// while messages it sent to the caller still wait.
+    fn peer_visible(&self, req: &Request, pid: u32) -> bool {
+        self.hub.procs().by_pid(pid).is_some()
+            || self
+                .caller(req)
+                .is_ok_and(|me| self.hub.pending_from_exited(me.process, pid))
+    }
+
     fn file_attr(
         &self,
         node: Node,
@@ -108,7 +117,7 @@ impl IpcFs {
             uid: cfg.uid,
             gid: cfg.gid,
         };
-        let peer_alive = |pid| self.hub.procs().by_pid(pid).is_some();
+        let peer_alive = |pid| self.peer_visible(req, pid);
         let (kind, attr, blksize, size, ttl) = match node {
             Node::Root => (FileType::Directory, mine(0o1777), 4096, 0, TREE_TTL),
             Node::RootPolicy => (
@@ -160,7 +169,7 @@ impl IpcFs {
         Ok((self.file_attr(node, kind, attr, blksize, size), ttl))
     }
 
-    fn lookup_node(&self, parent: Node, name: &OsStr) -> Result<Node, Errno> {
+    fn lookup_node(&self, req: &Request, parent: Node, name: &OsStr) -> Result<Node, Errno> {
         let bytes = name.as_bytes();
         match parent {
             Node::Root => match bytes {
@@ -181,7 +190,9 @@ impl IpcFs {
                         .filter(|s| !s.starts_with('0') && s.bytes().all(|b| b.is_ascii_digit()))
                         .and_then(|s| s.parse().ok())
                         .ok_or(Errno::ENOENT)?;
-                    self.hub.procs().by_pid(pid).ok_or(Errno::ENOENT)?;
+                    if !self.peer_visible(req, pid) {
+                        return Err(Errno::ENOENT);
+                    }
                     Ok(Node::Peer(pid))
                 }
             },
@@ -284,7 +295,7 @@ impl Filesystem for IpcFs {
             return reply.error(fuser::Errno::ENOENT);
         };
         match self
-            .lookup_node(parent, name)
+            .lookup_node(req, parent, name)
             .and_then(|n| self.attr_of(req, n))
         {
             Ok((attr, ttl)) => reply.entry(&ttl, &attr, Generation(0)),
@@ -382,9 +393,9 @@ impl Filesystem for IpcFs {
         reply.error(fuser::Errno::EPERM);
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let parent = Node::from_ino(parent.0);
-        let result = match self.lookup_node(parent.unwrap_or(Node::RootPolicy), name) {
+        let result = match self.lookup_node(req, parent.unwrap_or(Node::RootPolicy), name) {
             Ok(Node::Mailbox(_)) => Self::container(parent).and_then(|p| self.hub.rmdir(p, name)),
             Ok(Node::ProcDir) => Err(Errno::EBUSY),
             Ok(_) => Err(Errno::ENOTDIR),
@@ -409,7 +420,7 @@ impl Filesystem for IpcFs {
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -421,7 +432,7 @@ impl Filesystem for IpcFs {
         let result = if !flags.is_empty() {
             Err(Errno::EINVAL)
         } else {
-            match self.lookup_node(from.unwrap_or(Node::RootPolicy), name) {
+            match self.lookup_node(req, from.unwrap_or(Node::RootPolicy), name) {
                 Ok(Node::Mailbox(_)) => Self::container(from)
                     .and_then(|f| Ok((f, Self::container(to)?)))
                     .and_then(|(f, t)| self.hub.rename(f, name, t, newname)),

@@ -587,6 +587,16 @@ impl Hub {
         set.into_iter().collect()
     }
 
+    /// Whether messages sent to `me` by a process with pid `pid` that has
+    /// since exited still wait to be received: they keep `proc/<pid>`
+    /// visible to `me` until they are.
+    pub fn pending_from_exited(&self, me: Process, pid: u32) -> bool {
+        self.lock()
+            .links
+            .iter()
+            .any(|((from, to), ch)| from.pid == pid && *to == me && ch.messages() > 0)
+    }
+
     fn link_policy(&self) -> Policy {
         Policy {
             rule: Rule::Arbitrary,
@@ -805,16 +815,16 @@ impl Hub {
                     let out = cursor.serve(0, size).expect("a current message");
                     return fx.reply(reply, out);
                 }
+                if let ChanKey::Link { from, .. } = key
+                    && !alive(from)
+                {
+                    return fx.reply(reply, Outcome::Error(Errno::ESRCH));
+                }
                 if nonblock {
                     return fx.reply(reply, Outcome::Error(Errno::EAGAIN));
                 }
                 if *shut_down {
                     return fx.reply(reply, Outcome::Error(Errno::ENOTCONN));
-                }
-                if let ChanKey::Link { from, .. } = key
-                    && !alive(from)
-                {
-                    return fx.reply(reply, Outcome::Error(Errno::ESRCH));
                 }
                 parked.insert(
                     next,
