@@ -28,8 +28,8 @@ struct Slot {
     copies: VecDeque<Message>,
 }
 
-/// Whether the thread with this id has a signal pending (see
-/// [`crate::interrupt`]).
+/// Whether the thread with this id is being killed (a fatal signal is
+/// pending; see [`crate::identity::Processes::dying`]).
 pub type Vet = Arc<dyn Fn(u32) -> bool + Send + Sync>;
 
 /// A waiter taken out of a channel.
@@ -183,9 +183,9 @@ impl Channel {
     }
 
     /// Takes out the blocked reader that gets the next message. One whose
-    /// thread has been signalled since it blocked is answered `EINTR`
-    /// instead and passed over: a message handed to a dying process would be
-    /// lost.
+    /// thread is being killed (a fatal signal arrived since it blocked, and
+    /// the watcher has not answered it yet) is answered `EINTR` instead and
+    /// passed over: a message handed to a dying process would be lost.
     fn next_waiter(&mut self, for_: Option<Process>, fx: &mut Effects) -> Option<RecvWait> {
         while let Some(i) = receiver_rule::pick_waiter(&self.recv_waiters, for_) {
             let w = self.recv_waiters.remove(i).expect("waiter index");

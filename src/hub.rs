@@ -362,10 +362,10 @@ impl Hub {
         &*self.procs
     }
 
-    /// Tells channels whether a blocked reader has been signalled.
+    /// Tells channels whether a blocked reader is being killed.
     fn vet(&self) -> Vet {
         let procs = Arc::clone(&self.procs);
-        Arc::new(move |tid| procs.interrupted(tid))
+        Arc::new(move |tid| procs.dying(tid))
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

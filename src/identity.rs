@@ -7,6 +7,7 @@
 //! [`OsProcesses`] answers them from `/proc`; unit tests use a fake.
 
 use std::fs;
+use std::io::Read;
 
 use crate::interrupt;
 
@@ -32,22 +33,41 @@ pub trait Processes: Send + Sync {
     /// Whether thread `tid` has a signal pending that should end its blocked
     /// call, or no longer exists.
     fn interrupted(&self, tid: u32) -> bool;
+    /// Whether thread `tid` is being killed (a fatal signal is pending), or
+    /// no longer exists: whatever it is handed now is lost. Cheaper than
+    /// [`Processes::interrupted`], for the path that hands out messages.
+    fn dying(&self, tid: u32) -> bool {
+        self.interrupted(tid)
+    }
 }
 
 /// The real process table, read from `/proc`.
 #[derive(Debug, Default)]
 pub struct OsProcesses;
 
-/// Start time and state letter from the text of `/proc/<pid>/stat`.
-pub fn parse_stat(stat: &str) -> Option<(u64, char)> {
+/// Field `n` (numbered from 1, as in proc(5)) of `/proc/<pid>/stat`, for
+/// `n` >= 3.
+fn stat_field(stat: &str, n: usize) -> Option<&str> {
     // The command name (field 2) may hold spaces and parentheses: the fields
     // after it start behind the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_ascii_whitespace();
-    let state = fields.next()?.chars().next()?;
-    // state is field 3; starttime is field 22.
-    let start = fields.nth(22 - 4)?.parse().ok()?;
+    rest.split_ascii_whitespace().nth(n.checked_sub(3)?)
+}
+
+/// Start time and state letter from the text of `/proc/<pid>/stat`.
+pub fn parse_stat(stat: &str) -> Option<(u64, char)> {
+    let state = stat_field(stat, 3)?.chars().next()?;
+    let start = stat_field(stat, 22)?.parse().ok()?;
     Some((start, state))
+}
+
+/// Whether the thread whose `/proc/<tid>/stat` this is has `SIGKILL`
+/// pending: the kernel queues it on every thread of a process that a fatal
+/// signal is ending (field 31 holds the thread's own pending signals).
+pub fn stat_sigkill_pending(stat: &str) -> bool {
+    stat_field(stat, 31)
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|pending| pending & (1 << (libc::SIGKILL - 1)) != 0)
 }
 
 /// The value of a `Key:` line of `/proc/<pid>/status`.
@@ -59,8 +79,22 @@ pub fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
     })
 }
 
+/// Reads a small `/proc` file with as few system calls as it takes (open,
+/// one read, close): these reads are on the daemon's busy paths.
 fn read(path: String) -> Option<String> {
-    fs::read_to_string(path).ok()
+    let mut f = fs::File::open(path).ok()?;
+    let mut buf = vec![0u8; 4096];
+    let mut len = 0;
+    loop {
+        let n = f.read(&mut buf[len..]).ok()?;
+        len += n;
+        if n == 0 || len < buf.len() {
+            break;
+        }
+        buf.resize(buf.len() * 2, 0);
+    }
+    buf.truncate(len);
+    String::from_utf8(buf).ok()
 }
 
 fn uids(pid: u32) -> Option<[u32; 4]> {
@@ -105,6 +139,14 @@ impl Processes for OsProcesses {
         Self::process(pid)
     }
 
+    fn is_alive(&self, p: Process) -> bool {
+        // One read: a different task that took the pid (a new process, or a
+        // thread of one) has a different start time.
+        read(format!("/proc/{}/stat", p.pid))
+            .and_then(|s| parse_stat(&s))
+            .is_some_and(|(start, state)| start == p.start && state != 'Z' && state != 'X')
+    }
+
     fn may_signal(&self, from: Process, to: Process) -> bool {
         let (Some(f), Some(t)) = (uids(from.pid), uids(to.pid)) else {
             return false;
@@ -123,6 +165,13 @@ impl Processes for OsProcesses {
             None => true, // the thread is gone: nobody waits for the answer
         }
     }
+
+    fn dying(&self, tid: u32) -> bool {
+        match read(format!("/proc/{tid}/stat")) {
+            Some(stat) => stat_sigkill_pending(&stat),
+            None => true,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -135,6 +184,37 @@ mod tests {
             "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 200";
         assert_eq!(parse_stat(stat), Some((987654, 'S')));
         assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn sigkill_bit_in_stat() {
+        let stat = |signal: u64| {
+            let mut f: Vec<String> = (3..=52).map(|i| i.to_string()).collect();
+            f[0] = "S".into();
+            f[31 - 3] = signal.to_string();
+            format!("77 (x y) {}", f.join(" "))
+        };
+        assert!(!stat_sigkill_pending(&stat(0)));
+        assert!(!stat_sigkill_pending(&stat(2)));
+        assert!(stat_sigkill_pending(&stat(256)));
+        assert!(stat_sigkill_pending(&stat(258)));
+        assert_eq!(stat_field(&stat(0), 22), Some("22"));
+    }
+
+    #[test]
+    fn a_dying_child_is_seen_dying_then_gone() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let p = OsProcesses.by_pid(pid).unwrap();
+        assert!(!OsProcesses.dying(pid));
+        assert!(OsProcesses.is_alive(p));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(OsProcesses.dying(pid), "a reaped process is gone");
+        assert!(!OsProcesses.is_alive(p));
     }
 
     #[test]
