@@ -42,6 +42,9 @@ fn serve(s: &Settings) -> Result<(), String> {
         std::fs::create_dir_all(mp)
             .map_err(|e| format!("cannot create mountpoint {}: {e}", mp.display()))?;
     }
+    if !mp.is_dir() {
+        return Err(format!("cannot mount on {}: not a directory", mp.display()));
+    }
     let hub = Arc::new(Hub::new(
         Config {
             default_policy: s.default_policy,

@@ -231,6 +231,37 @@ fn missing_mountpoint_argument_fails() {
 }
 
 #[test]
+fn mounting_on_a_regular_file_fails_naming_it() {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_ipcfs"))
+        .arg(f.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&f.path().display().to_string()) && err.contains("not a directory"),
+        "the error names the path and the cause: {err}"
+    );
+}
+
+#[test]
+fn bad_option_values_are_usage_errors() {
+    for args in [
+        &["--capacity", "lots", "/tmp/x"][..],
+        &["--max-message-size", "8M", "/tmp/x"],
+        &["--default-policy", "bogus", "/tmp/x"],
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_ipcfs"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", show(&o));
+        assert!(String::from_utf8_lossy(&o.stderr).starts_with("ipcfs: "));
+    }
+}
+
+#[test]
 fn options_set_the_default_policy() {
     let m = Mount::with_args(&[
         "--default-policy",
