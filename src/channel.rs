@@ -134,6 +134,25 @@ impl Channel {
         self.send_waiters.is_empty() && self.has_room()
     }
 
+    // ----- policy ----------------------------------------------------------
+
+    /// Applies a new policy to a busy channel. When the rule changes, the
+    /// processes that have it open (`openers`, in open order) seed the new
+    /// rule's membership, and blocked readers and senders the new rule
+    /// refuses are answered `EBUSY`; a larger capacity lets blocked senders
+    /// in. Queued messages stay queued.
+    pub fn set_policy(&mut self, new: Policy, openers: Vec<(Process, Role)>, fx: &mut Effects) {
+        let rule_changed = self.policy.rule != new.rule;
+        self.policy = new;
+        if rule_changed {
+            self.members.reseed(new.rule, openers);
+            let members = self.members.clone();
+            self.refuse_waiters(&|p, role| members.allows(new.rule, p, role), fx);
+        }
+        self.pump(fx);
+        self.changed(fx);
+    }
+
     // ----- receivers -----------------------------------------------------
 
     pub fn open_recv(&mut self, p: Process) {
@@ -351,7 +370,7 @@ impl Channel {
 
     /// The rule changed: blocked readers and senders of processes that
     /// `allowed` refuses are answered `EBUSY`.
-    pub fn refuse_waiters(&mut self, allowed: &dyn Fn(Process, Role) -> bool, fx: &mut Effects) {
+    fn refuse_waiters(&mut self, allowed: &dyn Fn(Process, Role) -> bool, fx: &mut Effects) {
         let (keep, refuse): (VecDeque<_>, VecDeque<_>) = self
             .recv_waiters
             .drain(..)

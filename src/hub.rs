@@ -286,6 +286,27 @@ fn chan_mut<'a>(
     }
 }
 
+/// The processes that have mailbox `id`'s `send` or `recv` open, in the
+/// order they opened it (handle ids grow).
+fn openers(handles: &HashMap<u64, Handle>, id: MailboxId) -> Vec<(Process, Role)> {
+    let mut open: Vec<(u64, Process, Role)> = handles
+        .iter()
+        .filter_map(|(h, hd)| match hd.kind {
+            HandleKind::Recv {
+                chan: ChanKey::Mailbox(m),
+                ..
+            } if m == id => Some((*h, hd.owner, Role::Recv)),
+            HandleKind::Send {
+                chan: ChanKey::Mailbox(m),
+                ..
+            } if m == id => Some((*h, hd.owner, Role::Send)),
+            _ => None,
+        })
+        .collect();
+    open.sort_by_key(|(h, ..)| *h);
+    open.into_iter().map(|(_, p, role)| (p, role)).collect()
+}
+
 /// The error for I/O on a channel that no longer exists.
 fn gone(key: ChanKey) -> Errno {
     match key {
@@ -948,33 +969,9 @@ impl Hub {
                     None => *default_policy = new,
                     Some(id) => {
                         let id = *id;
-                        let openers: Vec<(Process, Role)> = {
-                            let mut hs: Vec<(&u64, &Handle)> = handles.iter().collect();
-                            hs.sort_by_key(|(h, _)| **h);
-                            hs.into_iter()
-                                .filter_map(|(_, hd)| match hd.kind {
-                                    HandleKind::Recv {
-                                        chan: ChanKey::Mailbox(m),
-                                        ..
-                                    } if m == id => Some((hd.owner, Role::Recv)),
-                                    HandleKind::Send {
-                                        chan: ChanKey::Mailbox(m),
-                                        ..
-                                    } if m == id => Some((hd.owner, Role::Send)),
-                                    _ => None,
-                                })
-                                .collect()
-                        };
+                        let openers = openers(handles, id);
                         let ch = &mut mailboxes.get_mut(&id).expect("mailbox").chan;
-                        let rule_changed = ch.policy.rule != new.rule;
-                        ch.policy = new;
-                        if rule_changed {
-                            ch.members.reseed(new.rule, openers);
-                            let members = ch.members.clone();
-                            ch.refuse_waiters(&|p, role| members.allows(new.rule, p, role), fx);
-                        }
-                        ch.pump(fx);
-                        ch.changed(fx);
+                        ch.set_policy(new, openers, fx);
                     }
                 }
                 fx.reply(reply, Outcome::Written(data.len() as u32));
