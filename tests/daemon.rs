@@ -4,19 +4,10 @@ mod common;
 
 use common::*;
 use std::fs;
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(10);
-
-fn wait_status(path: &Path, key: &str, want: &str) {
-    wait_until(
-        T,
-        &format!("{} shows `{key}: {want}`", path.display()),
-        || status_map(path).get(key).map(String::as_str) == Some(want),
-    );
-}
 
 /// Signal the daemon while a `cat` is blocked on a mailbox: the daemon must exit 0,
 /// unmount, and the reader must get an error (ENOTCONN), not hang.

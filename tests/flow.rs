@@ -9,82 +9,16 @@ mod common;
 use common::*;
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const SHORT: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------- local helpers
 
-/// Send one message from this process, never blocking.
-fn send_nb(path: &Path, msg: &[u8]) -> io::Result<()> {
-    let mut f = open_with(path, false, true, libc::O_NONBLOCK)?;
-    let n = f.write(msg)?;
-    assert_eq!(n, msg.len(), "short write on {}", path.display());
-    Ok(())
-}
-
-/// Receive one whole message in this process, never blocking.
-fn recv_nb(path: &Path) -> io::Result<Vec<u8>> {
-    let mut f = open_with(path, true, false, libc::O_NONBLOCK)?;
-    read_message(&mut f)
-}
-
-/// Read until the 0 that ends one message.
-fn read_message(f: &mut std::fs::File) -> io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; 1 << 17];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            return Ok(out);
-        }
-        out.extend_from_slice(&buf[..n]);
-    }
-}
-
-fn poll1(f: &impl AsRawFd, events: i16, timeout_ms: i32) -> i16 {
-    let mut p = libc::pollfd {
-        fd: f.as_raw_fd(),
-        events,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    let r = unsafe { libc::poll(&mut p, 1, timeout_ms) };
-    assert!(r >= 0, "poll: {}", io::Error::last_os_error());
-    p.revents
-}
-
-/// One write(2) of `text` to a policy file.
-fn write_policy(path: &Path, text: &str) {
-    let mut f =
-        open_with(path, false, true, 0).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-    let n = f
-        .write(text.as_bytes())
-        .unwrap_or_else(|e| panic!("write {text:?} to {}: {e}", path.display()));
-    assert_eq!(n, text.len());
-}
-
-fn read_policy(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-}
-
-fn num(map: &HashMap<String, String>, key: &str) -> u64 {
-    map.get(key)
-        .unwrap_or_else(|| panic!("status has no key {key:?}: {map:?}"))
-        .parse()
-        .unwrap_or_else(|e| panic!("status key {key:?} is not a number ({e}): {map:?}"))
-}
-
 fn stat(b: &Path) -> HashMap<String, String> {
     status_map(&b.join("status"))
-}
-
-fn out_str(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// A mailbox `name` in `m` with `policy` written to its policy file (if any).
@@ -92,7 +26,7 @@ fn mailbox(m: &Mount, name: &str, policy: &str) -> PathBuf {
     let b = m.p(name);
     std::fs::create_dir(&b).unwrap_or_else(|e| panic!("mkdir {}: {e}", b.display()));
     if !policy.is_empty() {
-        write_policy(&b.join("policy"), policy);
+        set_policy(&b.join("policy"), policy);
     }
     b
 }
@@ -113,30 +47,6 @@ fn vm_rss(pid: u32) -> u64 {
     kb * 1024
 }
 
-/// A live process to talk to over a direct link; killed on drop.
-struct Sleeper(Child);
-
-impl Sleeper {
-    fn new() -> Sleeper {
-        Sleeper(
-            Command::new("sleep")
-                .arg("120")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn sleep"),
-        )
-    }
-}
-
-impl Drop for Sleeper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 // ---------------------------------------------------------------------- tests
 
 /// The capacity is set through the policy file, from the shell, and reads back.
@@ -151,7 +61,7 @@ fn policy_capacity_roundtrip() {
     assert!(p.split_whitespace().any(|w| w == "capacity=2"), "{p:?}");
     assert_eq!(status_get(&b.join("status"), "capacity"), "2");
     // Other words keep their values; the size suffix is understood.
-    write_policy(&b.join("policy"), "max-message-size=4K\n");
+    set_policy(&b.join("policy"), "max-message-size=4K\n");
     let p = read_policy(&b.join("policy"));
     assert!(p.split_whitespace().any(|w| w == "capacity=2"), "{p:?}");
     assert!(
@@ -290,7 +200,7 @@ fn lowering_capacity_loses_nothing() {
     for msg in ["a\n", "b\n", "c\n", "d\n", "e\n"] {
         send_nb(&send, msg.as_bytes()).unwrap();
     }
-    write_policy(&b.join("policy"), "capacity=2\n");
+    set_policy(&b.join("policy"), "capacity=2\n");
     assert!(read_policy(&b.join("policy")).contains("capacity=2"));
     let st = stat(&b);
     assert_eq!(num(&st, "messages"), 5, "{st:?}");
@@ -323,27 +233,27 @@ fn poll_on_send_reports_room() {
     let m = Mount::new();
     let b = mailbox(&m, "box", "capacity=1\n");
     let mut f = open_with(&b.join("send"), false, true, libc::O_NONBLOCK).unwrap();
-    let r = poll1(&f, libc::POLLOUT, 0);
+    let (_, r) = poll1(&f, libc::POLLOUT, 0);
     assert_ne!(
         r & libc::POLLOUT,
         0,
         "empty mailbox: send writable (revents {r:#x})"
     );
     f.write_all(b"one\n").unwrap();
-    let r = poll1(&f, libc::POLLOUT, 0);
+    let (_, r) = poll1(&f, libc::POLLOUT, 0);
     assert_eq!(
         r & libc::POLLOUT,
         0,
         "full mailbox: send not writable (revents {r:#x})"
     );
-    let r = poll1(&f, libc::POLLOUT, 200);
+    let (_, r) = poll1(&f, libc::POLLOUT, 200);
     assert_eq!(
         r & libc::POLLOUT,
         0,
         "still full: not writable (revents {r:#x})"
     );
     let reader = m.spawn_sh(r#"cat "$M/box/recv""#);
-    let r = poll1(&f, libc::POLLOUT, 5000);
+    let (_, r) = poll1(&f, libc::POLLOUT, 5000);
     assert_ne!(
         r & libc::POLLOUT,
         0,
@@ -508,8 +418,8 @@ fn memory_bound_flood_enobufs_and_rss_bounded() {
 fn flow_control_applies_to_direct_links() {
     let m = Mount::with_args(&["--capacity", "1"]);
     assert!(read_policy(&m.p("policy")).contains("capacity=1"));
-    let s = Sleeper::new();
-    let send = m.p(&format!("proc/{}/send", s.0.id()));
+    let s = sleeper();
+    let send = m.p(&format!("proc/{}/send", s.pid()));
     let mut f = open_with(&send, false, true, libc::O_NONBLOCK).unwrap();
     f.write_all(b"first\n").expect("first send on the link");
     assert_errno(
@@ -517,12 +427,12 @@ fn flow_control_applies_to_direct_links() {
         libc::EAGAIN,
         "second O_NONBLOCK send on a full link",
     );
-    let r = poll1(&f, libc::POLLOUT, 0);
+    let (_, r) = poll1(&f, libc::POLLOUT, 0);
     assert_eq!(
         r & libc::POLLOUT,
         0,
         "full link: not writable (revents {r:#x})"
     );
-    let st = status_map(&m.p(&format!("proc/{}/status", s.0.id())));
+    let st = status_map(&m.p(&format!("proc/{}/status", s.pid())));
     assert_eq!(num(&st, "to-peer-messages"), 1, "{st:?}");
 }

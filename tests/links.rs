@@ -7,14 +7,9 @@
 mod common;
 use common::*;
 
-use std::ffi::CString;
-use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
+use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const SHORT: Duration = Duration::from_secs(10);
@@ -22,162 +17,8 @@ const LONG: Duration = Duration::from_secs(60);
 
 // ---------------------------------------------------------------- local helpers
 
-/// A child process that opened some files (in the child, between fork and
-/// exec, so the opener is the child's own pid) and then sleeps holding them.
-/// Killed and reaped on drop.
-struct Held {
-    child: Child,
-}
-
-impl Held {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Kill it and reap it, so that its pid no longer names a live process.
-    fn kill_and_reap(mut self) -> u32 {
-        let pid = self.child.id();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        pid
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn cpath(p: &Path) -> CString {
-    CString::new(p.as_os_str().as_bytes()).expect("path without NUL")
-}
-
-/// Configure `cmd` so that, in the child, every `(path, flags)` is opened
-/// (without O_CLOEXEC, so the descriptors survive exec). If an open fails,
-/// `spawn` returns that open's error.
-fn opens_in_child(cmd: &mut Command, files: &[(&Path, i32)]) {
-    let files: Vec<(CString, i32)> = files.iter().map(|(p, f)| (cpath(p), *f)).collect();
-    // SAFETY: the closure only calls open(2) (async-signal-safe) and builds an
-    // io::Error from a raw errno (no allocation).
-    unsafe {
-        cmd.pre_exec(move || {
-            for (p, flags) in &files {
-                if libc::open(p.as_ptr(), *flags) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
-}
-
-/// A fresh process (optionally running as `uid`/`gid`) that opens `files`
-/// and then sleeps, holding them.
-fn hold(files: &[(&Path, i32)], uid: Option<u32>) -> io::Result<Held> {
-    let mut cmd = Command::new("sleep");
-    cmd.arg("120")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    if let Some(u) = uid {
-        cmd.uid(u).gid(u);
-    }
-    opens_in_child(&mut cmd, files);
-    Ok(Held {
-        child: cmd.spawn()?,
-    })
-}
-
-/// A plain child that sleeps (a live process with a pid to talk to).
-fn sleeper() -> Held {
-    hold(&[], None).expect("spawn sleep")
-}
-
-/// In a fresh process (optionally as `uid`), open `path` with `flags` and, if
-/// `read` is set, do one read(2) on it. Returns the error of the first failing
-/// call, or Ok(()) if everything succeeded.
-fn in_child(path: &Path, flags: i32, read: bool, uid: Option<u32>) -> io::Result<()> {
-    let p = cpath(path);
-    let mut cmd = Command::new("true");
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    if let Some(u) = uid {
-        cmd.uid(u).gid(u);
-    }
-    // SAFETY: open(2), read(2), close(2) only, on a stack buffer.
-    unsafe {
-        cmd.pre_exec(move || {
-            let fd = libc::open(p.as_ptr(), flags | libc::O_CLOEXEC);
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if read {
-                let mut buf = [0u8; 256];
-                if libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            libc::close(fd);
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn()?;
-    let st = child.wait()?;
-    assert!(st.success(), "helper child failed: {st:?}");
-    Ok(())
-}
-
-/// Send one message (one write) from this process, never blocking.
-fn send_nb(path: &Path, msg: &[u8]) -> io::Result<()> {
-    let mut f = open_with(path, false, true, libc::O_NONBLOCK)?;
-    let n = f.write(msg)?;
-    assert_eq!(n, msg.len(), "short write on {}", path.display());
-    Ok(())
-}
-
-/// Receive one whole message from this process, never blocking.
-fn recv_nb(path: &Path) -> io::Result<Vec<u8>> {
-    let mut f = open_with(path, true, false, libc::O_NONBLOCK)?;
-    read_message(&mut f)
-}
-
-/// Read one message from an open recv descriptor: reads until the 0 that ends it.
-fn read_message(f: &mut std::fs::File) -> io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            return Ok(out);
-        }
-        out.extend_from_slice(&buf[..n]);
-    }
-}
-
-fn poll1(f: &impl AsRawFd, events: i16, timeout_ms: i32) -> i16 {
-    let mut p = libc::pollfd {
-        fd: f.as_raw_fd(),
-        events,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    let r = unsafe { libc::poll(&mut p, 1, timeout_ms) };
-    assert!(r >= 0, "poll: {}", io::Error::last_os_error());
-    p.revents
-}
-
 fn link(m: &Mount, pid: u32, file: &str) -> PathBuf {
     m.p(&format!("proc/{pid}/{file}"))
-}
-
-fn num(map: &std::collections::HashMap<String, String>, key: &str) -> u64 {
-    map.get(key)
-        .unwrap_or_else(|| panic!("status has no key {key:?}: {map:?}"))
-        .parse()
-        .unwrap_or_else(|e| panic!("status key {key:?} is not a number ({e}): {map:?}"))
 }
 
 fn proc_status(m: &Mount) -> std::collections::HashMap<String, String> {
@@ -186,10 +27,6 @@ fn proc_status(m: &Mount) -> std::collections::HashMap<String, String> {
 
 fn me() -> u32 {
     std::process::id()
-}
-
-fn out_str(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 // ---------------------------------------------------------------------- tests
@@ -686,7 +523,7 @@ fn poll_on_link_recv_fires_after_send() {
         echo hello > "$M/proc/{t}/send" && echo sent"#
     ));
     let mut f = open_with(&link(&m, p.pid(), "recv"), true, false, libc::O_NONBLOCK).unwrap();
-    let r = poll1(&f, libc::POLLIN, 0);
+    let (_, r) = poll1(&f, libc::POLLIN, 0);
     assert_eq!(
         r & libc::POLLIN,
         0,
@@ -694,7 +531,7 @@ fn poll_on_link_recv_fires_after_send() {
     );
     std::fs::write(d.path().join("go"), b"").unwrap();
     let start = Instant::now();
-    let r = poll1(&f, libc::POLLIN, 5000);
+    let (_, r) = poll1(&f, libc::POLLIN, 5000);
     assert_ne!(
         r & libc::POLLIN,
         0,

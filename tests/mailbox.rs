@@ -76,15 +76,6 @@ fn st(dir: &Path, key: &str) -> String {
     status_get(&dir.join("status"), key)
 }
 
-fn wait_status(dir: &Path, key: &str, want: &str) {
-    let path = dir.join("status");
-    wait_until(
-        T,
-        &format!("{} shows `{key}: {want}`", path.display()),
-        || status_map(&path).get(key).map(String::as_str) == Some(want),
-    );
-}
-
 /// A buffer of `len` bytes starting `offset` bytes into a page, filled with a
 /// pattern that depends on `seed`. Returns (storage, start index).
 fn page_offset_buffer(len: usize, offset: usize, seed: u8) -> (Vec<u8>, usize) {
@@ -394,7 +385,7 @@ fn three_blocked_cats_get_one_message_each() {
     let cats: Vec<Bg> = (0..3)
         .map(|_| m.spawn_sh("exec cat \"$M/fan/recv\""))
         .collect();
-    wait_status(&b, "receivers-waiting", "3");
+    wait_status(&b.join("status"), "receivers-waiting", "3");
     for i in 0..3 {
         send(&b, format!("m{i}\n").as_bytes());
     }
@@ -424,7 +415,7 @@ fn hundred_parked_readers_each_get_one_message() {
         r#"for i in $(seq 1 100); do cat "$M/many/recv" > /dev/null & done
            wait"#,
     );
-    wait_status(&b, "receivers-waiting", "100");
+    wait_status(&b.join("status"), "receivers-waiting", "100");
     for i in 0..100 {
         send(&b, format!("{i}").as_bytes());
     }
@@ -443,7 +434,7 @@ fn longest_waiting_receiver_is_served_first() {
     let mut cats = Vec::new();
     for i in 1..=3 {
         cats.push(m.spawn_sh("exec cat \"$M/fifo/recv\""));
-        wait_status(&b, "receivers-waiting", &i.to_string());
+        wait_status(&b.join("status"), "receivers-waiting", &i.to_string());
     }
     for (i, c) in cats.into_iter().enumerate() {
         send(&b, format!("to-{i}").as_bytes());
@@ -574,7 +565,7 @@ fn closing_mid_message_drops_the_rest_and_counts_truncated() {
         buf[..n].to_vec()
     });
     assert_eq!(head, b"hello");
-    wait_status(&b, "truncated", "1");
+    wait_status(&b.join("status"), "truncated", "1");
     assert_eq!(
         recv(&b),
         b"next",
@@ -640,7 +631,7 @@ fn timeout_sigint_ends_blocked_cat_quickly_and_message_is_not_lost() {
         "timeout should report the command timed out: {}",
         show(&o)
     );
-    wait_status(&b, "receivers-waiting", "0");
+    wait_status(&b.join("status"), "receivers-waiting", "0");
     send(&b, b"after the interrupt");
     assert_eq!(
         st(&b, "messages"),
@@ -655,7 +646,7 @@ fn sigkill_of_blocked_cat_takes_effect_quickly() {
     let m = Mount::new();
     let b = mkbox(&m, "kill");
     let cat = m.spawn_sh("exec cat \"$M/kill/recv\"");
-    wait_status(&b, "receivers-waiting", "1");
+    wait_status(&b.join("status"), "receivers-waiting", "1");
     let start = Instant::now();
     cat.signal(libc::SIGKILL);
     let o = cat.wait_timeout(Duration::from_millis(1500));
@@ -668,7 +659,7 @@ fn sigkill_of_blocked_cat_takes_effect_quickly() {
         std::os::unix::process::ExitStatusExt::signal(&o.status),
         Some(libc::SIGKILL)
     );
-    wait_status(&b, "receivers-waiting", "0");
+    wait_status(&b.join("status"), "receivers-waiting", "0");
     send(&b, b"for the next one");
     assert_eq!(st(&b, "messages"), "1");
     assert_eq!(recv(&b), b"for the next one");
@@ -688,7 +679,7 @@ fn handled_signal_ends_blocked_read_with_eintr() {
             if (defined $r) { print "read $r\n" } else { print "errno ", $!+0, "\n" }
         ' "$M/eintr/recv""#,
     );
-    wait_status(&b, "receivers-waiting", "1");
+    wait_status(&b.join("status"), "receivers-waiting", "1");
     let start = Instant::now();
     reader.signal(libc::SIGUSR1);
     let o = reader.wait_timeout(Duration::from_secs(3));
@@ -709,17 +700,6 @@ fn handled_signal_ends_blocked_read_with_eintr() {
 
 // ---------------------------------------------------------------- poll
 
-fn poll1(fd: i32, events: i16, timeout_ms: i32) -> (i32, i16) {
-    let mut p = libc::pollfd {
-        fd,
-        events,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    let n = unsafe { libc::poll(&mut p, 1, timeout_ms) };
-    (n, p.revents)
-}
-
 #[test]
 fn poll_on_empty_recv_times_out_then_fires_after_send() {
     let m = Mount::new();
@@ -727,7 +707,7 @@ fn poll_on_empty_recv_times_out_then_fires_after_send() {
     let f = File::open(b.join("recv")).unwrap();
     let fd = f.as_raw_fd();
     let (n, rev) = within(T, "poll with 200 ms timeout", move || {
-        poll1(fd, libc::POLLIN, 200)
+        poll1(&fd, libc::POLLIN, 200)
     });
     assert_eq!(
         (n, rev & libc::POLLIN),
@@ -742,7 +722,7 @@ fn poll_on_empty_recv_times_out_then_fires_after_send() {
     });
     let start = Instant::now();
     let (n, rev) = within(T, "poll waiting for a send", move || {
-        poll1(fd, libc::POLLIN, 5000)
+        poll1(&fd, libc::POLLIN, 5000)
     });
     let took = start.elapsed();
     sender.join().unwrap();
@@ -759,7 +739,7 @@ fn poll_on_empty_recv_times_out_then_fires_after_send() {
     // After the message and its end of file are consumed, the fd is not readable.
     assert_eq!(f.read(&mut buf).unwrap(), 0);
     let (n, _) = within(T, "poll after draining", move || {
-        poll1(fd, libc::POLLIN, 100)
+        poll1(&fd, libc::POLLIN, 100)
     });
     assert_eq!(n, 0, "recv must not be readable once drained");
 }
@@ -771,12 +751,12 @@ fn poll_on_recv_is_readable_when_message_queued_and_send_is_writable() {
     send(&b, b"queued");
     let r = File::open(b.join("recv")).unwrap();
     let rfd = r.as_raw_fd();
-    let (n, rev) = within(T, "poll recv", move || poll1(rfd, libc::POLLIN, 1000));
+    let (n, rev) = within(T, "poll recv", move || poll1(&rfd, libc::POLLIN, 1000));
     assert_eq!(n, 1);
     assert!(rev & libc::POLLIN != 0);
     let w = open_with(&b.join("send"), false, true, 0).unwrap();
     let wfd = w.as_raw_fd();
-    let (n, rev) = within(T, "poll send", move || poll1(wfd, libc::POLLOUT, 1000));
+    let (n, rev) = within(T, "poll send", move || poll1(&wfd, libc::POLLOUT, 1000));
     assert_eq!(n, 1);
     assert!(
         rev & libc::POLLOUT != 0,
@@ -882,7 +862,7 @@ fn blocked_reader_gets_eidrm_on_rmdir() {
         });
         let _ = tx.send(r);
     });
-    wait_status(&b, "receivers-waiting", "1");
+    wait_status(&b.join("status"), "receivers-waiting", "1");
     fs::remove_dir(&b).expect("rmdir with a blocked reader");
     let r = rx
         .recv_timeout(Duration::from_secs(3))
@@ -895,7 +875,7 @@ fn blocked_cat_fails_on_rmdir() {
     let m = Mount::new();
     let b = mkbox(&m, "gone2");
     let cat = m.spawn_sh("cat \"$M/gone2/recv\"");
-    wait_status(&b, "receivers-waiting", "1");
+    wait_status(&b.join("status"), "receivers-waiting", "1");
     fs::remove_dir(&b).unwrap();
     let o = cat.wait_timeout(Duration::from_secs(3));
     assert!(!o.status.success(), "cat should fail: {}", show(&o));
@@ -1281,7 +1261,7 @@ fn status_counts_messages_bytes_and_receivers() {
     );
     // `receivers` counts processes with recv open.
     let f = File::open(b.join("recv")).unwrap();
-    wait_status(&b, "receivers", "1");
+    wait_status(&b.join("status"), "receivers", "1");
     let g = File::open(b.join("recv")).unwrap();
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(
@@ -1291,7 +1271,7 @@ fn status_counts_messages_bytes_and_receivers() {
     );
     drop(f);
     drop(g);
-    wait_status(&b, "receivers", "0");
+    wait_status(&b.join("status"), "receivers", "0");
 }
 
 #[test]

@@ -7,152 +7,13 @@
 mod common;
 use common::*;
 
-use std::collections::HashMap;
-use std::ffi::CString;
-use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::CommandExt;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const SHORT: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------- local helpers
-
-/// A child process that opened some files between fork and exec (so the
-/// opener is the child's own pid) and then sleeps holding them. Killed and
-/// reaped on drop.
-struct Held {
-    child: Child,
-}
-
-impl Held {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn kill_and_reap(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn cpath(p: &Path) -> CString {
-    CString::new(p.as_os_str().as_bytes()).expect("path without NUL")
-}
-
-/// A fresh process that opens every `(path, flags)` (descriptors survive exec)
-/// and then sleeps. Fails with the first open's error.
-fn hold(files: &[(&Path, i32)]) -> io::Result<Held> {
-    let files: Vec<(CString, i32)> = files.iter().map(|(p, f)| (cpath(p), *f)).collect();
-    let mut cmd = Command::new("sleep");
-    cmd.arg("120")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // SAFETY: open(2) only, no allocation.
-    unsafe {
-        cmd.pre_exec(move || {
-            for (p, flags) in &files {
-                if libc::open(p.as_ptr(), *flags) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
-    Ok(Held {
-        child: cmd.spawn()?,
-    })
-}
-
-/// In a fresh, short-lived process: open `path` with `flags` and, if `read`,
-/// do one read(2). Returns the first failing call's error.
-fn in_child(path: &Path, flags: i32, read: bool) -> io::Result<()> {
-    let p = cpath(path);
-    let mut cmd = Command::new("true");
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // SAFETY: open(2), read(2), close(2) on a stack buffer only.
-    unsafe {
-        cmd.pre_exec(move || {
-            let fd = libc::open(p.as_ptr(), flags | libc::O_CLOEXEC);
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if read {
-                let mut buf = [0u8; 256];
-                if libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            libc::close(fd);
-            Ok(())
-        });
-    }
-    let st = cmd.spawn()?.wait()?;
-    assert!(st.success(), "helper child failed: {st:?}");
-    Ok(())
-}
-
-/// Send one message from this process, never blocking.
-fn send_nb(path: &Path, msg: &[u8]) -> io::Result<()> {
-    let mut f = open_with(path, false, true, libc::O_NONBLOCK)?;
-    let n = f.write(msg)?;
-    assert_eq!(n, msg.len(), "short write on {}", path.display());
-    Ok(())
-}
-
-/// Receive one whole message in this process, never blocking.
-fn recv_nb(path: &Path) -> io::Result<Vec<u8>> {
-    let mut f = open_with(path, true, false, libc::O_NONBLOCK)?;
-    read_message(&mut f)
-}
-
-/// Read until the 0 that ends one message (or the receipts stream).
-fn read_message(f: &mut std::fs::File) -> io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            return Ok(out);
-        }
-        out.extend_from_slice(&buf[..n]);
-    }
-}
-
-fn poll1(f: &impl AsRawFd, events: i16, timeout_ms: i32) -> i16 {
-    let mut p = libc::pollfd {
-        fd: f.as_raw_fd(),
-        events,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    let r = unsafe { libc::poll(&mut p, 1, timeout_ms) };
-    assert!(r >= 0, "poll: {}", io::Error::last_os_error());
-    p.revents
-}
-
-/// One write(2) of `text` to a policy file opened write-only (no O_TRUNC).
-fn write_policy(path: &Path, text: &[u8]) -> io::Result<usize> {
-    let mut f = open_with(path, false, true, 0)?;
-    f.write(text)
-}
-
-fn read_policy(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-}
 
 fn rule_of(path: &Path) -> String {
     read_policy(path)
@@ -162,26 +23,13 @@ fn rule_of(path: &Path) -> String {
         .to_string()
 }
 
-fn num(map: &HashMap<String, String>, key: &str) -> u64 {
-    map.get(key)
-        .unwrap_or_else(|| panic!("status has no key {key:?}: {map:?}"))
-        .parse()
-        .unwrap_or_else(|e| panic!("status key {key:?} is not a number ({e}): {map:?}"))
-}
-
-fn out_str(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 /// A fresh mount with one mailbox `box` whose rule is set to `rule`.
 fn mount_with_box(rule: &str) -> (Mount, PathBuf) {
     let m = Mount::new();
     let b = m.p("box");
     std::fs::create_dir(&b).expect("mkdir box");
     if !rule.is_empty() {
-        let text = format!("{rule}\n");
-        let n = write_policy(&b.join("policy"), text.as_bytes()).expect("write policy");
-        assert_eq!(n, text.len());
+        set_policy(&b.join("policy"), &format!("{rule}\n"));
         assert_eq!(rule_of(&b.join("policy")), rule);
     }
     (m, b)
@@ -295,13 +143,13 @@ fn default_policy_option_sets_root_policy() {
 fn exclusive_second_process_ebusy_until_holder_exits() {
     let (m, b) = mount_with_box("exclusive");
     let recv = b.join("recv");
-    let holder = hold(&[(&recv, libc::O_RDONLY)]).expect("first process opens recv");
+    let holder = hold(&[(&recv, libc::O_RDONLY)], None).expect("first process opens recv");
     assert_eq!(
         status_get(&b.join("status"), "holder"),
         holder.pid().to_string()
     );
     assert_errno(
-        in_child(&recv, libc::O_RDONLY, false),
+        in_child(&recv, libc::O_RDONLY, false, None),
         libc::EBUSY,
         "second process opens recv",
     );
@@ -310,7 +158,7 @@ fn exclusive_second_process_ebusy_until_holder_exits() {
         libc::EBUSY,
         "test process opens recv",
     );
-    in_child(&b.join("send"), libc::O_WRONLY, false).expect("senders are unrestricted");
+    in_child(&b.join("send"), libc::O_WRONLY, false, None).expect("senders are unrestricted");
     let o = m.sh(r#"cat "$M/box/recv""#, SHORT);
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("Device or resource busy"),
@@ -319,7 +167,7 @@ fn exclusive_second_process_ebusy_until_holder_exits() {
     );
     holder.kill_and_reap();
     wait_until(SHORT, "recv is free after the holder exited", || {
-        in_child(&recv, libc::O_RDONLY, false).is_ok()
+        in_child(&recv, libc::O_RDONLY, false, None).is_ok()
     });
 }
 
@@ -329,10 +177,11 @@ fn exclusive_second_process_ebusy_until_holder_exits() {
 fn exclusive_holder_may_open_recv_twice() {
     let (_m, b) = mount_with_box("exclusive");
     let recv = b.join("recv");
-    hold(&[(&recv, libc::O_RDONLY), (&recv, libc::O_RDONLY)]).expect("a child opens recv twice");
+    hold(&[(&recv, libc::O_RDONLY), (&recv, libc::O_RDONLY)], None)
+        .expect("a child opens recv twice");
     // The child above was dropped (killed); now the test process is the holder.
     wait_until(SHORT, "recv free after that child exited", || {
-        in_child(&recv, libc::O_RDONLY, false).is_ok()
+        in_child(&recv, libc::O_RDONLY, false, None).is_ok()
     });
     let f1 = open_with(&recv, true, false, libc::O_NONBLOCK).expect("first open by the holder");
     let f2 = open_with(&recv, true, false, libc::O_NONBLOCK).expect("second open by the holder");
@@ -341,7 +190,7 @@ fn exclusive_holder_may_open_recv_twice() {
         std::process::id().to_string()
     );
     assert_errno(
-        in_child(&recv, libc::O_RDONLY, false),
+        in_child(&recv, libc::O_RDONLY, false, None),
         libc::EBUSY,
         "other process while held",
     );
@@ -350,13 +199,13 @@ fn exclusive_holder_may_open_recv_twice() {
     assert_eq!(read_message(&mut f2).unwrap(), b"to holder\n");
     drop(f1);
     assert_errno(
-        in_child(&recv, libc::O_RDONLY, false),
+        in_child(&recv, libc::O_RDONLY, false, None),
         libc::EBUSY,
         "other process while the holder still has one recv open",
     );
     drop(f2);
     wait_until(SHORT, "recv free after the holder's last close", || {
-        in_child(&recv, libc::O_RDONLY, false).is_ok()
+        in_child(&recv, libc::O_RDONLY, false, None).is_ok()
     });
 }
 
@@ -368,8 +217,8 @@ fn pair_third_process_ebusy_until_member_exits() {
     let (_m, b) = mount_with_box("pair");
     let (send, recv) = (b.join("send"), b.join("recv"));
     assert_eq!(status_get(&b.join("status"), "pair"), "-");
-    let a = hold(&[(&send, libc::O_WRONLY)]).expect("first member opens send");
-    let bb = hold(&[(&recv, libc::O_RDONLY)]).expect("second member opens recv");
+    let a = hold(&[(&send, libc::O_WRONLY)], None).expect("first member opens send");
+    let bb = hold(&[(&recv, libc::O_RDONLY)], None).expect("second member opens recv");
     let mut want = vec![a.pid(), bb.pid()];
     want.sort_unstable();
     assert_eq!(
@@ -378,12 +227,12 @@ fn pair_third_process_ebusy_until_member_exits() {
         "pair in status"
     );
     assert_errno(
-        in_child(&recv, libc::O_RDONLY, false),
+        in_child(&recv, libc::O_RDONLY, false, None),
         libc::EBUSY,
         "third process opens recv",
     );
     assert_errno(
-        in_child(&send, libc::O_WRONLY, false),
+        in_child(&send, libc::O_WRONLY, false, None),
         libc::EBUSY,
         "third process opens send",
     );
@@ -396,16 +245,16 @@ fn pair_third_process_ebusy_until_member_exits() {
     let a_pid = a.pid();
     a.kill_and_reap();
     wait_until(SHORT, "a slot frees after a member exited", || {
-        in_child(&send, libc::O_WRONLY, false).is_ok()
+        in_child(&send, libc::O_WRONLY, false, None).is_ok()
     });
-    let c = hold(&[(&send, libc::O_WRONLY)]).expect("new member takes the free slot");
+    let c = hold(&[(&send, libc::O_WRONLY)], None).expect("new member takes the free slot");
     let mut want = vec![bb.pid(), c.pid()];
     want.sort_unstable();
     let pair = pids_of(&status_get(&b.join("status"), "pair"));
     assert_eq!(pair, want, "pair after the change");
     assert!(!pair.contains(&a_pid));
     assert_errno(
-        in_child(&recv, libc::O_RDONLY, false),
+        in_child(&recv, libc::O_RDONLY, false, None),
         libc::EBUSY,
         "fourth process opens recv",
     );
@@ -490,7 +339,7 @@ fn receipts_nonblocking_eagain_before_reception() {
     f.write_all(b"m\n").unwrap();
     let mut buf = [0u8; 64];
     assert_errno(f.read(&mut buf), libc::EAGAIN, "receipt before reception");
-    let r = poll1(&f, libc::POLLIN, 0);
+    let (_, r) = poll1(&f, libc::POLLIN, 0);
     assert_eq!(r & libc::POLLIN, 0, "no receipt ready yet (revents {r:#x})");
     // The message is already queued, so this cat does not block; `exec` keeps
     // the printed pid.
@@ -499,7 +348,7 @@ fn receipts_nonblocking_eagain_before_reception() {
     let out = out_str(&o);
     let (cat_pid, got) = out.split_once('\n').unwrap_or_default();
     assert_eq!(got, "m\n", "{}", show(&o));
-    let r = poll1(&f, libc::POLLIN, 5000);
+    let (_, r) = poll1(&f, libc::POLLIN, 5000);
     assert_ne!(
         r & libc::POLLIN,
         0,
@@ -580,7 +429,12 @@ fn broadcast_without_receiver_waits_for_first_reader() {
         "a second reader gets nothing",
     );
     assert_errno(
-        in_child(&b.join("recv"), libc::O_RDONLY | libc::O_NONBLOCK, true),
+        in_child(
+            &b.join("recv"),
+            libc::O_RDONLY | libc::O_NONBLOCK,
+            true,
+            None,
+        ),
         libc::EAGAIN,
         "a third reader gets nothing",
     );
@@ -593,7 +447,7 @@ fn broadcast_without_receiver_waits_for_first_reader() {
 fn switching_busy_mailbox_to_exclusive_refuses_others() {
     let (m, b) = mount_with_box("");
     let recv = b.join("recv");
-    let first = hold(&[(&recv, libc::O_RDONLY)]).expect("earliest recv opener");
+    let first = hold(&[(&recv, libc::O_RDONLY)], None).expect("earliest recv opener");
     let blocked = m.spawn_sh(
         r#"exec 3<"$M/box/recv" || exit 9
         timeout 8 cat <&3; echo "rc=$?""#,
@@ -636,7 +490,7 @@ fn switching_busy_mailbox_to_exclusive_refuses_others() {
         "message stays queued"
     );
     assert_errno(
-        in_child(&recv, libc::O_RDONLY, false),
+        in_child(&recv, libc::O_RDONLY, false, None),
         libc::EBUSY,
         "new opener while held",
     );

@@ -5,6 +5,14 @@
 //! here is global: each `Mount` owns its own daemon and mountpoint.
 #![allow(dead_code)]
 
+mod child;
+mod msg;
+// Not every test binary uses every helper (same reason as `dead_code` above).
+#[allow(unused_imports)]
+pub use child::*;
+#[allow(unused_imports)]
+pub use msg::*;
+
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
@@ -20,6 +28,9 @@ pub const NOBODY: u32 = 65534;
 
 /// Deadline for the daemon to mount (and for it to exit when told to).
 const MOUNT_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Deadline for `wait_status` to see the value it waits for.
+const STATUS_DEADLINE: Duration = Duration::from_secs(10);
 
 /// A mounted ipcfs daemon on a temporary mountpoint.
 pub struct Mount {
@@ -454,6 +465,23 @@ pub fn status_get(path: &Path, key: &str) -> String {
         .clone()
 }
 
+/// A numeric value of a parsed status map, or panic naming the key.
+pub fn num(map: &HashMap<String, String>, key: &str) -> u64 {
+    map.get(key)
+        .unwrap_or_else(|| panic!("status has no key {key:?}: {map:?}"))
+        .parse()
+        .unwrap_or_else(|e| panic!("status key {key:?} is not a number ({e}): {map:?}"))
+}
+
+/// Wait (up to 10 s) until the status file `path` shows `key: want`.
+pub fn wait_status(path: &Path, key: &str, want: &str) {
+    wait_until(
+        STATUS_DEADLINE,
+        &format!("{} shows `{key}: {want}`", path.display()),
+        || status_map(path).get(key).map(String::as_str) == Some(want),
+    );
+}
+
 /// Run `f` on its own thread and return its result, or panic naming `what` if it
 /// takes longer than `timeout`. (The stuck thread is abandoned; dropping the Mount
 /// kills the daemon, which ends any FUSE call it is blocked in.)
@@ -523,4 +551,9 @@ pub fn show(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
+}
+
+/// The stdout of an Output as a (lossy) string.
+pub fn out_str(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }
