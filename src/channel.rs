@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::errno::Errno;
 use crate::identity::Process;
 use crate::message::Message;
-use crate::policy::{Policy, Rule};
+use crate::policy::Policy;
 use crate::receiver_rule::{self, Delivery, Membership, Role};
 use crate::waiter::{Effects, Outcome, RecvWait, SendWait, WaiterId};
 
@@ -25,6 +25,8 @@ pub struct Counters {
 #[derive(Default)]
 struct Slot {
     opens: usize,
+    /// When it opened `recv` first (grows with each new receiver).
+    since: u64,
     copies: VecDeque<Message>,
 }
 
@@ -50,11 +52,23 @@ pub struct Channel {
     send_waiters: VecDeque<SendWait>,
     pollers: Vec<u64>,
     vet: Vet,
+    /// Numbers messages in the order their sends completed.
+    accepted: u64,
+    /// Numbers receivers in the order they opened `recv`.
+    opened: u64,
 }
 
+/// The receipt of a message that was sent: who took it, or why it was lost.
 fn receipt(fx: &mut Effects, msg: &Message, fate: Result<u32, Errno>) {
     if let Some(tag) = msg.receipt {
         fx.receipts.push((tag, fate));
+    }
+}
+
+/// The receipt of a message whose write failed: it was never sent.
+fn unsent(fx: &mut Effects, msg: &Message) {
+    if let Some(tag) = msg.receipt {
+        fx.cancelled.push(tag);
     }
 }
 
@@ -71,6 +85,8 @@ impl Channel {
             send_waiters: VecDeque::new(),
             pollers: Vec::new(),
             vet,
+            accepted: 0,
+            opened: 0,
         }
     }
 
@@ -117,6 +133,11 @@ impl Channel {
         }
     }
 
+    /// A descriptor that polled is closed: forget its poll handle.
+    pub fn unwatch(&mut self, kh: u64) {
+        self.pollers.retain(|k| *k != kh);
+    }
+
     /// Something changed: wake every poller (the kernel polls again).
     pub fn changed(&mut self, fx: &mut Effects) {
         fx.notify.append(&mut self.pollers);
@@ -126,7 +147,8 @@ impl Channel {
     pub fn readable_for(&self, p: Process) -> bool {
         self.receivers.get(&p).is_some_and(|s| !s.copies.is_empty())
             || !self.shared.is_empty()
-            || (self.policy.rule != Rule::Broadcast && !self.send_waiters.is_empty())
+            || (receiver_rule::takes_from_blocked_sender(self.policy.rule)
+                && !self.send_waiters.is_empty())
     }
 
     /// Would a send complete without blocking?
@@ -134,7 +156,7 @@ impl Channel {
         self.send_waiters.is_empty() && self.has_room()
     }
 
-    // ----- policy ----------------------------------------------------------
+    // ----- policy --------------------------------------------------------
 
     /// Applies a new policy to a busy channel. When the rule changes, the
     /// processes that have it open (`openers`, in open order) seed the new
@@ -153,30 +175,57 @@ impl Channel {
         self.changed(fx);
     }
 
+    /// Frees the `pair`/`exclusive` slots of processes that have exited.
+    pub fn prune_members(&mut self, alive: &dyn Fn(Process) -> bool) {
+        let remaining = self.receivers_in_open_order();
+        self.members.prune(alive, &remaining);
+    }
+
     // ----- receivers -----------------------------------------------------
 
     pub fn open_recv(&mut self, p: Process) {
-        self.receivers.entry(p).or_default().opens += 1;
+        self.opened += 1;
+        let since = self.opened;
+        self.receivers
+            .entry(p)
+            .or_insert_with(|| Slot {
+                since,
+                ..Slot::default()
+            })
+            .opens += 1;
+    }
+
+    /// Processes with `recv` open, earliest first.
+    fn receivers_in_open_order(&self) -> Vec<Process> {
+        let mut all: Vec<(u64, Process)> =
+            self.receivers.iter().map(|(p, s)| (s.since, *p)).collect();
+        all.sort();
+        all.into_iter().map(|(_, p)| p).collect()
     }
 
     /// `p` closed a `recv` descriptor; at its last, its unread broadcast
-    /// copies are dropped and its exclusive hold ends.
+    /// copies are dropped and its exclusive hold passes on.
     pub fn close_recv(&mut self, p: Process, fx: &mut Effects) {
         let Some(slot) = self.receivers.get_mut(&p) else {
             return;
         };
         slot.opens -= 1;
-        if slot.opens == 0 {
-            let slot = self.receivers.remove(&p).unwrap_or_default();
-            for msg in &slot.copies {
+        if slot.opens > 0 {
+            return;
+        }
+        let slot = self.receivers.remove(&p).unwrap_or_default();
+        for msg in &slot.copies {
+            // Lost only if no other receiver still holds a copy of it.
+            if Arc::strong_count(&msg.payload) == 1 {
                 receipt(fx, msg, Err(Errno::EIDRM));
             }
-            self.counters.dropped += slot.copies.len() as u64;
-            self.members.recv_closed(p);
-            // Fewer receivers may mean room for blocked broadcast senders.
-            self.pump(fx);
-            self.changed(fx);
         }
+        self.counters.dropped += slot.copies.len() as u64;
+        let remaining = self.receivers_in_open_order();
+        self.members.recv_closed(p, &remaining);
+        // Fewer receivers may mean room for blocked broadcast senders.
+        self.pump(fx);
+        self.changed(fx);
     }
 
     /// Processes with `recv` open, in no particular order.
@@ -201,53 +250,69 @@ impl Channel {
         }
     }
 
-    /// Takes out the blocked reader that gets the next message. One whose
-    /// thread is being killed (a fatal signal arrived since it blocked, and
-    /// the watcher has not answered it yet) is answered `EINTR` instead and
-    /// passed over: a message handed to a dying process would be lost.
-    fn next_waiter(&mut self, for_: Option<Process>, fx: &mut Effects) -> Option<RecvWait> {
+    /// Answers `EINTR` to the blocked readers (of `for_`, or of anyone) next
+    /// in line whose thread is being killed (a fatal signal arrived since
+    /// they blocked, and the watcher has not answered them yet): a message
+    /// handed to a dying process would be lost.
+    fn pass_over_dying(&mut self, for_: Option<Process>, fx: &mut Effects) {
         while let Some(i) = receiver_rule::pick_waiter(&self.recv_waiters, for_) {
+            if !(self.vet)(self.recv_waiters[i].tid) {
+                return;
+            }
             let w = self.recv_waiters.remove(i).expect("waiter index");
             fx.unparked.push(w.id);
-            if (self.vet)(w.tid) {
-                fx.reply(w.reply, Outcome::Error(Errno::EINTR));
-                continue;
-            }
-            return Some(w);
+            fx.reply(w.reply, Outcome::Error(Errno::EINTR));
         }
-        None
     }
 
-    fn hand(&mut self, w: RecvWait, msg: Message, fx: &mut Effects) {
+    /// Hands `msg` to the reader that waited longest (of `for_`, or of
+    /// anyone), if one waits.
+    fn hand(&mut self, for_: Option<Process>, msg: Message, fx: &mut Effects) -> Option<Message> {
+        let Some(i) = receiver_rule::pick_waiter(&self.recv_waiters, for_) else {
+            return Some(msg);
+        };
+        let w = self.recv_waiters.remove(i).expect("waiter index");
+        fx.unparked.push(w.id);
         self.counters.received += 1;
         receipt(fx, &msg, Ok(w.reader.pid));
         fx.handoffs.push((w, msg));
+        None
     }
 
     /// Takes in a message: hands it to the longest-waiting reader or queues
     /// it (a copy per receiver under `broadcast`). Call when
     /// [`Channel::writable`]; gives the message back if the reader that
-    /// made room turned out to be interrupted.
-    pub fn accept(&mut self, msg: Message, fx: &mut Effects) -> Result<(), Message> {
-        match receiver_rule::delivery(self.policy.rule, self.receiver_processes()) {
-            Delivery::One => match self.next_waiter(None, fx) {
-                Some(w) => self.hand(w, msg, fx),
-                None if self.room(self.shared.len()) => self.shared.push_back(msg),
-                None => {
-                    self.changed(fx);
-                    return Err(msg);
-                }
-            },
+    /// made room turned out to be dying.
+    pub fn accept(&mut self, mut msg: Message, fx: &mut Effects) -> Result<(), Message> {
+        let delivery = receiver_rule::delivery(self.policy.rule, self.receiver_processes());
+        match &delivery {
+            Delivery::One => self.pass_over_dying(None, fx),
             Delivery::Each(all) => {
                 for p in all {
-                    match self.next_waiter(Some(p), fx) {
-                        Some(w) => self.hand(w, msg.clone(), fx),
-                        None => self
-                            .receivers
+                    self.pass_over_dying(Some(*p), fx);
+                }
+            }
+        }
+        if !self.has_room() {
+            self.changed(fx);
+            return Err(msg);
+        }
+        self.accepted += 1;
+        msg.order = self.accepted;
+        match delivery {
+            Delivery::One => {
+                if let Some(msg) = self.hand(None, msg, fx) {
+                    self.shared.push_back(msg);
+                }
+            }
+            Delivery::Each(all) => {
+                for p in all {
+                    if let Some(copy) = self.hand(Some(p), msg.clone(), fx) {
+                        self.receivers
                             .get_mut(&p)
                             .expect("receiver slot")
                             .copies
-                            .push_back(msg.clone()),
+                            .push_back(copy);
                     }
                 }
             }
@@ -282,28 +347,32 @@ impl Channel {
 
     // ----- receiving -----------------------------------------------------
 
-    /// The next message for `p`, if one is there without waiting: its own
-    /// broadcast copies first, then the shared queue, then (rendezvous) the
-    /// message of the first blocked sender.
+    /// The next message for `p`, if one is there without waiting: the older
+    /// of its own broadcast copies and the shared queue, else (rendezvous)
+    /// the message of the first blocked sender.
     pub fn take(&mut self, p: Process, fx: &mut Effects) -> Option<Message> {
-        let msg = match self
+        let own = self
             .receivers
-            .get_mut(&p)
-            .and_then(|s| s.copies.pop_front())
-        {
-            Some(m) => m,
-            None => match self.shared.pop_front() {
-                Some(m) => m,
-                None if self.policy.rule != Rule::Broadcast => {
-                    let w = self.send_waiters.pop_front()?;
-                    fx.unparked.push(w.id);
-                    self.counters.sent += 1;
-                    fx.reply(w.reply, Outcome::Written(w.msg.len() as u32));
-                    w.msg
-                }
-                None => return None,
-            },
-        };
+            .get(&p)
+            .and_then(|s| s.copies.front())
+            .map(|m| m.order);
+        let shared = self.shared.front().map(|m| m.order);
+        let msg = match (own, shared) {
+            (Some(a), Some(b)) if b < a => self.shared.pop_front(),
+            (Some(_), _) => self
+                .receivers
+                .get_mut(&p)
+                .and_then(|s| s.copies.pop_front()),
+            (None, Some(_)) => self.shared.pop_front(),
+            (None, None) if receiver_rule::takes_from_blocked_sender(self.policy.rule) => {
+                let w = self.send_waiters.pop_front()?;
+                fx.unparked.push(w.id);
+                self.counters.sent += 1;
+                fx.reply(w.reply, Outcome::Written(w.msg.len() as u32));
+                Some(w.msg)
+            }
+            (None, None) => None,
+        }?;
         self.counters.received += 1;
         receipt(fx, &msg, Ok(p.pid));
         self.pump(fx);
@@ -320,12 +389,16 @@ impl Channel {
 
     // ----- leaving -------------------------------------------------------
 
+    /// Takes a waiter out (its request was interrupted); a sender's message
+    /// was not sent.
     pub fn remove_waiter(&mut self, id: WaiterId, fx: &mut Effects) -> Option<Removed> {
         let found = if let Some(i) = self.recv_waiters.iter().position(|w| w.id == id) {
             self.recv_waiters.remove(i).map(Removed::Recv)
         } else {
             let i = self.send_waiters.iter().position(|w| w.id == id)?;
-            self.send_waiters.remove(i).map(Removed::Send)
+            let w = self.send_waiters.remove(i)?;
+            unsent(fx, &w.msg);
+            Some(Removed::Send(w))
         };
         fx.unparked.push(id);
         self.changed(fx);
@@ -341,12 +414,13 @@ impl Channel {
         self.changed(fx);
     }
 
-    /// Answers blocked senders with `err` and drops every queued message;
-    /// returns how many were dropped.
+    /// Answers blocked senders with `err` (their messages are not sent) and
+    /// drops every queued message (their receipts end with `err`); returns
+    /// how many were dropped.
     pub fn fail_senders_and_drop(&mut self, err: Errno, fx: &mut Effects) -> usize {
         for w in self.send_waiters.drain(..) {
             fx.unparked.push(w.id);
-            receipt(fx, &w.msg, Err(err));
+            unsent(fx, &w.msg);
             fx.reply(w.reply, Outcome::Error(err));
         }
         let mut dropped: Vec<Message> = self.shared.drain(..).collect();
@@ -369,7 +443,8 @@ impl Channel {
     }
 
     /// The rule changed: blocked readers and senders of processes that
-    /// `allowed` refuses are answered `EBUSY`.
+    /// `allowed` refuses are answered `EBUSY` (the senders' messages are not
+    /// sent).
     fn refuse_waiters(&mut self, allowed: &dyn Fn(Process, Role) -> bool, fx: &mut Effects) {
         let (keep, refuse): (VecDeque<_>, VecDeque<_>) = self
             .recv_waiters
@@ -387,7 +462,7 @@ impl Channel {
         self.send_waiters = keep;
         for w in refuse {
             fx.unparked.push(w.id);
-            receipt(fx, &w.msg, Err(Errno::EBUSY));
+            unsent(fx, &w.msg);
             fx.reply(w.reply, Outcome::Error(Errno::EBUSY));
         }
         self.changed(fx);
@@ -401,6 +476,7 @@ mod tests {
     use super::*;
     use crate::memory::MemoryBudget;
     use crate::message::Payload;
+    use crate::policy::Rule;
     use crate::waiter::Replier;
 
     type Log = Arc<Mutex<Vec<String>>>;
@@ -443,6 +519,7 @@ mod tests {
             payload: Payload::new(text.as_bytes(), &budget).unwrap(),
             sender: p(from),
             receipt: None,
+            order: 0,
         }
     }
 

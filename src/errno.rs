@@ -23,7 +23,6 @@ impl Errno {
     pub const ENOBUFS: Errno = Errno(libc::ENOBUFS);
     pub const ENOTCONN: Errno = Errno(libc::ENOTCONN);
     pub const EBADF: Errno = Errno(libc::EBADF);
-    pub const ESPIPE: Errno = Errno(libc::ESPIPE);
 }
 
 pub type Result<T> = std::result::Result<T, Errno>;

@@ -3,7 +3,7 @@
 //! [`crate::fs`] turns requests into calls here and [`Replier`]s carry the
 //! answers back, now or later.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -143,10 +143,22 @@ impl Cursor {
     }
 }
 
+/// A read of a `recv` descriptor that waits behind another blocked read
+/// of the same descriptor (two threads, or a parent and child sharing it):
+/// it goes on from where the first leaves the message.
+struct ReadBehind {
+    id: WaiterId,
+    size: u32,
+    reply: Box<dyn Replier>,
+}
+
 enum HandleKind {
     Recv {
         chan: ChanKey,
         cursor: Cursor,
+        /// A read of this descriptor waits on the channel.
+        reading: bool,
+        behind: VecDeque<ReadBehind>,
     },
     Send {
         chan: ChanKey,
@@ -164,13 +176,22 @@ enum HandleKind {
 struct Handle {
     owner: Process,
     kind: HandleKind,
+    /// The kernel's poll handle for this descriptor, once it has polled.
+    poll: Option<u64>,
 }
 
+/// Where a blocked request waits.
+#[derive(Clone, Copy)]
 enum Place {
-    Chan(ChanKey),
+    /// On a channel; a read names its descriptor.
+    Chan(ChanKey, Option<u64>),
+    /// Behind another read of the same `recv` descriptor.
+    Behind(u64),
+    /// For a receipt, on a read-write `send` descriptor.
     Receipts(u64),
 }
 
+#[derive(Clone, Copy)]
 struct Parked {
     tid: u32,
     place: Place,
@@ -200,6 +221,9 @@ struct State {
     root_policy_attr: Attr,
     dropped_on_exit: u64,
     shut_down: bool,
+    /// Descriptors whose blocked channel read has ended while other reads
+    /// wait behind it: the next of those goes on.
+    resume: Vec<u64>,
 }
 
 impl State {
@@ -238,7 +262,22 @@ impl State {
     /// turning both into replies.
     fn settle(&mut self, fx: &mut Effects) {
         for id in fx.unparked.drain(..) {
-            self.parked.remove(&id);
+            let Some(Parked {
+                place: Place::Chan(_, Some(h)),
+                ..
+            }) = self.parked.remove(&id)
+            else {
+                continue;
+            };
+            if let Some(HandleKind::Recv {
+                reading, behind, ..
+            }) = self.handles.get_mut(&h).map(|hd| &mut hd.kind)
+            {
+                *reading = false;
+                if !behind.is_empty() {
+                    self.resume.push(h);
+                }
+            }
         }
         for (w, msg) in std::mem::take(&mut fx.handoffs) {
             match self.handles.get_mut(&w.handle).map(|h| &mut h.kind) {
@@ -250,7 +289,13 @@ impl State {
                 _ => fx.reply(w.reply, Outcome::Error(Errno::EBADF)),
             }
         }
-        for (tag, fate) in std::mem::take(&mut fx.receipts) {
+        let resolved = std::mem::take(&mut fx.receipts)
+            .into_iter()
+            .map(|(tag, fate)| (tag, Some(fate)));
+        let cancelled = std::mem::take(&mut fx.cancelled)
+            .into_iter()
+            .map(|tag| (tag, None));
+        for (tag, fate) in resolved.chain(cancelled) {
             let Some(Handle {
                 kind:
                     HandleKind::Send {
@@ -262,12 +307,11 @@ impl State {
             else {
                 continue;
             };
-            book.resolve(tag.seq, fate);
-            while let Some(w) = book.waiters.front() {
-                let Some(out) = book.read(w.size as usize).into_outcome() else {
-                    break;
-                };
-                let w = book.waiters.pop_front().expect("receipt waiter");
+            match fate {
+                Some(fate) => book.resolve(tag.seq, fate),
+                None => book.cancel(tag.seq),
+            }
+            for (w, out) in book.serve_waiters() {
                 self.parked.remove(&w.id);
                 fx.reply(w.reply, out);
             }
@@ -362,6 +406,7 @@ impl Hub {
                 },
                 dropped_on_exit: 0,
                 shut_down: false,
+                resume: Vec::new(),
             }),
             procs: Arc::from(procs),
             budget: Arc::new(MemoryBudget::new(config.max_memory)),
@@ -393,9 +438,36 @@ impl Hub {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Finishes an operation: settle under the lock, reply outside it.
+    /// Finishes an operation: settle under the lock (and let reads that
+    /// waited behind an ended one go on), reply outside it.
     fn finish(&self, mut st: MutexGuard<'_, State>, mut fx: Effects) {
-        st.settle(&mut fx);
+        loop {
+            st.settle(&mut fx);
+            let Some(h) = st.resume.pop() else {
+                break;
+            };
+            let next = match st.handles.get_mut(&h).map(|hd| &mut hd.kind) {
+                Some(HandleKind::Recv {
+                    reading: false,
+                    behind,
+                    ..
+                }) => behind.pop_front(),
+                _ => None,
+            };
+            if let Some(r) = next {
+                let tid = st.parked.remove(&r.id).map_or(0, |p| p.tid);
+                self.read_locked(&mut st, &mut fx, h, tid, 0, r.size, false, r.reply);
+                if let Some(HandleKind::Recv {
+                    reading: false,
+                    behind,
+                    ..
+                }) = st.handles.get(&h).map(|hd| &hd.kind)
+                    && !behind.is_empty()
+                {
+                    st.resume.push(h);
+                }
+            }
+        }
         drop(st);
         fx.run(&|kh| {
             if let Some(n) = self.notifier.get() {
@@ -435,10 +507,6 @@ impl Hub {
 
     pub fn root_policy_attr(&self) -> Attr {
         self.lock().root_policy_attr
-    }
-
-    pub fn default_policy(&self) -> Policy {
-        self.lock().default_policy
     }
 
     fn check_name(parent: MailboxId, name: &OsStr) -> Result<()> {
@@ -630,6 +698,25 @@ impl Hub {
     /// Opens `target` for `caller`; `read`/`write` are the access asked for.
     pub fn open(&self, caller: Caller, target: Target, read: bool, write: bool) -> Result<u64> {
         let me = caller.process;
+        let recv_handle = |chan| HandleKind::Recv {
+            chan,
+            cursor: Cursor::default(),
+            reading: false,
+            behind: VecDeque::new(),
+        };
+        let send_handle = |chan| HandleKind::Send {
+            chan,
+            receipts: read.then(|| ReceiptBook::new(&self.budget)),
+        };
+        // What /proc says about a link's peer is read before taking the lock.
+        let peer = match target {
+            Target::Link(pid, _) => self.procs.by_pid(pid),
+            _ => None,
+        };
+        let may_send = match (target, peer) {
+            (Target::Link(_, FileKind::Send), Some(peer)) => self.procs.may_signal(me, peer),
+            _ => false,
+        };
         let mut st = self.lock();
         let kind = match target {
             Target::RootPolicy => HandleKind::Policy {
@@ -647,7 +734,7 @@ impl Hub {
                         text: format!("{}\n", ch.policy).into_bytes(),
                     },
                     FileKind::Status => {
-                        ch.members.prune(&alive);
+                        ch.prune_members(&alive);
                         HandleKind::Text(status::mailbox(ch, &self.budget).into_bytes())
                     }
                     FileKind::Recv => {
@@ -657,10 +744,7 @@ impl Hub {
                         ch.members.admit(ch.policy.rule, me, Role::Recv, &alive)?;
                         ch.open_recv(me);
                         ch.handles += 1;
-                        HandleKind::Recv {
-                            chan: ChanKey::Mailbox(id),
-                            cursor: Cursor::default(),
-                        }
+                        recv_handle(ChanKey::Mailbox(id))
                     }
                     FileKind::Send => {
                         if !write {
@@ -668,75 +752,74 @@ impl Hub {
                         }
                         ch.members.admit(ch.policy.rule, me, Role::Send, &alive)?;
                         ch.handles += 1;
-                        HandleKind::Send {
-                            chan: ChanKey::Mailbox(id),
-                            receipts: read.then(ReceiptBook::default),
-                        }
+                        send_handle(ChanKey::Mailbox(id))
                     }
                 }
             }
             Target::Link(pid, kind) => {
-                let peer = self.procs.by_pid(pid);
+                // A peer that has exited may have left messages for `me`.
+                let peer = peer.or_else(|| {
+                    st.links
+                        .keys()
+                        .find(|(from, to)| from.pid == pid && *to == me)
+                        .map(|(from, _)| *from)
+                });
+                let policy = self.link_policy();
                 match kind {
                     FileKind::Send => {
                         if !write {
                             return Err(Errno::EACCES);
                         }
-                        let peer = peer.ok_or(Errno::ESRCH)?;
-                        if !self.procs.may_signal(me, peer) {
+                        let Some(peer) = peer.filter(|p| self.procs.is_alive(*p)) else {
+                            return Err(Errno::ESRCH);
+                        };
+                        if !may_send {
                             return Err(Errno::EPERM);
                         }
-                        let policy = self.link_policy();
                         st.links
                             .entry((me, peer))
                             .or_insert_with(|| Channel::new(policy, self.vet()))
                             .handles += 1;
-                        HandleKind::Send {
-                            chan: ChanKey::Link { from: me, to: peer },
-                            receipts: read.then(ReceiptBook::default),
-                        }
+                        send_handle(ChanKey::Link { from: me, to: peer })
                     }
                     FileKind::Recv => {
                         if write {
                             return Err(Errno::EACCES);
                         }
-                        // A peer that has exited may still have left messages.
-                        let peer = peer
-                            .or_else(|| {
-                                st.links
-                                    .keys()
-                                    .find(|(f, t)| f.pid == pid && *t == me)
-                                    .map(|(f, _)| *f)
-                            })
-                            .ok_or(Errno::ESRCH)?;
-                        let policy = self.link_policy();
+                        let peer = peer.ok_or(Errno::ESRCH)?;
                         let ch = st
                             .links
                             .entry((peer, me))
                             .or_insert_with(|| Channel::new(policy, self.vet()));
                         ch.open_recv(me);
                         ch.handles += 1;
-                        HandleKind::Recv {
-                            chan: ChanKey::Link { from: peer, to: me },
-                            cursor: Cursor::default(),
-                        }
+                        recv_handle(ChanKey::Link { from: peer, to: me })
                     }
                     FileKind::Status | FileKind::Policy => {
-                        let alive = peer.is_some();
-                        let peer = peer.unwrap_or(Process { pid, start: 0 });
-                        let text = status::link(
-                            pid,
-                            alive,
-                            st.links.get(&(me, peer)),
-                            st.links.get(&(peer, me)),
-                        );
+                        let alive = peer.is_some_and(|p| self.procs.is_alive(p));
+                        let text = match peer {
+                            Some(peer) => status::link(
+                                pid,
+                                alive,
+                                st.links.get(&(me, peer)),
+                                st.links.get(&(peer, me)),
+                            ),
+                            None => status::link(pid, false, None, None),
+                        };
                         HandleKind::Text(text.into_bytes())
                     }
                 }
             }
         };
         let h = st.id();
-        st.handles.insert(h, Handle { owner: me, kind });
+        st.handles.insert(
+            h,
+            Handle {
+                owner: me,
+                kind,
+                poll: None,
+            },
+        );
         Ok(h)
     }
 
@@ -749,22 +832,21 @@ impl Hub {
         let State {
             mailboxes, links, ..
         } = &mut *st;
-        match handle.kind {
-            HandleKind::Recv { chan, cursor } => {
-                if let Some(ch) = chan_mut(mailboxes, links, chan) {
-                    if cursor.partial() {
-                        ch.counters.truncated += 1;
-                    }
-                    ch.close_recv(handle.owner, &mut fx);
-                    ch.handles -= 1;
-                }
+        let chan = match &handle.kind {
+            HandleKind::Recv { chan, .. } | HandleKind::Send { chan, .. } => *chan,
+            HandleKind::Text(_) | HandleKind::Policy { .. } => return,
+        };
+        if let Some(ch) = chan_mut(mailboxes, links, chan) {
+            ch.handles -= 1;
+            if let Some(kh) = handle.poll {
+                ch.unwatch(kh);
             }
-            HandleKind::Send { chan, .. } => {
-                if let Some(ch) = chan_mut(mailboxes, links, chan) {
-                    ch.handles -= 1;
+            if let HandleKind::Recv { cursor, .. } = &handle.kind {
+                if cursor.partial() {
+                    ch.counters.truncated += 1;
                 }
+                ch.close_recv(handle.owner, &mut fx);
             }
-            HandleKind::Text(_) | HandleKind::Policy { .. } => {}
         }
         self.finish(st, fx);
     }
@@ -819,9 +901,35 @@ impl Hub {
                 let end = text.len().min(start + size as usize);
                 fx.reply(reply, Outcome::Bytes(text[start..end].to_vec()));
             }
-            HandleKind::Recv { chan, cursor } => {
+            HandleKind::Recv {
+                chan,
+                cursor,
+                reading,
+                behind,
+            } => {
                 if let Some(out) = cursor.serve(offset, size) {
                     return fx.reply(reply, out);
+                }
+                if *reading {
+                    // Another read of this descriptor waits for the next
+                    // message: this one goes on from where that one stops.
+                    if nonblock {
+                        return fx.reply(reply, Outcome::Error(Errno::EAGAIN));
+                    }
+                    parked.insert(
+                        next,
+                        Parked {
+                            tid,
+                            place: Place::Behind(h),
+                        },
+                    );
+                    behind.push_back(ReadBehind {
+                        id: next,
+                        size,
+                        reply,
+                    });
+                    *next_id = next;
+                    return;
                 }
                 let key = *chan;
                 let ch = check!(fx, reply, chan_mut(mailboxes, links, key).ok_or(gone(key)));
@@ -851,9 +959,10 @@ impl Hub {
                     next,
                     Parked {
                         tid,
-                        place: Place::Chan(key),
+                        place: Place::Chan(key, Some(h)),
                     },
                 );
+                *reading = true;
                 ch.park_receiver(
                     RecvWait {
                         id: next,
@@ -874,7 +983,7 @@ impl Hub {
                 receipts: Some(book),
                 ..
             } => {
-                if offset > 0 && !book.ready() {
+                if offset > 0 && !book.readable() {
                     return fx.reply(reply, Outcome::empty());
                 }
                 match book.read(size as usize) {
@@ -1010,14 +1119,15 @@ impl Hub {
                     return fx.reply(reply, Outcome::Error(Errno::ENOTCONN));
                 }
                 let payload = check!(fx, reply, Payload::new(data, &self.budget));
-                let receipt = receipts.as_mut().map(|b| ReceiptTag {
-                    handle: h,
-                    seq: b.issue(),
-                });
+                let receipt = match receipts.as_mut().map(ReceiptBook::issue).transpose() {
+                    Ok(seq) => seq.map(|seq| ReceiptTag { handle: h, seq }),
+                    Err(e) => return fx.reply(reply, Outcome::Error(e)),
+                };
                 let msg = Message {
                     payload,
                     sender: owner,
                     receipt,
+                    order: 0,
                 };
                 let msg = if writable {
                     match ch.accept(msg, fx) {
@@ -1028,17 +1138,15 @@ impl Hub {
                     msg
                 };
                 if nonblock {
-                    // The reader that made room was interrupted meanwhile.
-                    if let (Some(tag), Some(book)) = (msg.receipt, receipts.as_mut()) {
-                        book.cancel(tag.seq);
-                    }
+                    // The reader that made room was being killed: not sent.
+                    fx.cancelled.extend(msg.receipt);
                     fx.reply(reply, Outcome::Error(Errno::EAGAIN));
                 } else {
                     parked.insert(
                         next,
                         Parked {
                             tid,
-                            place: Place::Chan(key),
+                            place: Place::Chan(key, None),
                         },
                     );
                     ch.park_sender(
@@ -1061,6 +1169,12 @@ impl Hub {
     /// Poll readiness (`libc::POLLIN` etc.) of a descriptor; `kh`, when
     /// given, is notified at the next change.
     pub fn poll(&self, h: u64, kh: Option<u64>) -> u32 {
+        let (pin, pout, perr, phup) = (
+            libc::POLLIN as u32,
+            libc::POLLOUT as u32,
+            libc::POLLERR as u32,
+            libc::POLLHUP as u32,
+        );
         let mut st = self.lock();
         let State {
             handles,
@@ -1068,25 +1182,19 @@ impl Hub {
             links,
             ..
         } = &mut *st;
-        let Some(handle) = handles.get(&h) else {
-            return libc::POLLERR as u32;
+        let Some(handle) = handles.get_mut(&h) else {
+            return perr;
         };
-        let (pin, pout, perr) = (
-            libc::POLLIN as u32,
-            libc::POLLOUT as u32,
-            libc::POLLERR as u32,
-        );
         let (key, mut ready) = match &handle.kind {
             HandleKind::Text(_) | HandleKind::Policy { .. } => return pin | pout,
-            HandleKind::Recv { chan, cursor } => {
-                if cursor.current.is_some() || cursor.eof {
-                    return pin;
-                }
-                (*chan, 0)
+            HandleKind::Recv { cursor, .. } if cursor.current.is_some() || cursor.eof => {
+                return pin;
             }
+            HandleKind::Recv { chan, .. } => (*chan, 0),
+            // Receipts: a line, or the end of file, is ready.
             HandleKind::Send { chan, receipts } => (
                 *chan,
-                if receipts.as_ref().is_some_and(|b| b.ready()) {
+                if receipts.as_ref().is_some_and(ReceiptBook::readable) {
                     pin
                 } else {
                     0
@@ -1096,24 +1204,20 @@ impl Hub {
         let Some(ch) = chan_mut(mailboxes, links, key) else {
             return pin | pout | perr;
         };
-        match &handle.kind {
-            HandleKind::Recv { .. } => {
-                if ch.readable_for(handle.owner) {
-                    ready |= pin;
-                } else if let ChanKey::Link { from, .. } = key
-                    && !self.procs.is_alive(from)
-                {
-                    ready |= pin | libc::POLLHUP as u32;
-                }
+        if let HandleKind::Recv { .. } = handle.kind {
+            if ch.readable_for(handle.owner) {
+                ready |= pin;
+            } else if let ChanKey::Link { from, .. } = key
+                && !self.procs.is_alive(from)
+            {
+                ready |= pin | phup;
             }
-            _ => {
-                if ch.writable() {
-                    ready |= pout;
-                }
-            }
+        } else if ch.writable() {
+            ready |= pout;
         }
         if let Some(kh) = kh {
             ch.watch(kh);
+            handle.poll = Some(kh);
         }
         ready
     }
@@ -1147,71 +1251,83 @@ impl Hub {
     }
 
     fn interrupt_locked(&self, st: &mut State, fx: &mut Effects, id: WaiterId) {
-        let Some(p) = st.parked.remove(&id) else {
+        let Some(&Parked { tid, place }) = st.parked.get(&id) else {
             return;
         };
         let State {
             mailboxes,
             links,
             handles,
+            parked,
             ..
         } = st;
-        let reply = match p.place {
-            Place::Chan(key) => {
+        let reply = match place {
+            // Leaving the channel unparks it (and lets reads behind it go on).
+            Place::Chan(key, _) => {
                 match chan_mut(mailboxes, links, key).and_then(|ch| ch.remove_waiter(id, fx)) {
                     Some(Removed::Recv(w)) => Some(w.reply),
-                    Some(Removed::Send(w)) => {
-                        // Nothing was sent: forget its receipt too.
-                        if let Some(tag) = w.msg.receipt
-                            && let Some(Handle {
-                                kind:
-                                    HandleKind::Send {
-                                        receipts: Some(b), ..
-                                    },
-                                ..
-                            }) = handles.get_mut(&tag.handle)
-                        {
-                            b.cancel(tag.seq);
-                        }
-                        Some(w.reply)
-                    }
+                    Some(Removed::Send(w)) => Some(w.reply),
                     None => None,
                 }
             }
-            Place::Receipts(h) => match handles.get_mut(&h) {
-                Some(Handle {
-                    kind:
-                        HandleKind::Send {
-                            receipts: Some(b), ..
-                        },
-                    ..
-                }) => b.remove_waiter(id).map(|w| w.reply),
-                _ => None,
-            },
+            Place::Behind(h) => {
+                parked.remove(&id);
+                match handles.get_mut(&h).map(|hd| &mut hd.kind) {
+                    Some(HandleKind::Recv { behind, .. }) => behind
+                        .iter()
+                        .position(|r| r.id == id)
+                        .and_then(|i| behind.remove(i))
+                        .map(|r| r.reply),
+                    _ => None,
+                }
+            }
+            Place::Receipts(h) => {
+                parked.remove(&id);
+                match handles.get_mut(&h) {
+                    Some(Handle {
+                        kind:
+                            HandleKind::Send {
+                                receipts: Some(b), ..
+                            },
+                        ..
+                    }) => b.remove_waiter(id).map(|w| w.reply),
+                    _ => None,
+                }
+            }
         };
         if let Some(r) = reply {
-            debug!("interrupted waiter {id} (tid {})", p.tid);
+            debug!("interrupted waiter {id} (tid {tid})");
             fx.reply(r, Outcome::Error(Errno::EINTR));
         }
     }
 
     /// Reclaims what exited processes leave: messages queued for them
     /// (dropped and counted), blocked peers (answered `ESRCH`), idle link
-    /// state, and `pair`/`exclusive` slots.
+    /// state, and `pair`/`exclusive` slots. Reads `/proc` without the lock.
     pub fn sweep(&self) {
         let procs: BTreeSet<Process> = {
             let st = self.lock();
-            st.links.keys().flat_map(|(a, b)| [*a, *b]).collect()
+            let linked = st.links.keys().flat_map(|(a, b)| [*a, *b]);
+            let bound = st.mailboxes.values().flat_map(|m| {
+                m.chan
+                    .members
+                    .pair
+                    .iter()
+                    .copied()
+                    .chain(m.chan.members.holder)
+            });
+            linked.chain(bound).collect()
         };
         let dead: BTreeSet<Process> = procs
             .into_iter()
             .filter(|p| !self.procs.is_alive(*p))
             .collect();
+        let alive = |p: Process| !dead.contains(&p);
         let mut st = self.lock();
         let mut fx = Effects::default();
         let mut dropped_total = 0;
         st.links.retain(|(from, to), ch| {
-            let (from_dead, to_dead) = (dead.contains(from), dead.contains(to));
+            let (from_dead, to_dead) = (!alive(*from), !alive(*to));
             if to_dead {
                 let n = ch.fail_senders_and_drop(Errno::ESRCH, &mut fx);
                 if n > 0 {
@@ -1229,7 +1345,7 @@ impl Hub {
         });
         st.dropped_on_exit += dropped_total;
         for m in st.mailboxes.values_mut() {
-            m.chan.members.prune(&|p| self.procs.is_alive(p));
+            m.chan.prune_members(&alive);
         }
         self.finish(st, fx);
     }
@@ -1264,6 +1380,7 @@ impl Hub {
     }
 
     /// Bytes held for messages, daemon-wide.
+    #[cfg(test)]
     pub fn memory_used(&self) -> usize {
         self.budget.used()
     }

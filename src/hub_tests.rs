@@ -553,3 +553,264 @@ fn shutdown_answers_enotconn() {
     assert_eq!(waiting.got(), Got::Err(libc::ENOTCONN));
     assert_eq!(read(&hub, r, 1, 10, false).got(), Got::Err(libc::ENOTCONN));
 }
+
+#[test]
+fn broadcast_keeps_send_order_across_shared_and_own_copies() {
+    let (hub, w) = hub("broadcast");
+    let (a, b) = (w.spawn(1, 0), w.spawn(2, 0));
+    let id = mkbox(&hub, "bc");
+    let s = hub
+        .open(a, Target::Mailbox(id, FileKind::Send), false, true)
+        .unwrap();
+    write(&hub, s, 1, b"first", false); // nobody listening: shared queue
+    let r = hub
+        .open(b, Target::Mailbox(id, FileKind::Recv), true, false)
+        .unwrap();
+    write(&hub, s, 1, b"second", false); // b's own copy
+    assert_eq!(
+        read(&hub, r, 2, 100, false).got(),
+        Got::Data(b"first".to_vec())
+    );
+    assert_eq!(read(&hub, r, 2, 100, false).got(), Got::Data(vec![]));
+    assert_eq!(
+        read(&hub, r, 2, 100, false).got(),
+        Got::Data(b"second".to_vec())
+    );
+}
+
+#[test]
+fn broadcast_receipt_names_a_receiver_not_a_process_that_closed() {
+    let (hub, w) = hub("broadcast");
+    let (a, b, c) = (w.spawn(1, 0), w.spawn(2, 0), w.spawn(3, 0));
+    let id = mkbox(&hub, "bc");
+    let s = hub
+        .open(a, Target::Mailbox(id, FileKind::Send), true, true)
+        .unwrap();
+    let rb = hub
+        .open(b, Target::Mailbox(id, FileKind::Recv), true, false)
+        .unwrap();
+    let rc = hub
+        .open(c, Target::Mailbox(id, FileKind::Recv), true, false)
+        .unwrap();
+    write(&hub, s, 1, b"m", false);
+    hub.release(rb); // b leaves without reading: its copy is dropped
+    assert_eq!(
+        read(&hub, rc, 3, 100, false).got(),
+        Got::Data(b"m".to_vec())
+    );
+    assert_eq!(
+        read(&hub, s, 1, 64, false).got(),
+        Got::Data(b"3\n".to_vec())
+    );
+    // With every copy dropped unread, the receipt says the message was lost.
+    write(&hub, s, 1, b"n", false);
+    hub.release(rc);
+    assert_eq!(read(&hub, s, 1, 64, false).got(), Got::Err(libc::EIDRM));
+}
+
+#[test]
+fn two_blocked_reads_of_one_descriptor_share_the_message() {
+    let (hub, w) = hub("arbitrary");
+    let (a, b) = (w.spawn(1, 0), w.spawn(2, 0));
+    let id = mkbox(&hub, "q");
+    let s = hub
+        .open(a, Target::Mailbox(id, FileKind::Send), false, true)
+        .unwrap();
+    let r = hub
+        .open(b, Target::Mailbox(id, FileKind::Recv), true, false)
+        .unwrap();
+    // Two threads (or a parent and a child sharing the fd) block on it.
+    let t1 = read(&hub, r, 2, 3, false);
+    let t2 = read(&hub, r, 22, 3, false);
+    assert_eq!(status_of(&hub, id, a)["receivers-waiting"], "1");
+    write(&hub, s, 1, b"abcdef", false);
+    assert_eq!(t1.got(), Got::Data(b"abc".to_vec()));
+    assert_eq!(t2.got(), Got::Data(b"def".to_vec()));
+    assert_eq!(read(&hub, r, 2, 3, true).got(), Got::Data(vec![]));
+    // A read behind an interrupted one goes on waiting, and gets the next.
+    let t1 = read(&hub, r, 2, 10, false);
+    let t2 = read(&hub, r, 22, 10, false);
+    w.signal(2);
+    hub.check_interrupts();
+    assert_eq!(t1.got(), Got::Err(libc::EINTR));
+    assert_eq!(t2.got(), Got::Parked);
+    write(&hub, s, 1, b"XYZ", false);
+    assert_eq!(t2.got(), Got::Data(b"XYZ".to_vec()));
+}
+
+#[test]
+fn blocked_receipt_read_ends_when_its_message_is_not_sent() {
+    let (hub, w) = hub("capacity=0");
+    let a = w.spawn(1, 0);
+    let id = mkbox(&hub, "rv");
+    let s = hub
+        .open(a, Target::Mailbox(id, FileKind::Send), true, true)
+        .unwrap();
+    let blocked = write(&hub, s, 1, b"x", false); // rendezvous, nobody reading
+    assert_eq!(blocked.got(), Got::Parked);
+    let receipt = read(&hub, s, 11, 64, false); // another thread waits for its receipt
+    assert_eq!(receipt.got(), Got::Parked);
+    w.signal(1); // the writing thread is interrupted
+    hub.check_interrupts();
+    assert_eq!(blocked.got(), Got::Err(libc::EINTR));
+    assert_eq!(
+        receipt.got(),
+        Got::Data(vec![]),
+        "nothing outstanding: end of file"
+    );
+}
+
+#[test]
+fn closed_descriptors_leave_no_poll_registrations() {
+    let (hub, w) = hub("arbitrary");
+    let a = w.spawn(1, 0);
+    let id = mkbox(&hub, "idle");
+    let count = Arc::new(Mutex::new(0usize));
+    let c2 = Arc::clone(&count);
+    hub.set_notifier(Box::new(move |_| *c2.lock().unwrap() += 1));
+    for kh in 0..1000u64 {
+        let r = hub
+            .open(a, Target::Mailbox(id, FileKind::Recv), true, false)
+            .unwrap();
+        hub.poll(r, Some(kh));
+        hub.release(r);
+    }
+    let r = hub
+        .open(a, Target::Mailbox(id, FileKind::Recv), true, false)
+        .unwrap();
+    assert_eq!(hub.poll(r, Some(5000)) & libc::POLLIN as u32, 0);
+    let s = hub
+        .open(a, Target::Mailbox(id, FileKind::Send), false, true)
+        .unwrap();
+    write(&hub, s, 1, b"x", false);
+    assert_eq!(
+        *count.lock().unwrap(),
+        1,
+        "only the open descriptor's poll is notified"
+    );
+}
+
+#[test]
+fn broadcast_rendezvous_never_queues_past_capacity() {
+    let (hub, w) = hub("broadcast capacity=0");
+    let (a, b, c) = (w.spawn(1, 0), w.spawn(2, 0), w.spawn(3, 0));
+    let id = mkbox(&hub, "bc0");
+    let s = hub
+        .open(a, Target::Mailbox(id, FileKind::Send), false, true)
+        .unwrap();
+    let rb = hub
+        .open(b, Target::Mailbox(id, FileKind::Recv), true, false)
+        .unwrap();
+    let rc = hub
+        .open(c, Target::Mailbox(id, FileKind::Recv), true, false)
+        .unwrap();
+    let wb = read(&hub, rb, 2, 10, false);
+    let wc = read(&hub, rc, 3, 10, false);
+    w.signal(2); // b is being killed; the watcher has not run yet
+    let sent = write(&hub, s, 1, b"x", false);
+    assert_eq!(wb.got(), Got::Err(libc::EINTR));
+    assert_eq!(sent.got(), Got::Parked, "b has no room: the sender waits");
+    assert_eq!(wc.got(), Got::Parked);
+    assert_eq!(status_of(&hub, id, a)["messages"], "0");
+}
+
+#[test]
+fn refused_sender_leaves_no_receipt() {
+    let (hub, w) = hub("capacity=0");
+    let (a, b, c) = (w.spawn(1, 0), w.spawn(2, 0), w.spawn(3, 0));
+    let id = mkbox(&hub, "p");
+    let _rb = hub
+        .open(b, Target::Mailbox(id, FileKind::Recv), true, false)
+        .unwrap();
+    let _sc = hub
+        .open(c, Target::Mailbox(id, FileKind::Send), false, true)
+        .unwrap();
+    let s = hub
+        .open(a, Target::Mailbox(id, FileKind::Send), true, true)
+        .unwrap();
+    let blocked = write(&hub, s, 1, b"x", false);
+    assert_eq!(blocked.got(), Got::Parked);
+    let p = hub
+        .open(b, Target::Mailbox(id, FileKind::Policy), true, true)
+        .unwrap();
+    write(&hub, p, 2, b"pair", false); // pair = {b, c} by open order: a refused
+    assert_eq!(blocked.got(), Got::Err(libc::EBUSY));
+    assert_eq!(read(&hub, s, 1, 64, true).got(), Got::Data(vec![]));
+}
+
+#[test]
+fn exclusive_hold_passes_to_a_process_that_kept_recv_open() {
+    let (hub, w) = hub("arbitrary");
+    let (a, b, c) = (w.spawn(1, 0), w.spawn(2, 0), w.spawn(3, 0));
+    let id = mkbox(&hub, "x");
+    let ra = hub
+        .open(a, Target::Mailbox(id, FileKind::Recv), true, false)
+        .unwrap();
+    let _rb = hub
+        .open(b, Target::Mailbox(id, FileKind::Recv), true, false)
+        .unwrap();
+    let p = hub
+        .open(a, Target::Mailbox(id, FileKind::Policy), true, true)
+        .unwrap();
+    write(&hub, p, 1, b"exclusive", false); // holder = a, the earliest
+    assert_eq!(status_of(&hub, id, a)["holder"], "1");
+    hub.release(ra); // a leaves; b still has recv open
+    assert_eq!(status_of(&hub, id, a)["holder"], "2");
+    assert_eq!(
+        hub.open(c, Target::Mailbox(id, FileKind::Recv), true, false),
+        Err(Errno::EBUSY)
+    );
+}
+
+#[test]
+fn link_status_shows_what_an_exited_peer_left() {
+    let (hub, w) = hub("arbitrary");
+    let (a, b) = (w.spawn(1, 0), w.spawn(2, 0));
+    let s = hub
+        .open(b, Target::Link(1, FileKind::Send), false, true)
+        .unwrap();
+    write(&hub, s, 2, b"last words", false);
+    hub.release(s);
+    w.exit(2);
+    assert!(hub.pending_from_exited(a.process, 2));
+    let st = hub
+        .open(a, Target::Link(2, FileKind::Status), true, false)
+        .unwrap();
+    let Got::Data(t) = read(&hub, st, 1, 4096, false).got() else {
+        panic!("link status unreadable")
+    };
+    let t = String::from_utf8(t).unwrap();
+    assert!(
+        t.contains("from-peer-messages: 1\n") && t.contains("peer-alive: no\n"),
+        "{t}"
+    );
+}
+
+#[test]
+fn unread_receipts_count_against_the_memory_bound() {
+    let (hub, w) = hub("capacity=unlimited");
+    let (a, b) = (w.spawn(1, 0), w.spawn(2, 0));
+    let id = mkbox(&hub, "prod");
+    // `exec 3<>box/send` used only to write: receipts never read.
+    let s = hub
+        .open(a, Target::Mailbox(id, FileKind::Send), true, true)
+        .unwrap();
+    let r = hub
+        .open(b, Target::Mailbox(id, FileKind::Recv), true, false)
+        .unwrap();
+    let mut sent = 0;
+    while write(&hub, s, 1, b"x", true).got() == Got::Written(1) {
+        read(&hub, r, 2, 10, false);
+        read(&hub, r, 2, 10, false);
+        sent += 1;
+        assert!(sent < 10_000, "receipts never bounded");
+    }
+    assert_eq!(write(&hub, s, 1, b"x", true).got(), Got::Err(libc::ENOBUFS));
+    assert_eq!(sent, 10_000 / crate::receipts::RECEIPT_COST);
+    // Reading the receipts gives the memory back.
+    for _ in 0..sent {
+        assert_eq!(read(&hub, s, 1, 64, true).got(), Got::Data(b"2\n".to_vec()));
+    }
+    assert_eq!(hub.memory_used(), 0);
+    hub.release(s);
+}

@@ -50,6 +50,8 @@ pub struct Message {
     pub payload: Arc<Payload>,
     pub sender: Process,
     pub receipt: Option<ReceiptTag>,
+    /// Its place in its channel's send order (set when the channel takes it in).
+    pub order: u64,
 }
 
 impl Message {

@@ -82,16 +82,21 @@ pub const DEFAULT_CAPACITY: usize = 1024;
 pub const DEFAULT_MAX_MEMORY: usize = 256 << 20;
 const MIN_MAX_MESSAGE: usize = 64 << 10;
 
+/// Pages fuser asks the kernel to allow per request (its 16 MiB max_write).
+const FUSER_MAX_PAGES: usize = 4096;
+
 /// The largest message that always arrives in one FUSE request, whatever
-/// the alignment of the caller's buffer: one page less than the kernel's
-/// request limit (`fs.fuse.max_pages_limit`, 256 pages by default).
+/// the alignment of the caller's buffer: one page less than the pages a
+/// request may carry (`fs.fuse.max_pages_limit`, 256 by default, and at
+/// most what fuser asks for).
 pub fn hard_max_message() -> usize {
-    let pages: usize = std::fs::read_to_string("/proc/sys/fs/fuse/max_pages_limit")
+    let limit: usize = std::fs::read_to_string("/proc/sys/fs/fuse/max_pages_limit")
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(256);
+    let pages = limit.min(FUSER_MAX_PAGES);
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
-    (pages.saturating_sub(1) * page).clamp(MIN_MAX_MESSAGE, 16 << 20)
+    (pages.saturating_sub(1) * page).max(MIN_MAX_MESSAGE)
 }
 
 impl Settings {

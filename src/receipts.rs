@@ -2,15 +2,23 @@
 //! one line per message it sent there, naming the process that received it.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
-use crate::errno::Errno;
+use crate::errno::{Errno, Result};
+use crate::memory::MemoryBudget;
 use crate::waiter::{Outcome, ReceiptWait, WaiterId};
 
-#[derive(Default)]
+/// What each receipt not yet read holds of `--max-memory`: a descriptor
+/// that sends without ever reading its receipts cannot grow the daemon
+/// without bound either.
+pub const RECEIPT_COST: usize = 64;
+
 pub struct ReceiptBook {
+    budget: Arc<MemoryBudget>,
     next_seq: u64,
-    /// Messages sent on this descriptor, oldest first, with their fate once known.
-    outstanding: VecDeque<(u64, Option<Result<u32, Errno>>)>,
+    /// Messages sent on this descriptor, oldest first (by `seq`), with their
+    /// fate once known.
+    outstanding: VecDeque<(u64, Option<std::result::Result<u32, Errno>>)>,
     /// The rest of the line being read.
     line: Vec<u8>,
     pub waiters: VecDeque<ReceiptWait>,
@@ -28,28 +36,55 @@ pub enum ReceiptRead {
 }
 
 impl ReceiptBook {
-    /// Numbers a new message sent on this descriptor.
-    pub fn issue(&mut self) -> u64 {
-        self.next_seq += 1;
-        self.outstanding.push_back((self.next_seq, None));
-        self.next_seq
+    pub fn new(budget: &Arc<MemoryBudget>) -> ReceiptBook {
+        ReceiptBook {
+            budget: Arc::clone(budget),
+            next_seq: 0,
+            outstanding: VecDeque::new(),
+            line: Vec::new(),
+            waiters: VecDeque::new(),
+        }
     }
 
-    /// Forgets a message that was never sent (its write was interrupted).
+    /// Numbers a new message sent on this descriptor, or fails with
+    /// `ENOBUFS` when the daemon's memory bound would be passed.
+    pub fn issue(&mut self) -> Result<u64> {
+        self.budget.reserve(RECEIPT_COST)?;
+        self.next_seq += 1;
+        self.outstanding.push_back((self.next_seq, None));
+        Ok(self.next_seq)
+    }
+
+    fn find(&self, seq: u64) -> Option<usize> {
+        self.outstanding
+            .binary_search_by_key(&seq, |(s, _)| *s)
+            .ok()
+    }
+
+    fn forget(&mut self, i: usize) {
+        self.outstanding.remove(i);
+        self.budget.release(RECEIPT_COST);
+    }
+
+    /// Forgets a message that was never sent (its write failed).
     pub fn cancel(&mut self, seq: u64) {
-        self.outstanding.retain(|(s, _)| *s != seq);
+        if let Some(i) = self.find(seq) {
+            self.forget(i);
+        }
     }
 
     /// Records who received message `seq` (or why it was lost). The first
     /// fate recorded stands (a broadcast message is taken several times).
-    pub fn resolve(&mut self, seq: u64, fate: Result<u32, Errno>) {
-        if let Some((_, slot @ None)) = self.outstanding.iter_mut().find(|(s, _)| *s == seq) {
-            *slot = Some(fate);
+    pub fn resolve(&mut self, seq: u64, fate: std::result::Result<u32, Errno>) {
+        if let Some(i) = self.find(seq) {
+            self.outstanding[i].1.get_or_insert(fate);
         }
     }
 
-    pub fn ready(&self) -> bool {
-        !self.line.is_empty() || matches!(self.outstanding.front(), Some((_, Some(_))))
+    /// Whether a read returns at once: a line is ready, or nothing is
+    /// outstanding (end of file).
+    pub fn readable(&self) -> bool {
+        !self.line.is_empty() || !matches!(self.outstanding.front(), Some((_, None)))
     }
 
     pub fn read(&mut self, size: usize) -> ReceiptRead {
@@ -59,7 +94,7 @@ impl ReceiptBook {
                 Some((_, None)) => return ReceiptRead::Pending,
                 Some((_, Some(fate))) => {
                     let fate = *fate;
-                    self.outstanding.pop_front();
+                    self.forget(0);
                     match fate {
                         Ok(pid) => self.line = format!("{pid}\n").into_bytes(),
                         Err(e) => return ReceiptRead::Error(e),
@@ -71,9 +106,27 @@ impl ReceiptBook {
         ReceiptRead::Data(self.line.drain(..n).collect())
     }
 
+    /// Answers the blocked receipt reads that can now be answered.
+    pub fn serve_waiters(&mut self) -> Vec<(ReceiptWait, Outcome)> {
+        let mut out = Vec::new();
+        while let Some(w) = self.waiters.front() {
+            let Some(outcome) = self.read(w.size as usize).into_outcome() else {
+                break;
+            };
+            out.push((self.waiters.pop_front().expect("receipt waiter"), outcome));
+        }
+        out
+    }
+
     pub fn remove_waiter(&mut self, id: WaiterId) -> Option<ReceiptWait> {
         let i = self.waiters.iter().position(|w| w.id == id)?;
         self.waiters.remove(i)
+    }
+}
+
+impl Drop for ReceiptBook {
+    fn drop(&mut self) {
+        self.budget.release(RECEIPT_COST * self.outstanding.len());
     }
 }
 
@@ -94,17 +147,18 @@ mod tests {
 
     #[test]
     fn lines_in_send_order_whatever_the_receive_order() {
-        let mut b = ReceiptBook::default();
+        let budget = Arc::new(MemoryBudget::new(1 << 20));
+        let mut b = ReceiptBook::new(&budget);
         assert_eq!(b.read(64), ReceiptRead::Eof);
-        let one = b.issue();
-        let two = b.issue();
+        let one = b.issue().unwrap();
+        let two = b.issue().unwrap();
         assert_eq!(b.read(64), ReceiptRead::Pending);
         b.resolve(two, Ok(200));
-        assert!(!b.ready());
+        assert!(!b.readable());
         assert_eq!(b.read(64), ReceiptRead::Pending);
         b.resolve(one, Ok(100));
         b.resolve(one, Ok(999)); // a later copy does not change it
-        assert!(b.ready());
+        assert!(b.readable());
         assert_eq!(b.read(64), ReceiptRead::Data(b"100\n".to_vec()));
         // One byte at a time, as bash's `read` does.
         assert_eq!(b.read(1), ReceiptRead::Data(b"2".to_vec()));
@@ -116,12 +170,30 @@ mod tests {
 
     #[test]
     fn lost_and_cancelled_messages() {
-        let mut b = ReceiptBook::default();
-        let one = b.issue();
-        let two = b.issue();
+        let budget = Arc::new(MemoryBudget::new(1 << 20));
+        let mut b = ReceiptBook::new(&budget);
+        let one = b.issue().unwrap();
+        let two = b.issue().unwrap();
         b.cancel(one);
         b.resolve(two, Err(Errno::EIDRM));
         assert_eq!(b.read(64), ReceiptRead::Error(Errno::EIDRM));
         assert_eq!(b.read(64), ReceiptRead::Eof);
+        assert!(b.readable(), "end of file is readable");
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn unread_receipts_are_bounded_by_the_memory_budget() {
+        let budget = Arc::new(MemoryBudget::new(3 * RECEIPT_COST));
+        let mut b = ReceiptBook::new(&budget);
+        for _ in 0..3 {
+            b.issue().unwrap();
+        }
+        assert_eq!(b.issue(), Err(Errno::ENOBUFS));
+        b.resolve(1, Ok(7));
+        assert_eq!(b.read(64), ReceiptRead::Data(b"7\n".to_vec()));
+        assert!(b.issue().is_ok());
+        drop(b);
+        assert_eq!(budget.used(), 0);
     }
 }

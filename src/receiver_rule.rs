@@ -34,7 +34,8 @@ pub struct Membership {
 }
 
 impl Membership {
-    /// May `p` act in `role` under `rule`? Claims a free slot for it.
+    /// May `p` act in `role` under `rule`? Claims a free slot for it; the
+    /// slot of a bound process that has exited is free.
     pub fn admit(
         &mut self,
         rule: Rule,
@@ -42,37 +43,21 @@ impl Membership {
         role: Role,
         alive: &dyn Fn(Process) -> bool,
     ) -> Result<()> {
-        match rule {
-            Rule::Arbitrary | Rule::Broadcast => Ok(()),
-            Rule::Pair => {
-                if self.pair.contains(&p) {
-                    return Ok(());
-                }
-                if self.pair.len() >= 2 {
-                    self.pair.retain(|m| alive(*m));
-                }
-                if self.pair.len() >= 2 {
-                    return Err(Errno::EBUSY);
-                }
-                self.pair.push(p);
-                Ok(())
-            }
-            Rule::Exclusive => {
-                if role == Role::Send {
-                    return Ok(());
-                }
-                match self.holder {
-                    Some(h) if h != p && alive(h) => Err(Errno::EBUSY),
-                    _ => {
-                        self.holder = Some(p);
-                        Ok(())
-                    }
-                }
+        if !self.allows(rule, p, role) {
+            self.prune(alive, &[]);
+            if !self.allows(rule, p, role) {
+                return Err(Errno::EBUSY);
             }
         }
+        match rule {
+            Rule::Pair if !self.pair.contains(&p) => self.pair.push(p),
+            Rule::Exclusive if role == Role::Recv => self.holder = Some(p),
+            _ => {}
+        }
+        Ok(())
     }
 
-    /// Would `admit` let `p` act in `role`? (Claims nothing.)
+    /// Would `admit` let `p` act in `role`, with the processes bound now?
     pub fn allows(&self, rule: Rule, p: Process, role: Role) -> bool {
         match rule {
             Rule::Arbitrary | Rule::Broadcast => true,
@@ -81,10 +66,13 @@ impl Membership {
         }
     }
 
-    /// `p` has closed its last `recv` descriptor.
-    pub fn recv_closed(&mut self, p: Process) {
+    /// `p` has closed its last `recv` descriptor; `remaining` are the
+    /// processes that still have `recv` open, earliest first. An exclusive
+    /// hold passes to the earliest of them (one that kept a descriptor from
+    /// before the rule changed), else is free.
+    pub fn recv_closed(&mut self, p: Process, remaining: &[Process]) {
         if self.holder == Some(p) {
-            self.holder = None;
+            self.holder = remaining.first().copied();
         }
     }
 
@@ -103,13 +91,22 @@ impl Membership {
         }
     }
 
-    /// Frees the slots of processes that have exited.
-    pub fn prune(&mut self, alive: &dyn Fn(Process) -> bool) {
+    /// Frees the slots of processes that have exited; an exclusive hold
+    /// passes to the earliest live process of `remaining` (those with
+    /// `recv` open, earliest first).
+    pub fn prune(&mut self, alive: &dyn Fn(Process) -> bool, remaining: &[Process]) {
         self.pair.retain(|m| alive(*m));
         if self.holder.is_some_and(|h| !alive(h)) {
-            self.holder = None;
+            self.holder = remaining.iter().copied().find(|p| alive(*p));
         }
     }
+}
+
+/// Whether a reader may take its message straight from a blocked sender
+/// (a rendezvous): every rule but `broadcast`, whose message must go to all
+/// receivers at once.
+pub fn takes_from_blocked_sender(rule: Rule) -> bool {
+    rule != Rule::Broadcast
 }
 
 /// Where a message sent now goes.
@@ -195,13 +192,28 @@ mod tests {
             Err(Errno::EBUSY)
         );
         assert!(m.admit(Rule::Exclusive, p(2), Role::Send, &alive).is_ok());
-        m.recv_closed(p(1));
+        m.recv_closed(p(1), &[]);
         assert!(m.admit(Rule::Exclusive, p(2), Role::Recv, &alive).is_ok());
         // A holder that died without closing frees the mailbox too.
         assert!(
             m.admit(Rule::Exclusive, p(3), Role::Recv, &|q| q != p(2))
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn exclusive_hold_passes_to_a_process_still_receiving() {
+        let mut m = Membership::default();
+        m.reseed(Rule::Exclusive, [(p(1), Role::Recv), (p(2), Role::Recv)]);
+        assert_eq!(m.holder, Some(p(1)));
+        m.recv_closed(p(1), &[p(2)]);
+        assert_eq!(m.holder, Some(p(2)));
+        assert_eq!(
+            m.admit(Rule::Exclusive, p(3), Role::Recv, &|_| true),
+            Err(Errno::EBUSY)
+        );
+        m.prune(&|q| q != p(2), &[p(2), p(4)]);
+        assert_eq!(m.holder, Some(p(4)));
     }
 
     #[test]

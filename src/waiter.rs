@@ -83,6 +83,8 @@ pub struct Effects {
     pub handoffs: Vec<(RecvWait, Message)>,
     /// Receipts to fill in: the receiving pid, or why the message was lost.
     pub receipts: Vec<(ReceiptTag, Result<u32, Errno>)>,
+    /// Receipts to forget: their write failed, nothing was sent.
+    pub cancelled: Vec<ReceiptTag>,
     /// Waiters that left their queue.
     pub unparked: Vec<WaiterId>,
 }
