@@ -1325,3 +1325,36 @@ fn default_max_message_size_on_this_kernel() {
         );
     }
 }
+
+/// Two threads blocked reading one `recv` descriptor share its place in the
+/// message: one gets the start, the other the rest, and nothing is lost.
+#[test]
+fn two_threads_reading_one_descriptor_share_the_message() {
+    let m = Mount::new();
+    let b = mkbox(&m, "shared");
+    let f = std::sync::Arc::new(open_with(&b.join("recv"), true, false, 0).unwrap());
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let f = std::sync::Arc::clone(&f);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 3];
+                let n = (&*f).read(&mut buf).unwrap();
+                buf[..n].to_vec()
+            })
+        })
+        .collect();
+    wait_until(T, "both reads are parked", || {
+        status_map(&m.p("proc/status"))
+            .get("parked")
+            .map(String::as_str)
+            == Some("2")
+    });
+    send(&b, b"abcdef");
+    let mut got: Vec<Vec<u8>> = readers
+        .into_iter()
+        .map(|r| within(T, "shared read", move || r.join().unwrap()))
+        .collect();
+    got.sort();
+    assert_eq!(got, vec![b"abc".to_vec(), b"def".to_vec()]);
+    assert_eq!(st(&b, "truncated"), "0");
+}

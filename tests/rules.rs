@@ -8,6 +8,7 @@ mod common;
 use common::*;
 
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -494,4 +495,72 @@ fn switching_busy_mailbox_to_exclusive_refuses_others() {
         libc::EBUSY,
         "new opener while held",
     );
+}
+
+/// Under broadcast, a message that waited in the shared queue (sent before
+/// anyone listened) is older than the copies made afterwards: a receiver
+/// gets them in the order their sends completed.
+#[test]
+fn broadcast_keeps_send_order() {
+    let (m, _b) = mount_with_box("broadcast");
+    let o = m.sh(
+        r#"echo first > "$M/box/send"
+        exec 3<"$M/box/recv"
+        echo second > "$M/box/send"
+        timeout 5 cat <&3; timeout 5 cat <&3"#,
+        SHORT,
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(out_str(&o), "first\nsecond\n", "{}", show(&o));
+}
+
+/// A receipt read waiting for a message whose write is then interrupted
+/// (nothing was sent) ends with end of file instead of blocking forever.
+#[test]
+fn receipt_read_ends_when_the_blocked_send_is_interrupted() {
+    use std::sync::atomic::{AtomicI32, Ordering};
+    use std::sync::{Arc, mpsc};
+    let (m, b) = mount_with_box("");
+    set_policy(&b.join("policy"), "arbitrary capacity=0\n");
+    let mut f = open_with(&b.join("send"), true, true, 0).expect("open send O_RDWR");
+    let fd = f.as_raw_fd();
+    extern "C" fn nothing(_: libc::c_int) {}
+    // SAFETY: a handler that does nothing, so SIGUSR1 only interrupts.
+    unsafe { libc::signal(libc::SIGUSR1, nothing as *const () as libc::sighandler_t) };
+    // One thread blocks in the rendezvous write...
+    let tid = Arc::new(AtomicI32::new(0));
+    let t2 = Arc::clone(&tid);
+    let writer = std::thread::spawn(move || {
+        t2.store(unsafe { libc::gettid() }, Ordering::SeqCst);
+        // SAFETY: a valid fd and buffer.
+        let r = unsafe { libc::write(fd, b"x\n".as_ptr().cast(), 2) };
+        (r, std::io::Error::last_os_error().raw_os_error())
+    });
+    wait_status(&b.join("status"), "senders-waiting", "1");
+    // ...another in the read of its receipt.
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        let _ = tx.send(f.read(&mut buf).map_err(|e| e.raw_os_error()));
+    });
+    wait_until(SHORT, "both requests are parked", || {
+        status_map(&m.p("proc/status"))
+            .get("parked")
+            .map(String::as_str)
+            == Some("2")
+    });
+    let t = tid.load(Ordering::SeqCst);
+    // SAFETY: signalling a thread of this process.
+    unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), t, libc::SIGUSR1) };
+    let (r, e) = writer.join().unwrap();
+    assert_eq!((r, e), (-1, Some(libc::EINTR)), "the write is interrupted");
+    let n = rx
+        .recv_timeout(SHORT)
+        .expect("the receipt read is still blocked");
+    assert_eq!(
+        n,
+        Ok(0),
+        "nothing was sent: the receipt read ends with end of file"
+    );
+    assert_eq!(status_get(&b.join("status"), "messages"), "0");
 }
