@@ -9,7 +9,7 @@
 use std::fs;
 use std::io::Read;
 
-use crate::interrupt;
+use crate::interrupt::{self, Verdict};
 
 /// A process: thread-group id and start time (clock ticks since boot, field
 /// 22 of `/proc/<pid>/stat`).
@@ -160,9 +160,18 @@ impl Processes for OsProcesses {
     }
 
     fn interrupted(&self, tid: u32) -> bool {
-        match read(format!("/proc/{tid}/status")) {
-            Some(status) => interrupt::signal_pending(&status),
-            None => true, // the thread is gone: nobody waits for the answer
+        // A thread that is gone waits for no answer.
+        let Some(status) = read(format!("/proc/{tid}/status")) else {
+            return true;
+        };
+        let tgid: Option<u32> = status_field(&status, "Tgid").and_then(|v| v.parse().ok());
+        match interrupt::verdict(&status, tgid == Some(tid)) {
+            Verdict::Interrupted => true,
+            Verdict::NotInterrupted => false,
+            Verdict::AskLeader(shared) => {
+                let leader = tgid.and_then(|t| read(format!("/proc/{t}/status")));
+                !interrupt::leader_takes(leader.as_deref(), shared)
+            }
         }
     }
 

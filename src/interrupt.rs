@@ -2,13 +2,37 @@
 //!
 //! fuser answers `FUSE_INTERRUPT` with `ENOSYS`, after which the kernel waits
 //! for the daemon's answer even through `SIGKILL`. So the daemon looks for
-//! itself: a thread whose `/proc/<tid>/status` shows a pending signal that it
-//! does not block (`SigPnd`/`ShdPnd` & ~`SigBlk`), or a pending `SIGKILL`
-//! (which the kernel queues for a fatal signal), is answered `EINTR`.
+//! itself, in `/proc/<tid>/status`, for what would interrupt a pipe read:
+//!
+//! - a signal pending for the thread itself (`SigPnd`) that it does not
+//!   block (`SigBlk`), including the `SIGKILL` the kernel queues on every
+//!   thread of a process that a fatal signal is ending;
+//! - a signal pending for the whole process (`ShdPnd`) that the thread does
+//!   not block, if the kernel would pick this thread to take it: the
+//!   thread-group leader when it does not block the signal (the kernel's
+//!   first choice), else any thread that does not block it.
+//!
+//! Signals whose default action is to be ignored (`SIGCHLD`, `SIGCONT`,
+//! `SIGURG`, `SIGWINCH`) never end a blocked call: they cannot kill, and
+//! their handlers are usually installed with `SA_RESTART`, which a pipe read
+//! would honour by restarting; the kernel refuses the restart code from a
+//! FUSE daemon, so ipcfs lets the call wait on and the handler run when it
+//! completes (bash's `SIGCHLD` handler, for one, must not break a blocked
+//! `echo > box/send` whenever a background job ends).
+//!
+//! Such a thread is answered `EINTR`.
 
 use crate::identity::status_field;
 
-const SIGKILL_BIT: u64 = 1 << (libc::SIGKILL - 1);
+const fn bit(sig: i32) -> u64 {
+    1 << (sig - 1)
+}
+
+const SIGKILL_BIT: u64 = bit(libc::SIGKILL);
+
+/// Signals that never interrupt: their default action is to be ignored.
+const NEVER: u64 =
+    bit(libc::SIGCHLD) | bit(libc::SIGCONT) | bit(libc::SIGURG) | bit(libc::SIGWINCH);
 
 fn mask(status: &str, key: &str) -> u64 {
     status_field(status, key)
@@ -16,11 +40,40 @@ fn mask(status: &str, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Given the text of `/proc/<tid>/status`: is a signal pending that should
-/// end this thread's blocked call?
-pub fn signal_pending(status: &str) -> bool {
-    let pending = mask(status, "SigPnd") | mask(status, "ShdPnd");
-    pending & SIGKILL_BIT != 0 || pending & !mask(status, "SigBlk") != 0
+/// What a thread's signal state says about its blocked call.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Interrupted,
+    NotInterrupted,
+    /// Signals are pending for the process, and the thread-group leader
+    /// decides who takes them: ask [`leader_takes`].
+    AskLeader(u64),
+}
+
+/// Given the text of `/proc/<tid>/status`, and whether `tid` is its
+/// thread-group leader: should its blocked call end?
+pub fn verdict(status: &str, is_leader: bool) -> Verdict {
+    let blocked = mask(status, "SigBlk");
+    let own = mask(status, "SigPnd");
+    if own & SIGKILL_BIT != 0 || own & !blocked & !NEVER != 0 {
+        return Verdict::Interrupted;
+    }
+    let shared = mask(status, "ShdPnd") & !blocked & !NEVER;
+    match (shared, is_leader) {
+        (0, _) => Verdict::NotInterrupted,
+        (_, true) => Verdict::Interrupted,
+        (s, false) => Verdict::AskLeader(s),
+    }
+}
+
+/// Given the leader's `/proc/<tgid>/status` (None if it is gone or a
+/// zombie): does the leader take the process-wide signals `shared`, so that
+/// another thread's call goes on?
+pub fn leader_takes(leader_status: Option<&str>, shared: u64) -> bool {
+    leader_status.is_some_and(|s| {
+        let state = status_field(s, "State").unwrap_or("");
+        !state.starts_with('Z') && !state.starts_with('X') && shared & !mask(s, "SigBlk") != 0
+    })
 }
 
 #[cfg(test)]
@@ -29,45 +82,79 @@ mod tests {
 
     fn status(pnd: &str, shd: &str, blk: &str) -> String {
         format!(
-            "Name:\tcat\nSigQ:\t0/1\nSigPnd:\t{pnd}\nShdPnd:\t{shd}\nSigBlk:\t{blk}\nSigIgn:\t0\n"
+            "Name:\tcat\nState:\tS (sleeping)\nSigQ:\t0/1\nSigPnd:\t{pnd}\nShdPnd:\t{shd}\nSigBlk:\t{blk}\nSigIgn:\t0\n"
         )
     }
 
     #[test]
     fn nothing_pending() {
-        assert!(!signal_pending(&status(
-            "0000000000000000",
-            "0000000000000000",
-            "0"
-        )));
+        assert_eq!(
+            verdict(&status("0000000000000000", "0000000000000000", "0"), true),
+            Verdict::NotInterrupted
+        );
     }
 
     #[test]
     fn sigint_default_action_is_shared_pending_plus_sigkill() {
-        assert!(signal_pending(&status(
-            "0000000000000100",
-            "0000000000000002",
-            "0"
-        )));
+        let s = status("0000000000000100", "0000000000000002", "0");
+        assert_eq!(verdict(&s, true), Verdict::Interrupted);
+        assert_eq!(
+            verdict(&s, false),
+            Verdict::Interrupted,
+            "fatal: every thread"
+        );
     }
 
     #[test]
-    fn handled_sigint_is_shared_pending() {
-        assert!(signal_pending(&status("0", "0000000000000002", "0")));
+    fn handled_sigint_is_shared_pending_and_the_leader_takes_it() {
+        let s = status("0", "0000000000000002", "0");
+        assert_eq!(verdict(&s, true), Verdict::Interrupted);
+        assert_eq!(verdict(&s, false), Verdict::AskLeader(2));
+        assert!(
+            leader_takes(Some(&s), 2),
+            "a leader that does not block it takes it"
+        );
+        let blocking_leader = status("0", "0000000000000002", "0000000000000002");
+        assert!(!leader_takes(Some(&blocking_leader), 2));
+        assert!(!leader_takes(None, 2));
+        let zombie = s.replace("S (sleeping)", "Z (zombie)");
+        assert!(!leader_takes(Some(&zombie), 2));
     }
 
     #[test]
     fn blocked_signal_does_not_interrupt_but_sigkill_does() {
-        assert!(!signal_pending(&status(
-            "0",
-            "0000000000000002",
-            "0000000000000002"
-        )));
-        assert!(signal_pending(&status(
-            "0000000000000100",
-            "0",
-            "fffffffffffffeff"
-        )));
+        assert_eq!(
+            verdict(&status("0", "0000000000000002", "0000000000000002"), true),
+            Verdict::NotInterrupted
+        );
+        assert_eq!(
+            verdict(&status("0000000000000100", "0", "fffffffffffffeff"), false),
+            Verdict::Interrupted
+        );
+    }
+
+    #[test]
+    fn default_ignore_signals_never_interrupt() {
+        // SIGCHLD (17) pending for the thread and the process, caught by bash.
+        let chld = format!("{:016x}", bit(libc::SIGCHLD));
+        assert_eq!(
+            verdict(&status(&chld, &chld, "0"), true),
+            Verdict::NotInterrupted
+        );
+        let winch = format!(
+            "{:016x}",
+            bit(libc::SIGWINCH) | bit(libc::SIGCONT) | bit(libc::SIGURG)
+        );
+        assert_eq!(
+            verdict(&status(&winch, "0", "0"), true),
+            Verdict::NotInterrupted
+        );
+        // ...but another signal pending beside them does.
+        let both = format!("{:016x}", bit(libc::SIGCHLD) | bit(libc::SIGUSR1));
+        assert_eq!(
+            verdict(&status(&both, "0", "0"), false),
+            Verdict::Interrupted
+        );
     }
 
     #[test]
@@ -91,8 +178,8 @@ mod tests {
         let tid = rx.recv().unwrap();
         let text = std::fs::read_to_string(format!("/proc/{tid}/status")).unwrap();
         // Pending but blocked: not an interruption.
-        assert_ne!(mask(&text, "SigPnd") & (1 << (libc::SIGUSR1 - 1)), 0);
-        assert!(!signal_pending(&text));
+        assert_ne!(mask(&text, "SigPnd") & bit(libc::SIGUSR1), 0);
+        assert_eq!(verdict(&text, false), Verdict::NotInterrupted);
         done_tx.send(()).unwrap();
         t.join().unwrap();
     }

@@ -436,3 +436,44 @@ fn flow_control_applies_to_direct_links() {
     let st = status_map(&m.p(&format!("proc/{}/status", s.pid())));
     assert_eq!(num(&st, "to-peer-messages"), 1, "{st:?}");
 }
+
+/// A background job that ends sends bash a SIGCHLD, whose handler bash
+/// installs with SA_RESTART: a pipe write would just go on. A blocked send
+/// must go on too, not fail with EINTR and lose the message.
+#[test]
+fn sigchld_from_a_finished_background_job_does_not_break_a_blocked_send() {
+    let m = Mount::new();
+    let b = mailbox(&m, "sync", "arbitrary capacity=0\n");
+    let marker = tempfile::tempdir().unwrap();
+    let done = marker.path().join("done");
+    let sender = m.spawn_sh(&format!(
+        r#"(sleep 0.2; : > "{}") &
+        echo go > "$M/sync/send"
+        echo "send rc=$?""#,
+        done.display()
+    ));
+    wait_status(&b.join("status"), "senders-waiting", "1");
+    wait_until(SHORT, "the background job has ended", || done.exists());
+    // bash now has SIGCHLD pending while its write is parked.
+    let sigchld = 1u64 << (libc::SIGCHLD - 1);
+    wait_until(SHORT, "bash has SIGCHLD pending", || {
+        let st =
+            std::fs::read_to_string(format!("/proc/{}/status", sender.pid())).unwrap_or_default();
+        ["SigPnd:", "ShdPnd:"].iter().any(|k| {
+            st.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+                .is_some_and(|m| m & sigchld != 0)
+        })
+    });
+    // Several watcher rounds (100 ms each) pass without ending the send.
+    std::thread::sleep(Duration::from_millis(350));
+    assert_eq!(
+        num(&stat(&b), "senders-waiting"),
+        1,
+        "the send is still waiting"
+    );
+    assert_eq!(recv_nb(&b.join("recv")).unwrap(), b"go\n");
+    let o = sender.wait_timeout(SHORT);
+    assert_eq!(out_str(&o), "send rc=0\n", "{}", show(&o));
+}
