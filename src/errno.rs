@@ -21,6 +21,7 @@ impl Errno {
     pub const EMSGSIZE: Errno = Errno(libc::EMSGSIZE);
     pub const EIDRM: Errno = Errno(libc::EIDRM);
     pub const ENOBUFS: Errno = Errno(libc::ENOBUFS);
+    pub const ENOSPC: Errno = Errno(libc::ENOSPC);
     pub const ENOTCONN: Errno = Errno(libc::ENOTCONN);
     pub const EBADF: Errno = Errno(libc::EBADF);
 }

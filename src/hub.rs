@@ -31,6 +31,10 @@ pub const MAILBOX_FILES: [&str; 4] = ["send", "recv", "policy", "status"];
 /// Names taken at the top of the mount.
 pub const ROOT_NAMES: [&str; 2] = ["proc", "policy"];
 pub const NAME_MAX: usize = 255;
+/// What a mailbox holds of `--max-memory` (about what it costs the daemon),
+/// so that `mkdir` in a loop cannot grow the daemon without bound either:
+/// past the bound, `mkdir` fails with `ENOSPC`.
+pub const MAILBOX_COST: usize = 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FileKind {
@@ -538,6 +542,10 @@ impl Hub {
         if children.contains_key(name) {
             return Err(Errno::EEXIST);
         }
+        // Mailboxes take memory too: each holds MAILBOX_COST of the bound.
+        self.budget
+            .reserve(MAILBOX_COST)
+            .map_err(|_| Errno::ENOSPC)?;
         let id = st.id();
         let mode = mode & 0o7777;
         let files = file_modes(mode).map(|mode| Attr { mode, uid, gid });
@@ -573,6 +581,7 @@ impl Hub {
         let path = st.path(id);
         st.children_mut(parent).expect("parent").remove(name);
         let mut mailbox = st.mailboxes.remove(&id).expect("mailbox");
+        self.budget.release(MAILBOX_COST);
         let mut fx = Effects::default();
         let dropped = mailbox.chan.drain(Errno::EIDRM, &mut fx);
         if dropped > 0 {
@@ -980,8 +989,8 @@ impl Hub {
                 fx.reply(reply, Outcome::Error(Errno::EBADF))
             }
             HandleKind::Send {
+                chan,
                 receipts: Some(book),
-                ..
             } => {
                 if offset > 0 && !book.readable() {
                     return fx.reply(reply, Outcome::empty());
@@ -1007,6 +1016,11 @@ impl Hub {
                             reply,
                         });
                         *next_id = next;
+                    }
+                    // Nothing more to read, and the mailbox is gone: EIDRM,
+                    // like any other I/O on a descriptor opened before rmdir.
+                    ReceiptRead::Eof if chan_mut(mailboxes, links, *chan).is_none() => {
+                        fx.reply(reply, Outcome::Error(gone(*chan)))
                     }
                     other => fx.reply(reply, other.into_outcome().expect("not pending")),
                 }

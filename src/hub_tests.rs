@@ -102,7 +102,8 @@ fn hub(policy: &str) -> (Hub, Arc<World>) {
     let config = Config {
         default_policy: policy::parse(policy.as_bytes(), &base, MAX).unwrap(),
         hard_max_message: MAX,
-        max_memory: 10_000,
+        // Room for 10,000 bytes of messages beside one mailbox.
+        max_memory: 10_000 + MAILBOX_COST,
         uid: 0,
         gid: 0,
     };
@@ -459,13 +460,13 @@ fn memory_bound_refuses_with_enobufs() {
         write(&hub, s, 1, &[1; 1], true).got(),
         Got::Err(libc::ENOBUFS)
     );
-    assert_eq!(hub.memory_used(), 10_000);
+    assert_eq!(hub.memory_used(), 10_000 + MAILBOX_COST);
     let r = hub
         .open(a, Target::Mailbox(id, FileKind::Recv), true, false)
         .unwrap();
     read(&hub, r, 1, 1000, false);
     read(&hub, r, 1, 1000, false); // EOF releases the message
-    assert_eq!(hub.memory_used(), 9_000);
+    assert_eq!(hub.memory_used(), 9_000 + MAILBOX_COST);
     assert_eq!(
         write(&hub, s, 1, &[1; 1000], true).got(),
         Got::Written(1000)
@@ -811,6 +812,38 @@ fn unread_receipts_count_against_the_memory_bound() {
     for _ in 0..sent {
         assert_eq!(read(&hub, s, 1, 64, true).got(), Got::Data(b"2\n".to_vec()));
     }
-    assert_eq!(hub.memory_used(), 0);
+    assert_eq!(hub.memory_used(), MAILBOX_COST);
     hub.release(s);
+}
+
+#[test]
+fn mailboxes_count_against_the_memory_bound() {
+    let (hub, _) = hub("arbitrary");
+    let n = (10_000 + MAILBOX_COST) / MAILBOX_COST;
+    for i in 0..n {
+        mkbox(&hub, &format!("b{i}"));
+    }
+    assert_eq!(
+        hub.mkdir(ROOT, OsStr::new("one-more"), 0o755, 0, 0),
+        Err(Errno::ENOSPC)
+    );
+    hub.rmdir(ROOT, OsStr::new("b0")).unwrap();
+    assert!(hub.mkdir(ROOT, OsStr::new("one-more"), 0o755, 0, 0).is_ok());
+}
+
+#[test]
+fn receipt_read_after_rmdir_is_eidrm() {
+    let (hub, w) = hub("arbitrary");
+    let a = w.spawn(1, 0);
+    let id = mkbox(&hub, "gone");
+    let s = hub
+        .open(a, Target::Mailbox(id, FileKind::Send), true, true)
+        .unwrap();
+    write(&hub, s, 1, b"queued", false);
+    hub.rmdir(ROOT, OsStr::new("gone")).unwrap();
+    // The message queued was dropped: its receipt says so...
+    assert_eq!(read(&hub, s, 1, 64, true).got(), Got::Err(libc::EIDRM));
+    // ...and with nothing left, the descriptor's mailbox is gone.
+    assert_eq!(read(&hub, s, 1, 64, true).got(), Got::Err(libc::EIDRM));
+    assert_eq!(write(&hub, s, 1, b"x", true).got(), Got::Err(libc::EIDRM));
 }

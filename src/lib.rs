@@ -10,7 +10,8 @@
 //! - [`identity`], [`interrupt`]: processes and their pending signals;
 //! - [`message`], [`memory`], [`receipts`], [`waiter`], [`status`].
 //!
-//! [`fs`] and [`inode`] adapt it to FUSE; [`options`] parses the command line.
+//! [`fs`] and [`inode`] adapt it to FUSE; [`options`] parses the command
+//! line; [`mountinfo`] tells the daemon when it has been unmounted.
 
 pub mod channel;
 pub mod errno;
@@ -21,6 +22,7 @@ pub mod inode;
 pub mod interrupt;
 pub mod memory;
 pub mod message;
+pub mod mountinfo;
 pub mod options;
 pub mod policy;
 pub mod receipts;

@@ -13,6 +13,7 @@ use signal_hook::iterator::Signals;
 use ipcfs::fs::IpcFs;
 use ipcfs::hub::{Config, Hub};
 use ipcfs::identity::OsProcesses;
+use ipcfs::mountinfo;
 use ipcfs::options::{Cli, Settings, hard_max_message};
 
 fn main() -> ExitCode {
@@ -45,6 +46,10 @@ fn serve(s: &Settings) -> Result<(), String> {
     if !mp.is_dir() {
         return Err(format!("cannot mount on {}: not a directory", mp.display()));
     }
+    // Resolved before mounting: afterwards the path leads into the mount.
+    let mp_path = mp
+        .canonicalize()
+        .map_err(|e| format!("cannot resolve mountpoint {}: {e}", mp.display()))?;
     let hub = Arc::new(Hub::new(
         Config {
             default_policy: s.default_policy,
@@ -85,7 +90,7 @@ fn serve(s: &Settings) -> Result<(), String> {
 
     let on_signal = Arc::clone(&hub);
     let mp_name = mp.display().to_string();
-    let mp_path = mp.canonicalize().unwrap_or_else(|_| mp.clone());
+    let mp_watch = mp_path.clone();
     std::thread::Builder::new()
         .name("ipcfs-signals".into())
         .spawn(move || {
@@ -102,6 +107,23 @@ fn serve(s: &Settings) -> Result<(), String> {
             }
         })
         .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+
+    // A lazy unmount with descriptors still open does not end the session
+    // until they close; blocked callers would wait for ever. Watch for it.
+    let on_unmount = Arc::clone(&hub);
+    std::thread::Builder::new()
+        .name("ipcfs-mount".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_millis(250));
+                if !mountinfo::still_mounted(&mp_watch) {
+                    info!("{} was unmounted", mp_watch.display());
+                    on_unmount.shutdown();
+                    std::process::exit(0);
+                }
+            }
+        })
+        .map_err(|e| format!("cannot start the mount watcher thread: {e}"))?;
 
     let result = session.run();
     hub.shutdown();

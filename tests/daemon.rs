@@ -111,6 +111,36 @@ fn external_lazy_umount_makes_daemon_exit_0() {
     );
 }
 
+/// A lazy unmount while a reader is blocked on the mount: the kernel keeps
+/// the connection until that descriptor closes, so the daemon must notice by
+/// itself, free the reader with an error and exit 0.
+#[test]
+fn external_lazy_umount_with_a_blocked_reader_frees_it_and_exits_0() {
+    let mut m = Mount::new();
+    fs::create_dir(m.p("box")).unwrap();
+    let reader = m.spawn_sh("cat \"$M/box/recv\"");
+    wait_status(&m.p("box/status"), "receivers-waiting", "1");
+    let o = Command::new("umount")
+        .arg("-l")
+        .arg(m.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "umount -l: {}", show(&o));
+    let st = m.wait_daemon_exit(Duration::from_secs(5));
+    assert_eq!(
+        st.code(),
+        Some(0),
+        "daemon exit after umount -l: {}",
+        describe(&st)
+    );
+    let o = reader.wait_timeout(Duration::from_secs(5));
+    assert!(
+        !o.status.success(),
+        "the blocked reader gets an error: {}",
+        show(&o)
+    );
+}
+
 #[test]
 fn external_umount_makes_daemon_exit_0() {
     let mut m = Mount::new();
