@@ -1,5 +1,8 @@
-//! Who a process is: its thread-group id plus its start time, so that a pid
-//! reused by a new process is a different process.
+//! Who a process is: its thread-group id plus a number that tells apart the
+//! processes that had that pid, so that a pid reused by a new process is a
+//! different process. That number is the process's pidfs inode, unique for
+//! the whole boot (kernels since 6.9); where there is no pidfs, its start
+//! time, which is only as fine as a clock tick (10 ms).
 //!
 //! FUSE tells the daemon the *thread* id of each caller; [`Processes`] maps it
 //! to the thread group and answers the questions the core asks about
@@ -8,11 +11,14 @@
 
 use std::fs;
 use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::OnceLock;
 
 use crate::interrupt::{self, Verdict};
 
-/// A process: thread-group id and start time (clock ticks since boot, field
-/// 22 of `/proc/<pid>/stat`).
+/// A process: thread-group id, and `start`: its pidfs inode number, or
+/// where there is no pidfs its start time (clock ticks since boot, field 22
+/// of `/proc/<pid>/stat`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Process {
     pub pid: u32,
@@ -109,8 +115,56 @@ fn uids(pid: u32) -> Option<[u32; 4]> {
     Some(out)
 }
 
+/// A pidfd for the process (thread-group leader) `pid`.
+fn pidfd(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    // SAFETY: a descriptor just returned to us, owned from here on.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+fn pidfd_ino(fd: &OwnedFd) -> Option<u64> {
+    // SAFETY: fstat fills the zeroed struct for a valid descriptor.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    (unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } == 0).then_some(st.st_ino)
+}
+
+/// Whether the process of a pidfd has exited (a zombie, or reaped).
+fn exited(fd: &OwnedFd) -> bool {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no waiting.
+    unsafe { libc::poll(&mut p, 1, 0) != 0 }
+}
+
+/// Whether pidfds tell processes apart by inode number (pidfs): this
+/// process's and init's differ. Older kernels give every pidfd one inode.
+fn pidfs() -> bool {
+    static PIDFS: OnceLock<bool> = OnceLock::new();
+    *PIDFS.get_or_init(|| {
+        let mine = pidfd(std::process::id()).and_then(|fd| pidfd_ino(&fd));
+        let init = pidfd(1).and_then(|fd| pidfd_ino(&fd));
+        matches!((mine, init), (Some(a), Some(b)) if a != b)
+    })
+}
+
 impl OsProcesses {
+    /// The live process `pid` (a thread-group leader: pidfd_open refuses
+    /// other threads).
     fn process(pid: u32) -> Option<Process> {
+        if pidfs() {
+            let fd = pidfd(pid)?;
+            if exited(&fd) {
+                return None;
+            }
+            return Some(Process {
+                pid,
+                start: pidfd_ino(&fd)?,
+            });
+        }
         let (start, state) = parse_stat(&read(format!("/proc/{pid}/stat"))?)?;
         // A zombie has exited; only its parent has not reaped it yet.
         if state == 'Z' || state == 'X' {
@@ -131,6 +185,9 @@ impl Processes for OsProcesses {
         if pid == 0 {
             return None;
         }
+        if pidfs() {
+            return Self::process(pid);
+        }
         let status = read(format!("/proc/{pid}/status"))?;
         let tgid: u32 = status_field(&status, "Tgid")?.parse().ok()?;
         if tgid != pid {
@@ -140,6 +197,9 @@ impl Processes for OsProcesses {
     }
 
     fn is_alive(&self, p: Process) -> bool {
+        if pidfs() {
+            return Self::process(p.pid) == Some(p);
+        }
         // One read: a different task that took the pid (a new process, or a
         // thread of one) has a different start time.
         read(format!("/proc/{}/stat", p.pid))
@@ -224,6 +284,46 @@ mod tests {
         child.wait().unwrap();
         assert!(OsProcesses.dying(pid), "a reaped process is gone");
         assert!(!OsProcesses.is_alive(p));
+    }
+
+    #[test]
+    fn this_kernel_has_pidfs() {
+        // Kernel 6.9 and later: identities are pidfs inodes, not start times.
+        assert!(pidfs(), "pidfds do not tell processes apart here");
+    }
+
+    #[test]
+    fn a_reused_pid_is_another_process_even_within_one_clock_tick() {
+        // Make the kernel hand the pid of an exited child to the next one at
+        // once (root only), which a start time in clock ticks cannot tell apart.
+        let sleep = || {
+            std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap()
+        };
+        for _ in 0..50 {
+            let mut old = sleep();
+            let pid = old.id();
+            let old_p = OsProcesses.by_pid(pid).unwrap();
+            old.kill().unwrap();
+            old.wait().unwrap();
+            fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).unwrap();
+            let mut new = sleep();
+            let reused = new.id() == pid;
+            if reused {
+                let new_p = OsProcesses.by_pid(pid).unwrap();
+                assert_ne!(new_p, old_p, "the new process is another process");
+                assert!(!OsProcesses.is_alive(old_p), "the old one is gone");
+                assert!(OsProcesses.is_alive(new_p));
+            }
+            new.kill().unwrap();
+            new.wait().unwrap();
+            if reused {
+                return;
+            }
+        }
+        panic!("the kernel never reused the pid in 50 tries");
     }
 
     #[test]
