@@ -564,3 +564,22 @@ fn receipt_read_ends_when_the_blocked_send_is_interrupted() {
     );
     assert_eq!(status_get(&b.join("status"), "messages"), "0");
 }
+
+/// A read of a receipt that waits for its message to be received ends on
+/// Ctrl-C like any blocked read.
+#[test]
+fn blocked_receipt_read_is_interruptible() {
+    let (m, b) = mount_with_box("");
+    let start = Instant::now();
+    let o = m.sh(
+        r#"exec 3<>"$M/box/send"
+        echo job >&3
+        timeout -s INT 1 cat <&3; echo "rc=$?""#,
+        SHORT,
+    );
+    let took = start.elapsed();
+    assert_eq!(out_str(&o), "rc=124\n", "{}", show(&o));
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
+    // The message itself is still queued for a receiver.
+    assert_eq!(status_get(&b.join("status"), "messages"), "1");
+}
