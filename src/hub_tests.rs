@@ -126,6 +126,18 @@ fn mkbox(hub: &Hub, name: &str) -> MailboxId {
     hub.mkdir(ROOT, OsStr::new(name), 0o755, 0, 0).unwrap()
 }
 
+/// Opens a mailbox's `send` (read-write, with receipts, when `receipts`).
+fn send_fd(hub: &Hub, who: Caller, id: MailboxId, receipts: bool) -> u64 {
+    hub.open(who, Target::Mailbox(id, FileKind::Send), receipts, true)
+        .unwrap()
+}
+
+/// Opens a mailbox's `recv`.
+fn recv_fd(hub: &Hub, who: Caller, id: MailboxId) -> u64 {
+    hub.open(who, Target::Mailbox(id, FileKind::Recv), true, false)
+        .unwrap()
+}
+
 fn status_of(hub: &Hub, id: MailboxId, who: Caller) -> HashMap<String, String> {
     let h = hub
         .open(who, Target::Mailbox(id, FileKind::Status), true, false)
@@ -149,12 +161,8 @@ fn one_message_per_receive_then_eof() {
     let (hub, w) = hub("arbitrary");
     let (a, b) = (w.spawn(1, 0), w.spawn(2, 0));
     let id = mkbox(&hub, "jobs");
-    let s = hub
-        .open(a, Target::Mailbox(id, FileKind::Send), false, true)
-        .unwrap();
-    let r = hub
-        .open(b, Target::Mailbox(id, FileKind::Recv), true, false)
-        .unwrap();
+    let s = send_fd(&hub, a, id, false);
+    let r = recv_fd(&hub, b, id);
     assert_eq!(
         write(&hub, s, 1, b"hello world", false).got(),
         Got::Written(11)
@@ -182,12 +190,8 @@ fn continuation_chunk_never_consumes_the_eof() {
     let (hub, w) = hub("arbitrary");
     let a = w.spawn(1, 0);
     let id = mkbox(&hub, "big");
-    let s = hub
-        .open(a, Target::Mailbox(id, FileKind::Send), false, true)
-        .unwrap();
-    let r = hub
-        .open(a, Target::Mailbox(id, FileKind::Recv), true, false)
-        .unwrap();
+    let s = send_fd(&hub, a, id, false);
+    let r = recv_fd(&hub, a, id);
     write(&hub, s, 1, &[7; 8], false);
     // One read(2) of 16 bytes split by the kernel into two 8-byte requests.
     assert_eq!(read(&hub, r, 1, 8, false).got(), Got::Data(vec![7; 8]));
@@ -203,9 +207,7 @@ fn oversized_and_continued_writes_are_refused_whole() {
     let (hub, w) = hub("arbitrary");
     let a = w.spawn(1, 0);
     let id = mkbox(&hub, "b");
-    let s = hub
-        .open(a, Target::Mailbox(id, FileKind::Send), false, true)
-        .unwrap();
+    let s = send_fd(&hub, a, id, false);
     assert_eq!(
         write(&hub, s, 1, &vec![0; MAX + 1], false).got(),
         Got::Err(libc::EMSGSIZE)
@@ -225,15 +227,9 @@ fn blocked_reader_is_answered_by_a_send_and_interrupted_by_a_signal() {
     let (hub, w) = hub("arbitrary");
     let (a, b, c) = (w.spawn(1, 0), w.spawn(2, 0), w.spawn(3, 0));
     let id = mkbox(&hub, "q");
-    let s = hub
-        .open(a, Target::Mailbox(id, FileKind::Send), false, true)
-        .unwrap();
-    let rb = hub
-        .open(b, Target::Mailbox(id, FileKind::Recv), true, false)
-        .unwrap();
-    let rc = hub
-        .open(c, Target::Mailbox(id, FileKind::Recv), true, false)
-        .unwrap();
+    let s = send_fd(&hub, a, id, false);
+    let rb = recv_fd(&hub, b, id);
+    let rc = recv_fd(&hub, c, id);
     let wb = read(&hub, rb, 2, 100, false);
     let wc = read(&hub, rc, 3, 100, false);
     assert_eq!((wb.got(), wc.got()), (Got::Parked, Got::Parked));
@@ -258,13 +254,9 @@ fn rmdir_wakes_everyone_with_eidrm() {
     let b = w.spawn(2, 0);
     let id = mkbox(&hub, "gone");
     let full = mkbox(&hub, "full");
-    let r = hub
-        .open(a, Target::Mailbox(id, FileKind::Recv), true, false)
-        .unwrap();
+    let r = recv_fd(&hub, a, id);
     let waiting = read(&hub, r, 1, 10, false);
-    let s = hub
-        .open(b, Target::Mailbox(full, FileKind::Send), false, true)
-        .unwrap();
+    let s = send_fd(&hub, b, full, false);
     write(&hub, s, 2, b"x", false);
     let blocked = write(&hub, s, 2, b"y", false);
     assert_eq!(blocked.got(), Got::Parked);
@@ -329,9 +321,7 @@ fn receipts_name_the_receiver_in_send_order() {
     let (hub, w) = hub("arbitrary");
     let (a, b, c) = (w.spawn(1, 0), w.spawn(2, 0), w.spawn(3, 0));
     let id = mkbox(&hub, "r");
-    let s = hub
-        .open(a, Target::Mailbox(id, FileKind::Send), true, true)
-        .unwrap();
+    let s = send_fd(&hub, a, id, true);
     assert_eq!(
         read(&hub, s, 1, 64, false).got(),
         Got::Data(vec![]),
@@ -341,12 +331,8 @@ fn receipts_name_the_receiver_in_send_order() {
     write(&hub, s, 1, b"m2", false);
     let pending = read(&hub, s, 1, 64, false);
     assert_eq!(pending.got(), Got::Parked);
-    let rb = hub
-        .open(b, Target::Mailbox(id, FileKind::Recv), true, false)
-        .unwrap();
-    let rc = hub
-        .open(c, Target::Mailbox(id, FileKind::Recv), true, false)
-        .unwrap();
+    let rb = recv_fd(&hub, b, id);
+    let rc = recv_fd(&hub, c, id);
     read(&hub, rb, 2, 64, false);
     assert_eq!(pending.got(), Got::Data(b"2\n".to_vec()));
     assert_eq!(read(&hub, s, 1, 64, true).got(), Got::Err(libc::EAGAIN));
@@ -362,10 +348,8 @@ fn pair_and_exclusive_refuse_with_ebusy() {
     let (hub, w) = hub("pair");
     let (a, b, c) = (w.spawn(1, 0), w.spawn(2, 0), w.spawn(3, 0));
     let id = mkbox(&hub, "p");
-    hub.open(a, Target::Mailbox(id, FileKind::Send), false, true)
-        .unwrap();
-    hub.open(b, Target::Mailbox(id, FileKind::Recv), true, false)
-        .unwrap();
+    send_fd(&hub, a, id, false);
+    recv_fd(&hub, b, id);
     assert_eq!(
         hub.open(c, Target::Mailbox(id, FileKind::Recv), true, false),
         Err(Errno::EBUSY)
@@ -380,12 +364,8 @@ fn pair_and_exclusive_refuse_with_ebusy() {
     let (hub, w) = hub_with_exclusive();
     let (a, b) = (w.spawn(1, 0), w.spawn(2, 0));
     let id = mkbox(&hub, "x");
-    let r1 = hub
-        .open(a, Target::Mailbox(id, FileKind::Recv), true, false)
-        .unwrap();
-    let r2 = hub
-        .open(a, Target::Mailbox(id, FileKind::Recv), true, false)
-        .unwrap();
+    let r1 = recv_fd(&hub, a, id);
+    let r2 = recv_fd(&hub, a, id);
     assert_eq!(
         hub.open(b, Target::Mailbox(id, FileKind::Recv), true, false),
         Err(Errno::EBUSY)
@@ -447,9 +427,7 @@ fn memory_bound_refuses_with_enobufs() {
     let (hub, w) = hub("capacity=unlimited");
     let a = w.spawn(1, 0);
     let id = mkbox(&hub, "flood");
-    let s = hub
-        .open(a, Target::Mailbox(id, FileKind::Send), false, true)
-        .unwrap();
+    let s = send_fd(&hub, a, id, false);
     for _ in 0..10 {
         assert_eq!(
             write(&hub, s, 1, &[1; 1000], true).got(),
@@ -461,9 +439,7 @@ fn memory_bound_refuses_with_enobufs() {
         Got::Err(libc::ENOBUFS)
     );
     assert_eq!(hub.memory_used(), 10_000 + MAILBOX_COST);
-    let r = hub
-        .open(a, Target::Mailbox(id, FileKind::Recv), true, false)
-        .unwrap();
+    let r = recv_fd(&hub, a, id);
     read(&hub, r, 1, 1000, false);
     read(&hub, r, 1, 1000, false); // EOF releases the message
     assert_eq!(hub.memory_used(), 9_000 + MAILBOX_COST);
@@ -546,9 +522,7 @@ fn shutdown_answers_enotconn() {
     let (hub, w) = hub("arbitrary");
     let a = w.spawn(1, 0);
     let id = mkbox(&hub, "q");
-    let r = hub
-        .open(a, Target::Mailbox(id, FileKind::Recv), true, false)
-        .unwrap();
+    let r = recv_fd(&hub, a, id);
     let waiting = read(&hub, r, 1, 10, false);
     hub.shutdown();
     assert_eq!(waiting.got(), Got::Err(libc::ENOTCONN));
@@ -560,13 +534,9 @@ fn broadcast_keeps_send_order_across_shared_and_own_copies() {
     let (hub, w) = hub("broadcast");
     let (a, b) = (w.spawn(1, 0), w.spawn(2, 0));
     let id = mkbox(&hub, "bc");
-    let s = hub
-        .open(a, Target::Mailbox(id, FileKind::Send), false, true)
-        .unwrap();
+    let s = send_fd(&hub, a, id, false);
     write(&hub, s, 1, b"first", false); // nobody listening: shared queue
-    let r = hub
-        .open(b, Target::Mailbox(id, FileKind::Recv), true, false)
-        .unwrap();
+    let r = recv_fd(&hub, b, id);
     write(&hub, s, 1, b"second", false); // b's own copy
     assert_eq!(
         read(&hub, r, 2, 100, false).got(),
@@ -584,15 +554,9 @@ fn broadcast_receipt_names_a_receiver_not_a_process_that_closed() {
     let (hub, w) = hub("broadcast");
     let (a, b, c) = (w.spawn(1, 0), w.spawn(2, 0), w.spawn(3, 0));
     let id = mkbox(&hub, "bc");
-    let s = hub
-        .open(a, Target::Mailbox(id, FileKind::Send), true, true)
-        .unwrap();
-    let rb = hub
-        .open(b, Target::Mailbox(id, FileKind::Recv), true, false)
-        .unwrap();
-    let rc = hub
-        .open(c, Target::Mailbox(id, FileKind::Recv), true, false)
-        .unwrap();
+    let s = send_fd(&hub, a, id, true);
+    let rb = recv_fd(&hub, b, id);
+    let rc = recv_fd(&hub, c, id);
     write(&hub, s, 1, b"m", false);
     hub.release(rb); // b leaves without reading: its copy is dropped
     assert_eq!(
@@ -614,12 +578,8 @@ fn two_blocked_reads_of_one_descriptor_share_the_message() {
     let (hub, w) = hub("arbitrary");
     let (a, b) = (w.spawn(1, 0), w.spawn(2, 0));
     let id = mkbox(&hub, "q");
-    let s = hub
-        .open(a, Target::Mailbox(id, FileKind::Send), false, true)
-        .unwrap();
-    let r = hub
-        .open(b, Target::Mailbox(id, FileKind::Recv), true, false)
-        .unwrap();
+    let s = send_fd(&hub, a, id, false);
+    let r = recv_fd(&hub, b, id);
     // Two threads (or a parent and a child sharing the fd) block on it.
     let t1 = read(&hub, r, 2, 3, false);
     let t2 = read(&hub, r, 22, 3, false);
@@ -644,9 +604,7 @@ fn blocked_receipt_read_ends_when_its_message_is_not_sent() {
     let (hub, w) = hub("capacity=0");
     let a = w.spawn(1, 0);
     let id = mkbox(&hub, "rv");
-    let s = hub
-        .open(a, Target::Mailbox(id, FileKind::Send), true, true)
-        .unwrap();
+    let s = send_fd(&hub, a, id, true);
     let blocked = write(&hub, s, 1, b"x", false); // rendezvous, nobody reading
     assert_eq!(blocked.got(), Got::Parked);
     let receipt = read(&hub, s, 11, 64, false); // another thread waits for its receipt
@@ -670,19 +628,13 @@ fn closed_descriptors_leave_no_poll_registrations() {
     let c2 = Arc::clone(&count);
     hub.set_notifier(Box::new(move |_| *c2.lock().unwrap() += 1));
     for kh in 0..1000u64 {
-        let r = hub
-            .open(a, Target::Mailbox(id, FileKind::Recv), true, false)
-            .unwrap();
+        let r = recv_fd(&hub, a, id);
         hub.poll(r, Some(kh));
         hub.release(r);
     }
-    let r = hub
-        .open(a, Target::Mailbox(id, FileKind::Recv), true, false)
-        .unwrap();
+    let r = recv_fd(&hub, a, id);
     assert_eq!(hub.poll(r, Some(5000)) & libc::POLLIN as u32, 0);
-    let s = hub
-        .open(a, Target::Mailbox(id, FileKind::Send), false, true)
-        .unwrap();
+    let s = send_fd(&hub, a, id, false);
     write(&hub, s, 1, b"x", false);
     assert_eq!(
         *count.lock().unwrap(),
@@ -696,15 +648,9 @@ fn broadcast_rendezvous_never_queues_past_capacity() {
     let (hub, w) = hub("broadcast capacity=0");
     let (a, b, c) = (w.spawn(1, 0), w.spawn(2, 0), w.spawn(3, 0));
     let id = mkbox(&hub, "bc0");
-    let s = hub
-        .open(a, Target::Mailbox(id, FileKind::Send), false, true)
-        .unwrap();
-    let rb = hub
-        .open(b, Target::Mailbox(id, FileKind::Recv), true, false)
-        .unwrap();
-    let rc = hub
-        .open(c, Target::Mailbox(id, FileKind::Recv), true, false)
-        .unwrap();
+    let s = send_fd(&hub, a, id, false);
+    let rb = recv_fd(&hub, b, id);
+    let rc = recv_fd(&hub, c, id);
     let wb = read(&hub, rb, 2, 10, false);
     let wc = read(&hub, rc, 3, 10, false);
     w.signal(2); // b is being killed; the watcher has not run yet
@@ -720,15 +666,9 @@ fn refused_sender_leaves_no_receipt() {
     let (hub, w) = hub("capacity=0");
     let (a, b, c) = (w.spawn(1, 0), w.spawn(2, 0), w.spawn(3, 0));
     let id = mkbox(&hub, "p");
-    let _rb = hub
-        .open(b, Target::Mailbox(id, FileKind::Recv), true, false)
-        .unwrap();
-    let _sc = hub
-        .open(c, Target::Mailbox(id, FileKind::Send), false, true)
-        .unwrap();
-    let s = hub
-        .open(a, Target::Mailbox(id, FileKind::Send), true, true)
-        .unwrap();
+    let _rb = recv_fd(&hub, b, id);
+    let _sc = send_fd(&hub, c, id, false);
+    let s = send_fd(&hub, a, id, true);
     let blocked = write(&hub, s, 1, b"x", false);
     assert_eq!(blocked.got(), Got::Parked);
     let p = hub
@@ -744,12 +684,8 @@ fn exclusive_hold_passes_to_a_process_that_kept_recv_open() {
     let (hub, w) = hub("arbitrary");
     let (a, b, c) = (w.spawn(1, 0), w.spawn(2, 0), w.spawn(3, 0));
     let id = mkbox(&hub, "x");
-    let ra = hub
-        .open(a, Target::Mailbox(id, FileKind::Recv), true, false)
-        .unwrap();
-    let _rb = hub
-        .open(b, Target::Mailbox(id, FileKind::Recv), true, false)
-        .unwrap();
+    let ra = recv_fd(&hub, a, id);
+    let _rb = recv_fd(&hub, b, id);
     let p = hub
         .open(a, Target::Mailbox(id, FileKind::Policy), true, true)
         .unwrap();
@@ -793,12 +729,8 @@ fn unread_receipts_count_against_the_memory_bound() {
     let (a, b) = (w.spawn(1, 0), w.spawn(2, 0));
     let id = mkbox(&hub, "prod");
     // `exec 3<>box/send` used only to write: receipts never read.
-    let s = hub
-        .open(a, Target::Mailbox(id, FileKind::Send), true, true)
-        .unwrap();
-    let r = hub
-        .open(b, Target::Mailbox(id, FileKind::Recv), true, false)
-        .unwrap();
+    let s = send_fd(&hub, a, id, true);
+    let r = recv_fd(&hub, b, id);
     let mut sent = 0;
     while write(&hub, s, 1, b"x", true).got() == Got::Written(1) {
         read(&hub, r, 2, 10, false);
@@ -836,9 +768,7 @@ fn receipt_read_after_rmdir_is_eidrm() {
     let (hub, w) = hub("arbitrary");
     let a = w.spawn(1, 0);
     let id = mkbox(&hub, "gone");
-    let s = hub
-        .open(a, Target::Mailbox(id, FileKind::Send), true, true)
-        .unwrap();
+    let s = send_fd(&hub, a, id, true);
     write(&hub, s, 1, b"queued", false);
     hub.rmdir(ROOT, OsStr::new("gone")).unwrap();
     // The message queued was dropped: its receipt says so...
