@@ -92,23 +92,29 @@ fn sigterm_when_idle_exits_0_and_unmounts() {
     wait_until(T, "the mount is gone", || !m.is_mounted());
 }
 
-#[test]
-fn external_lazy_umount_makes_daemon_exit_0() {
-    let mut m = Mount::new();
-    fs::create_dir(m.p("box")).unwrap();
+/// Runs `umount ARGS MOUNTPOINT` from outside and asserts the daemon then
+/// exits with status 0 within 5 s.
+fn unmount_externally(m: &mut Mount, args: &[&str]) {
     let o = Command::new("umount")
-        .arg("-l")
+        .args(args)
         .arg(m.path())
         .output()
         .unwrap();
-    assert!(o.status.success(), "umount -l: {}", show(&o));
+    assert!(o.status.success(), "umount {args:?}: {}", show(&o));
     let st = m.wait_daemon_exit(Duration::from_secs(5));
     assert_eq!(
         st.code(),
         Some(0),
-        "daemon exit after umount -l: {}",
+        "daemon exit after umount {args:?}: {}",
         describe(&st)
     );
+}
+
+#[test]
+fn external_lazy_umount_makes_daemon_exit_0() {
+    let mut m = Mount::new();
+    fs::create_dir(m.p("box")).unwrap();
+    unmount_externally(&mut m, &["-l"]);
 }
 
 /// A lazy unmount while a reader is blocked on the mount: the kernel keeps
@@ -120,19 +126,7 @@ fn external_lazy_umount_with_a_blocked_reader_frees_it_and_exits_0() {
     fs::create_dir(m.p("box")).unwrap();
     let reader = m.spawn_sh("cat \"$M/box/recv\"");
     wait_status(&m.p("box/status"), "receivers-waiting", "1");
-    let o = Command::new("umount")
-        .arg("-l")
-        .arg(m.path())
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "umount -l: {}", show(&o));
-    let st = m.wait_daemon_exit(Duration::from_secs(5));
-    assert_eq!(
-        st.code(),
-        Some(0),
-        "daemon exit after umount -l: {}",
-        describe(&st)
-    );
+    unmount_externally(&mut m, &["-l"]);
     let o = reader.wait_timeout(Duration::from_secs(5));
     assert!(
         !o.status.success(),
@@ -145,15 +139,7 @@ fn external_lazy_umount_with_a_blocked_reader_frees_it_and_exits_0() {
 fn external_umount_makes_daemon_exit_0() {
     let mut m = Mount::new();
     fs::create_dir(m.p("box")).unwrap();
-    let o = Command::new("umount").arg(m.path()).output().unwrap();
-    assert!(o.status.success(), "umount: {}", show(&o));
-    let st = m.wait_daemon_exit(Duration::from_secs(5));
-    assert_eq!(
-        st.code(),
-        Some(0),
-        "daemon exit after umount: {}",
-        describe(&st)
-    );
+    unmount_externally(&mut m, &[]);
 }
 
 #[test]
