@@ -30,9 +30,13 @@ struct Slot {
     copies: VecDeque<Message>,
 }
 
-/// Whether the thread with this id is being killed (a fatal signal is
-/// pending; see [`crate::identity::Processes::dying`]).
-pub type Vet = Arc<dyn Fn(u32) -> bool + Send + Sync>;
+/// For one direction of a direct link: whether its sending or its
+/// receiving process has exited (the daemon learns it from a pidfd).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ends {
+    pub sender_gone: bool,
+    pub receiver_gone: bool,
+}
 
 /// A waiter taken out of a channel.
 pub enum Removed {
@@ -46,12 +50,13 @@ pub struct Channel {
     pub counters: Counters,
     /// Descriptors open on this channel.
     pub handles: usize,
+    /// Only for links: which side has exited.
+    pub ends: Ends,
     shared: VecDeque<Message>,
     receivers: BTreeMap<Process, Slot>,
     recv_waiters: VecDeque<RecvWait>,
     send_waiters: VecDeque<SendWait>,
     pollers: Vec<u64>,
-    vet: Vet,
     /// Numbers messages in the order their sends completed.
     accepted: u64,
     /// Numbers receivers in the order they opened `recv`.
@@ -73,18 +78,18 @@ fn unsent(fx: &mut Effects, msg: &Message) {
 }
 
 impl Channel {
-    pub fn new(policy: Policy, vet: Vet) -> Channel {
+    pub fn new(policy: Policy) -> Channel {
         Channel {
             policy,
             members: Membership::default(),
             counters: Counters::default(),
             handles: 0,
+            ends: Ends::default(),
             shared: VecDeque::new(),
             receivers: BTreeMap::new(),
             recv_waiters: VecDeque::new(),
             send_waiters: VecDeque::new(),
             pollers: Vec::new(),
-            vet,
             accepted: 0,
             opened: 0,
         }
@@ -243,32 +248,18 @@ impl Channel {
     fn has_room(&self) -> bool {
         match receiver_rule::delivery(self.policy.rule, self.receiver_processes()) {
             Delivery::One => !self.recv_waiters.is_empty() || self.room(self.shared.len()),
-            Delivery::Each(all) => all.iter().all(|p| {
-                receiver_rule::pick_waiter(&self.recv_waiters, Some(*p)).is_some()
-                    || self.room(self.receivers[p].copies.len())
-            }),
-        }
-    }
-
-    /// Answers `EINTR` to the blocked readers (of `for_`, or of anyone) next
-    /// in line whose thread is being killed (a fatal signal arrived since
-    /// they blocked, and the watcher has not answered them yet): a message
-    /// handed to a dying process would be lost.
-    fn pass_over_dying(&mut self, for_: Option<Process>, fx: &mut Effects) {
-        while let Some(i) = receiver_rule::pick_waiter(&self.recv_waiters, for_) {
-            if !(self.vet)(self.recv_waiters[i].tid) {
-                return;
+            Delivery::Each(all) => {
+                let waiting: std::collections::HashSet<Process> =
+                    self.recv_waiters.iter().map(|w| w.reader).collect();
+                all.iter()
+                    .all(|p| waiting.contains(p) || self.room(self.receivers[p].copies.len()))
             }
-            let w = self.recv_waiters.remove(i).expect("waiter index");
-            fx.unparked.push(w.id);
-            fx.reply(w.reply, Outcome::Error(Errno::EINTR));
         }
     }
 
-    /// Hands `msg` to the reader that waited longest (of `for_`, or of
-    /// anyone), if one waits.
-    fn hand(&mut self, for_: Option<Process>, msg: Message, fx: &mut Effects) -> Option<Message> {
-        let Some(i) = receiver_rule::pick_waiter(&self.recv_waiters, for_) else {
+    /// Hands `msg` to the reader that waited longest, if one waits.
+    fn hand(&mut self, msg: Message, fx: &mut Effects) -> Option<Message> {
+        let Some(i) = receiver_rule::pick_waiter(&self.recv_waiters, None) else {
             return Some(msg);
         };
         let w = self.recv_waiters.remove(i).expect("waiter index");
@@ -280,46 +271,50 @@ impl Channel {
     }
 
     /// Takes in a message: hands it to the longest-waiting reader or queues
-    /// it (a copy per receiver under `broadcast`). Call when
-    /// [`Channel::writable`]; gives the message back if the reader that
-    /// made room turned out to be dying.
-    pub fn accept(&mut self, mut msg: Message, fx: &mut Effects) -> Result<(), Message> {
+    /// it (a copy per receiver under `broadcast`). Call only when there is
+    /// room ([`Channel::writable`]).
+    ///
+    /// A reader is handed its message without asking whether it is being
+    /// killed at this very moment: the kernel tells the daemon of signals
+    /// (`FUSE_INTERRUPT`) only after the fact, so a message handed to a
+    /// reader in the instant it is killed is lost with it, as bytes a pipe
+    /// reader has taken are.
+    pub fn accept(&mut self, mut msg: Message, fx: &mut Effects) {
         let delivery = receiver_rule::delivery(self.policy.rule, self.receiver_processes());
-        match &delivery {
-            Delivery::One => self.pass_over_dying(None, fx),
-            Delivery::Each(all) => {
-                for p in all {
-                    self.pass_over_dying(Some(*p), fx);
-                }
-            }
-        }
-        if !self.has_room() {
-            self.changed(fx);
-            return Err(msg);
-        }
+        debug_assert!(self.has_room());
         self.accepted += 1;
         msg.order = self.accepted;
         match delivery {
             Delivery::One => {
-                if let Some(msg) = self.hand(None, msg, fx) {
+                if let Some(msg) = self.hand(msg, fx) {
                     self.shared.push_back(msg);
                 }
             }
             Delivery::Each(all) => {
-                for p in all {
-                    if let Some(copy) = self.hand(Some(p), msg.clone(), fx) {
-                        self.receivers
-                            .get_mut(&p)
-                            .expect("receiver slot")
-                            .copies
-                            .push_back(copy);
-                    }
+                // Each receiver's longest-waiting blocked reader takes its
+                // copy; the others' copies are queued for them.
+                let waiters = std::mem::take(&mut self.recv_waiters);
+                let (taken, rest) = receiver_rule::first_waiter_of_each(waiters);
+                self.recv_waiters = rest;
+                let mut handed = std::collections::HashSet::with_capacity(taken.len());
+                for w in taken {
+                    handed.insert(w.reader);
+                    fx.unparked.push(w.id);
+                    self.counters.received += 1;
+                    receipt(fx, &msg, Ok(w.reader.pid));
+                    fx.handoffs.push((w, msg.clone()));
+                }
+                for p in all.into_iter().filter(|p| !handed.contains(p)) {
+                    self.receivers
+                        .get_mut(&p)
+                        .expect("receiver slot")
+                        .copies
+                        .push_back(msg.clone());
                 }
             }
         }
         self.counters.sent += 1;
         self.changed(fx);
-        Ok(())
     }
 
     pub fn park_sender(&mut self, w: SendWait, fx: &mut Effects) {
@@ -332,16 +327,9 @@ impl Channel {
         while !self.send_waiters.is_empty() && self.has_room() {
             let SendWait { id, msg, reply } = self.send_waiters.pop_front().expect("sender");
             let n = msg.len() as u32;
-            match self.accept(msg, fx) {
-                Ok(()) => {
-                    fx.unparked.push(id);
-                    fx.reply(reply, Outcome::Written(n));
-                }
-                Err(msg) => {
-                    self.send_waiters.push_front(SendWait { id, msg, reply });
-                    break;
-                }
-            }
+            self.accept(msg, fx);
+            fx.unparked.push(id);
+            fx.reply(reply, Outcome::Written(n));
         }
     }
 
@@ -501,10 +489,6 @@ mod tests {
         Process { pid, start: 1 }
     }
 
-    fn never() -> Vet {
-        Arc::new(|_| false)
-    }
-
     fn policy(rule: Rule, cap: Option<usize>) -> Policy {
         Policy {
             rule,
@@ -546,7 +530,6 @@ mod tests {
             id,
             handle: id,
             reader: p(reader),
-            tid: reader,
             size: 100,
             reply: Box::new(Rec("r", log.clone())),
         }
@@ -554,11 +537,11 @@ mod tests {
 
     #[test]
     fn fifo_and_one_receiver_per_message() {
-        let mut c = Channel::new(policy(Rule::Arbitrary, Some(10)), never());
+        let mut c = Channel::new(policy(Rule::Arbitrary, Some(10)));
         let mut fx = Effects::default();
         for i in 0..5 {
             assert!(c.writable());
-            c.accept(msg(&format!("m{i}"), 1), &mut fx).unwrap();
+            c.accept(msg(&format!("m{i}"), 1), &mut fx);
         }
         assert_eq!(c.messages(), 5);
         for i in 0..5 {
@@ -574,46 +557,24 @@ mod tests {
     #[test]
     fn longest_waiting_reader_gets_it() {
         let log: Log = Default::default();
-        let mut c = Channel::new(policy(Rule::Arbitrary, Some(10)), never());
+        let mut c = Channel::new(policy(Rule::Arbitrary, Some(10)));
         let mut fx = Effects::default();
         c.park_receiver(recv_wait(1, 10, &log), &mut fx);
         c.park_receiver(recv_wait(2, 11, &log), &mut fx);
-        c.accept(msg("a", 1), &mut fx).unwrap();
+        c.accept(msg("a", 1), &mut fx);
         assert_eq!(fx.handoffs.len(), 1);
         assert_eq!(fx.handoffs[0].0.reader, p(10));
         assert_eq!(c.receivers_waiting(), 1);
-        c.accept(msg("b", 1), &mut fx).unwrap();
+        c.accept(msg("b", 1), &mut fx);
         assert_eq!(replies(fx, &log), vec!["handoff 10 a", "handoff 11 b"]);
-    }
-
-    #[test]
-    fn signalled_reader_is_passed_over_and_keeps_nothing() {
-        let log: Log = Default::default();
-        let mut c = Channel::new(policy(Rule::Arbitrary, Some(0)), Arc::new(|tid| tid == 10));
-        let mut fx = Effects::default();
-        c.park_receiver(recv_wait(1, 10, &log), &mut fx);
-        assert!(c.writable(), "a reader is waiting");
-        // The only reader was signalled since it blocked: the rendezvous
-        // message is given back rather than handed to a dying process.
-        assert!(c.accept(msg("x", 1), &mut fx).is_err());
-        c.park_receiver(recv_wait(2, 11, &log), &mut fx);
-        c.accept(msg("y", 1), &mut fx).unwrap();
-        assert_eq!(
-            replies(fx, &log),
-            vec![
-                "handoff 11 y".to_string(),
-                format!("r error {}", libc::EINTR)
-            ]
-        );
-        assert_eq!((c.counters.sent, c.counters.received), (1, 1));
     }
 
     #[test]
     fn full_queue_blocks_senders_in_order() {
         let log: Log = Default::default();
-        let mut c = Channel::new(policy(Rule::Arbitrary, Some(1)), never());
+        let mut c = Channel::new(policy(Rule::Arbitrary, Some(1)));
         let mut fx = Effects::default();
-        c.accept(msg("a", 1), &mut fx).unwrap();
+        c.accept(msg("a", 1), &mut fx);
         assert!(!c.writable());
         for (id, t) in [(1, "b"), (2, "c")] {
             let w = SendWait {
@@ -634,7 +595,7 @@ mod tests {
     #[test]
     fn rendezvous_completes_only_with_a_receiver() {
         let log: Log = Default::default();
-        let mut c = Channel::new(policy(Rule::Arbitrary, Some(0)), never());
+        let mut c = Channel::new(policy(Rule::Arbitrary, Some(0)));
         let mut fx = Effects::default();
         assert!(!c.writable());
         c.park_sender(
@@ -659,7 +620,7 @@ mod tests {
     #[test]
     fn interrupted_sender_delivers_nothing() {
         let log: Log = Default::default();
-        let mut c = Channel::new(policy(Rule::Arbitrary, Some(0)), never());
+        let mut c = Channel::new(policy(Rule::Arbitrary, Some(0)));
         let mut fx = Effects::default();
         c.park_sender(
             SendWait {
@@ -679,16 +640,16 @@ mod tests {
 
     #[test]
     fn broadcast_copies_and_paces_by_slowest() {
-        let mut c = Channel::new(policy(Rule::Broadcast, Some(2)), never());
+        let mut c = Channel::new(policy(Rule::Broadcast, Some(2)));
         let mut fx = Effects::default();
         // Nobody listening: waits for the first reader, exactly one copy.
-        c.accept(msg("early", 1), &mut fx).unwrap();
+        c.accept(msg("early", 1), &mut fx);
         c.open_recv(p(2));
         c.open_recv(p(3));
         assert_eq!(text(&c.take(p(3), &mut fx).unwrap()), "early");
         assert!(c.take(p(2), &mut fx).is_none());
-        c.accept(msg("a", 1), &mut fx).unwrap();
-        c.accept(msg("b", 1), &mut fx).unwrap();
+        c.accept(msg("a", 1), &mut fx);
+        c.accept(msg("b", 1), &mut fx);
         assert_eq!(c.messages(), 4);
         assert!(!c.writable());
         assert_eq!(text(&c.take(p(2), &mut fx).unwrap()), "a");
@@ -704,10 +665,10 @@ mod tests {
     #[test]
     fn drain_fails_everyone() {
         let log: Log = Default::default();
-        let mut c = Channel::new(policy(Rule::Arbitrary, Some(5)), never());
+        let mut c = Channel::new(policy(Rule::Arbitrary, Some(5)));
         let mut fx = Effects::default();
-        c.accept(msg("a", 1), &mut fx).unwrap();
-        c.accept(msg("b", 1), &mut fx).unwrap();
+        c.accept(msg("a", 1), &mut fx);
+        c.accept(msg("b", 1), &mut fx);
         assert_eq!(c.drain(Errno::EIDRM, &mut fx), 2);
         let mut fx = Effects::default();
         c.park_receiver(recv_wait(1, 2, &log), &mut fx);

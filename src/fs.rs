@@ -11,11 +11,11 @@ use fuser::{
     AccessFlags, BsdFileFlags, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
     INodeNo, LockOwner, OpenAccMode, OpenFlags, PollEvents, PollFlags, PollNotifier, RenameFlags,
     ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyPoll, ReplyWrite,
-    Request, TimeOrNow, WriteFlags,
+    Request, RequestId, TimeOrNow, WriteFlags,
 };
 
 use crate::errno::Errno;
-use crate::hub::{Attr, Caller, FileKind, Hub, MailboxId, ROOT, Target};
+use crate::hub::{Access, Attr, Caller, FileKind, Hub, Io, MailboxId, ROOT, Target};
 use crate::inode::Node;
 use crate::waiter::{Outcome, Replier};
 
@@ -48,6 +48,16 @@ impl Replier for WriteReply {
             Outcome::Error(e) => self.0.error(err(e)),
             _ => self.0.error(fuser::Errno::EIO),
         }
+    }
+}
+
+fn io(req: &Request, fh: FileHandle, offset: u64, flags: OpenFlags) -> Io {
+    Io {
+        handle: fh.0,
+        req: req.unique().0,
+        tid: req.pid(),
+        offset,
+        nonblock: flags.0 & libc::O_NONBLOCK != 0,
     }
 }
 
@@ -111,6 +121,21 @@ impl IpcFs {
 
     /// The attributes of `node` and how long the kernel may cache its entry.
     fn attr_of(&self, req: &Request, node: Node) -> Result<(FileAttr, Duration), Errno> {
+        let (kind, attr, blksize, size, ttl) = self.attr_parts(req, node.canonical())?;
+        // A send entry is looked up anew by each caller (see inode.rs).
+        let ttl = if node != node.canonical() {
+            NO_TTL
+        } else {
+            ttl
+        };
+        Ok((self.file_attr(node, kind, attr, blksize, size), ttl))
+    }
+
+    fn attr_parts(
+        &self,
+        req: &Request,
+        node: Node,
+    ) -> Result<(FileType, Attr, u32, u64, Duration), Errno> {
         let cfg = self.hub.config();
         let mine = |mode| Attr {
             mode,
@@ -118,7 +143,14 @@ impl IpcFs {
             gid: cfg.gid,
         };
         let peer_alive = |pid| self.peer_visible(req, pid);
-        let (kind, attr, blksize, size, ttl) = match node {
+        // A send file is as large as the largest message: the kernel then
+        // lets writes to it run side by side (FOPEN_PARALLEL_DIRECT_WRITES
+        // needs a write to end within the file's size).
+        let send_size = |k| match k {
+            FileKind::Send => cfg.hard_max_message as u64,
+            _ => 0,
+        };
+        Ok(match node {
             Node::Root => (FileType::Directory, mine(0o1777), 4096, 0, TREE_TTL),
             Node::RootPolicy => (
                 FileType::RegularFile,
@@ -148,7 +180,7 @@ impl IpcFs {
                     _ => 0o444,
                 };
                 let blk = cfg.default_policy.max_message_size as u32;
-                (FileType::RegularFile, mine(mode), blk, 0, NO_TTL)
+                (FileType::RegularFile, mine(mode), blk, send_size(k), NO_TTL)
             }
             Node::Peer(_) | Node::PeerFile(..) => return Err(Errno::ENOENT),
             Node::Mailbox(id) => {
@@ -163,10 +195,10 @@ impl IpcFs {
                     FileKind::Send | FileKind::Recv => max as u32,
                     _ => 4096,
                 };
-                (FileType::RegularFile, attr, blk, 0, TREE_TTL)
+                (FileType::RegularFile, attr, blk, send_size(k), TREE_TTL)
             }
-        };
-        Ok((self.file_attr(node, kind, attr, blksize, size), ttl))
+            Node::MailboxSend(..) | Node::PeerSend(..) => unreachable!("canonical"),
+        })
     }
 
     fn lookup_node(&self, req: &Request, parent: Node, name: &OsStr) -> Result<Node, Errno> {
@@ -197,12 +229,12 @@ impl IpcFs {
                 }
             },
             Node::Peer(pid) => match FileKind::from_name(name) {
-                Some(k @ (FileKind::Send | FileKind::Recv | FileKind::Status)) => {
-                    Ok(Node::PeerFile(pid, k))
-                }
+                Some(FileKind::Send) => Ok(Node::PeerSend(pid, req.pid())),
+                Some(k @ (FileKind::Recv | FileKind::Status)) => Ok(Node::PeerFile(pid, k)),
                 _ => Err(Errno::ENOENT),
             },
             Node::Mailbox(id) => match FileKind::from_name(name) {
+                Some(FileKind::Send) => Ok(Node::MailboxSend(id, req.pid())),
                 Some(k) => Ok(Node::MailboxFile(id, k)),
                 None => self
                     .hub
@@ -226,7 +258,7 @@ impl IpcFs {
     }
 
     fn target(node: Node) -> Result<Target, Errno> {
-        Ok(match node {
+        Ok(match node.canonical() {
             Node::RootPolicy => Target::RootPolicy,
             Node::ProcStatus => Target::DaemonStatus,
             Node::MailboxFile(id, k) => Target::Mailbox(id, k),
@@ -270,7 +302,8 @@ impl IpcFs {
                 }
             }
             Node::Peer(pid) => {
-                for k in [FileKind::Send, FileKind::Recv, FileKind::Status] {
+                out.push(file(Node::PeerSend(pid, req.pid()), "send"));
+                for k in [FileKind::Recv, FileKind::Status] {
                     out.push(file(Node::PeerFile(pid, k), k.name()));
                 }
             }
@@ -278,7 +311,8 @@ impl IpcFs {
                 if !self.hub.exists(id) {
                     return Err(Errno::ENOENT);
                 }
-                for k in FileKind::ALL {
+                out.push(file(Node::MailboxSend(id, req.pid()), "send"));
+                for k in [FileKind::Recv, FileKind::Policy, FileKind::Status] {
                     out.push(file(Node::MailboxFile(id, k), k.name()));
                 }
                 boxes(&mut out, id);
@@ -301,6 +335,13 @@ impl Filesystem for IpcFs {
             Ok((attr, ttl)) => reply.entry(&ttl, &attr, Generation(0)),
             Err(e) => reply.error(err(e)),
         }
+    }
+
+    fn interrupt(&self, _req: &Request, unique: RequestId, reply: ReplyEmpty) {
+        // Answered or not, the interrupt itself needs no answer; one for a
+        // request not parked yet is remembered by the hub.
+        self.hub.interrupt(unique.0);
+        reply.ok();
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -337,7 +378,7 @@ impl Filesystem for IpcFs {
             return reply.error(fuser::Errno::ENOENT);
         };
         let changes = mode.is_some() || uid.is_some() || gid.is_some();
-        let result = match node {
+        let result = match node.canonical() {
             _ if !changes => Ok(()),
             Node::Mailbox(id) => self.hub.set_attr(id, None, mode, uid, gid).map(drop),
             Node::MailboxFile(id, k) => self.hub.set_attr(id, Some(k), mode, uid, gid).map(drop),
@@ -463,11 +504,16 @@ impl Filesystem for IpcFs {
             OpenAccMode::O_WRONLY => (false, true),
             OpenAccMode::O_RDWR => (true, true),
         };
+        let access = Access {
+            read,
+            write,
+            append: flags.0 & libc::O_APPEND != 0,
+        };
         let result = Node::from_ino(ino.0)
             .ok_or(Errno::ENOENT)
             .and_then(Self::target)
             .and_then(|t| Ok((t, self.caller(req)?)))
-            .and_then(|(t, caller)| Ok((t, self.hub.open(caller, t, read, write)?)));
+            .and_then(|(t, caller)| Ok((t, self.hub.open(caller, t, access)?)));
         match result {
             Ok((target, fh)) => {
                 // No page cache: every read(2)/write(2) reaches the daemon.
@@ -486,6 +532,18 @@ impl Filesystem for IpcFs {
                 if stream {
                     f |= FopenFlags::FOPEN_STREAM;
                 }
+                // Writes to one file do not queue behind each other in the
+                // kernel: each reaches the daemon, where a blocked one parks
+                // (killable, and O_NONBLOCK gives EAGAIN). The kernel takes
+                // the inode lock shared only for writes it does not see as
+                // past the end of the file: send files report a size of the
+                // largest message (see attr_of).
+                if matches!(
+                    target,
+                    Target::Mailbox(_, FileKind::Send) | Target::Link(_, FileKind::Send)
+                ) {
+                    f |= FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES;
+                }
                 reply.opened(FileHandle(fh), f)
             }
             Err(e) => reply.error(err(e)),
@@ -503,15 +561,8 @@ impl Filesystem for IpcFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let nonblock = flags.0 & libc::O_NONBLOCK != 0;
-        self.hub.read(
-            fh.0,
-            req.pid(),
-            offset,
-            size,
-            nonblock,
-            Box::new(DataReply(reply)),
-        );
+        self.hub
+            .read(io(req, fh, offset, flags), size, Box::new(DataReply(reply)));
     }
 
     fn write(
@@ -526,13 +577,9 @@ impl Filesystem for IpcFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let nonblock = flags.0 & libc::O_NONBLOCK != 0;
         self.hub.write(
-            fh.0,
-            req.pid(),
-            offset,
+            io(req, fh, offset, flags),
             data,
-            nonblock,
             Box::new(WriteReply(reply)),
         );
     }

@@ -7,11 +7,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::{debug, info};
 
-use crate::channel::{Channel, Removed, Vet};
+use crate::channel::{Channel, Removed};
 use crate::errno::{Errno, Result};
 use crate::identity::{Process, Processes};
 use crate::memory::MemoryBudget;
@@ -35,6 +35,9 @@ pub const NAME_MAX: usize = 255;
 /// so that `mkdir` in a loop cannot grow the daemon without bound either:
 /// past the bound, `mkdir` fails with `ENOSPC`.
 pub const MAILBOX_COST: usize = 1024;
+/// Mailbox ids are numbered from 1 and never reused; past this, `mkdir`
+/// fails with `ENOSPC` (inode numbers hold 37 bits of them).
+pub const MAX_MAILBOX_ID: MailboxId = (1 << 37) - 1;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FileKind {
@@ -106,6 +109,26 @@ pub struct Caller {
     pub gid: u32,
 }
 
+/// One read or write request: the descriptor, the kernel's id of the
+/// request (the waiter's id if it parks; an interrupt names it), the
+/// calling thread, the offset, and whether it may block.
+#[derive(Clone, Copy, Debug)]
+pub struct Io {
+    pub handle: u64,
+    pub req: WaiterId,
+    pub tid: u32,
+    pub offset: u64,
+    pub nonblock: bool,
+}
+
+/// What an open asks for: read, write, and `O_APPEND`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Access {
+    pub read: bool,
+    pub write: bool,
+    pub append: bool,
+}
+
 /// The part of a message a `recv` descriptor is reading.
 #[derive(Default)]
 struct Cursor {
@@ -167,6 +190,9 @@ enum HandleKind {
     Send {
         chan: ChanKey,
         receipts: Option<ReceiptBook>,
+        /// Opened `O_APPEND`: the kernel puts each write at the file's
+        /// size, so its offset says nothing about continuations.
+        append: bool,
     },
     /// A status snapshot.
     Text(Vec<u8>),
@@ -201,6 +227,15 @@ struct Parked {
     place: Place,
 }
 
+/// What the system said about the peer of a `proc/<pid>` target, asked
+/// before the lock was taken: its live process, and whether the caller may
+/// send to it (the `kill(2)` rule).
+#[derive(Clone, Copy)]
+struct PeerFacts {
+    peer: Option<Process>,
+    may_send: bool,
+}
+
 /// Mount-wide settings.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -219,8 +254,17 @@ struct State {
     top: BTreeMap<OsString, MailboxId>,
     links: HashMap<(Process, Process), Channel>,
     handles: HashMap<u64, Handle>,
+    /// Every parked request, by the kernel's request id.
     parked: HashMap<WaiterId, Parked>,
+    /// Parked requests whose interrupt came from a signal that does not end
+    /// calls (`SIGCHLD`…): the kernel sends no second interrupt, so the
+    /// watcher looks at these threads itself.
+    kept: HashMap<WaiterId, u32>,
+    /// Interrupts that arrived before their request parked (another
+    /// event-loop thread had it), and when.
+    early: HashMap<WaiterId, Instant>,
     next_id: u64,
+    last_mailbox: MailboxId,
     default_policy: Policy,
     root_policy_attr: Attr,
     dropped_on_exit: u64,
@@ -234,6 +278,17 @@ impl State {
     fn id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
+    }
+
+    /// An interrupt for a request that has not parked (yet): kept a
+    /// moment, in case the request parks after it.
+    fn remember_early(&mut self, req: WaiterId) {
+        let now = Instant::now();
+        if self.early.len() >= 64 {
+            self.early
+                .retain(|_, t| now.duration_since(*t) < Duration::from_secs(1));
+        }
+        self.early.insert(req, now);
     }
 
     fn children(&self, parent: MailboxId) -> Option<&BTreeMap<OsString, MailboxId>> {
@@ -323,6 +378,21 @@ impl State {
     }
 }
 
+/// Records a parked request; one whose interrupt came first is looked at
+/// as soon as the lock is released.
+fn park(
+    parked: &mut HashMap<WaiterId, Parked>,
+    early: &mut HashMap<WaiterId, Instant>,
+    fx: &mut Effects,
+    io: &Io,
+    place: Place,
+) {
+    parked.insert(io.req, Parked { tid: io.tid, place });
+    if !early.is_empty() && early.remove(&io.req).is_some() {
+        fx.suspects.push(io.req);
+    }
+}
+
 fn chan_mut<'a>(
     mailboxes: &'a mut HashMap<MailboxId, Mailbox>,
     links: &'a mut HashMap<(Process, Process), Channel>,
@@ -401,7 +471,10 @@ impl Hub {
                 links: HashMap::new(),
                 handles: HashMap::new(),
                 parked: HashMap::new(),
+                kept: HashMap::new(),
+                early: HashMap::new(),
                 next_id: 0,
+                last_mailbox: ROOT,
                 default_policy: config.default_policy,
                 root_policy_attr: Attr {
                     mode: 0o644,
@@ -432,12 +505,6 @@ impl Hub {
         &*self.procs
     }
 
-    /// Tells channels whether a blocked reader is being killed.
-    fn vet(&self) -> Vet {
-        let procs = Arc::clone(&self.procs);
-        Arc::new(move |tid| procs.dying(tid))
-    }
-
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -460,7 +527,14 @@ impl Hub {
             };
             if let Some(r) = next {
                 let tid = st.parked.remove(&r.id).map_or(0, |p| p.tid);
-                self.read_locked(&mut st, &mut fx, h, tid, 0, r.size, false, r.reply);
+                let io = Io {
+                    handle: h,
+                    req: r.id,
+                    tid,
+                    offset: 0,
+                    nonblock: false,
+                };
+                self.read_locked(&mut st, &mut fx, io, r.size, r.reply);
                 if let Some(HandleKind::Recv {
                     reading: false,
                     behind,
@@ -473,11 +547,20 @@ impl Hub {
             }
         }
         drop(st);
+        let suspects = std::mem::take(&mut fx.suspects);
+        let watch = std::mem::take(&mut fx.watch);
         fx.run(&|kh| {
             if let Some(n) = self.notifier.get() {
                 n(kh)
             }
         });
+        for p in watch {
+            // pidfd_open and epoll_ctl, unless already watched.
+            self.procs.watch_exit(p);
+        }
+        for req in suspects {
+            self.interrupt(req);
+        }
     }
 
     // ----- the tree --------------------------------------------------------
@@ -542,11 +625,15 @@ impl Hub {
         if children.contains_key(name) {
             return Err(Errno::EEXIST);
         }
+        if st.last_mailbox >= MAX_MAILBOX_ID {
+            return Err(Errno::ENOSPC);
+        }
         // Mailboxes take memory too: each holds MAILBOX_COST of the bound.
         self.budget
             .reserve(MAILBOX_COST)
             .map_err(|_| Errno::ENOSPC)?;
-        let id = st.id();
+        st.last_mailbox += 1;
+        let id = st.last_mailbox;
         let mode = mode & 0o7777;
         let files = file_modes(mode).map(|mode| Attr { mode, uid, gid });
         let policy = st.default_policy;
@@ -558,7 +645,7 @@ impl Hub {
                 children: BTreeMap::new(),
                 dir: Attr { mode, uid, gid },
                 files,
-                chan: Channel::new(policy, self.vet()),
+                chan: Channel::new(policy),
             },
         );
         st.children_mut(parent)
@@ -704,9 +791,46 @@ impl Hub {
 
     // ----- open and close --------------------------------------------------
 
-    /// Opens `target` for `caller`; `read`/`write` are the access asked for.
-    pub fn open(&self, caller: Caller, target: Target, read: bool, write: bool) -> Result<u64> {
+    /// Opens `target` for `caller` with the access asked for.
+    pub fn open(&self, caller: Caller, target: Target, access: Access) -> Result<u64> {
         let me = caller.process;
+        // What the system says about a link's peer is asked before taking
+        // the lock (pidfd_open, /proc/<pid>/status).
+        let peer = match target {
+            Target::Link(pid, _) => self.procs.by_pid(pid),
+            _ => None,
+        };
+        let may_send = match (target, peer) {
+            (Target::Link(_, FileKind::Send), Some(peer)) => self.procs.may_signal(me, peer),
+            _ => false,
+        };
+        let facts = PeerFacts { peer, may_send };
+        let mut watch = Vec::new();
+        let mut st = self.lock();
+        let result = self.open_locked(&mut st, me, target, access, facts, &mut watch);
+        drop(st);
+        for p in watch {
+            // pidfd_open and epoll_ctl, unless already watched.
+            self.procs.watch_exit(p);
+        }
+        result
+    }
+
+    fn open_locked(
+        &self,
+        st: &mut State,
+        me: Process,
+        target: Target,
+        access: Access,
+        facts: PeerFacts,
+        watch: &mut Vec<Process>,
+    ) -> Result<u64> {
+        let PeerFacts { peer, may_send } = facts;
+        let Access {
+            read,
+            write,
+            append,
+        } = access;
         let recv_handle = |chan| HandleKind::Recv {
             chan,
             cursor: Cursor::default(),
@@ -716,27 +840,22 @@ impl Hub {
         let send_handle = |chan| HandleKind::Send {
             chan,
             receipts: read.then(|| ReceiptBook::new(&self.budget)),
+            append,
         };
-        // What /proc says about a link's peer is read before taking the lock.
-        let peer = match target {
-            Target::Link(pid, _) => self.procs.by_pid(pid),
-            _ => None,
-        };
-        let may_send = match (target, peer) {
-            (Target::Link(_, FileKind::Send), Some(peer)) => self.procs.may_signal(me, peer),
-            _ => false,
-        };
-        let mut st = self.lock();
         let kind = match target {
             Target::RootPolicy => HandleKind::Policy {
                 of: None,
                 text: format!("{}\n", st.default_policy).into_bytes(),
             },
-            Target::DaemonStatus => HandleKind::Text(self.daemon_status(&st).into_bytes()),
+            Target::DaemonStatus => HandleKind::Text(self.daemon_status(st).into_bytes()),
             Target::Mailbox(id, kind) => {
                 let m = st.mailboxes.get_mut(&id).ok_or(Errno::ENOENT)?;
                 let ch = &mut m.chan;
+                // Only asked when the rule refuses: a bound process may have exited.
                 let alive = |p: Process| self.procs.is_alive(p);
+                if matches!(ch.policy.rule, Rule::Pair | Rule::Exclusive) {
+                    watch.push(me);
+                }
                 match kind {
                     FileKind::Policy => HandleKind::Policy {
                         of: Some(id),
@@ -766,6 +885,7 @@ impl Hub {
                 }
             }
             Target::Link(pid, kind) => {
+                let peer_alive = peer.is_some();
                 // A peer that has exited may have left messages for `me`.
                 let peer = peer.or_else(|| {
                     st.links
@@ -779,16 +899,21 @@ impl Hub {
                         if !write {
                             return Err(Errno::EACCES);
                         }
-                        let Some(peer) = peer.filter(|p| self.procs.is_alive(*p)) else {
+                        let Some(peer) = peer.filter(|_| peer_alive) else {
                             return Err(Errno::ESRCH);
                         };
                         if !may_send {
                             return Err(Errno::EPERM);
                         }
-                        st.links
+                        let ch = st
+                            .links
                             .entry((me, peer))
-                            .or_insert_with(|| Channel::new(policy, self.vet()))
-                            .handles += 1;
+                            .or_insert_with(|| Channel::new(policy));
+                        if ch.ends.receiver_gone {
+                            return Err(Errno::ESRCH);
+                        }
+                        ch.handles += 1;
+                        watch.extend([me, peer]);
                         send_handle(ChanKey::Link { from: me, to: peer })
                     }
                     FileKind::Recv => {
@@ -799,17 +924,17 @@ impl Hub {
                         let ch = st
                             .links
                             .entry((peer, me))
-                            .or_insert_with(|| Channel::new(policy, self.vet()));
+                            .or_insert_with(|| Channel::new(policy));
                         ch.open_recv(me);
                         ch.handles += 1;
+                        watch.extend([me, peer]);
                         recv_handle(ChanKey::Link { from: peer, to: me })
                     }
                     FileKind::Status | FileKind::Policy => {
-                        let alive = peer.is_some_and(|p| self.procs.is_alive(p));
                         let text = match peer {
                             Some(peer) => status::link(
                                 pid,
-                                alive,
+                                peer_alive,
                                 st.links.get(&(me, peer)),
                                 st.links.get(&(peer, me)),
                             ),
@@ -856,57 +981,51 @@ impl Hub {
                 }
                 ch.close_recv(handle.owner, &mut fx);
             }
+            // The last descriptor of a link one of whose ends has exited.
+            if let ChanKey::Link { from, to } = chan
+                && (ch.ends.sender_gone || ch.ends.receiver_gone)
+                && ch.is_idle()
+            {
+                links.remove(&(from, to));
+            }
         }
         self.finish(st, fx);
     }
 
     // ----- read, write, poll ----------------------------------------------
 
-    /// A read request of `size` bytes at `offset` by thread `tid`.
-    pub fn read(
-        &self,
-        h: u64,
-        tid: u32,
-        offset: u64,
-        size: u32,
-        nonblock: bool,
-        reply: Box<dyn Replier>,
-    ) {
+    /// A read request of `size` bytes.
+    pub fn read(&self, io: Io, size: u32, reply: Box<dyn Replier>) {
         let mut st = self.lock();
         let mut fx = Effects::default();
-        self.read_locked(&mut st, &mut fx, h, tid, offset, size, nonblock, reply);
+        self.read_locked(&mut st, &mut fx, io, size, reply);
         self.finish(st, fx);
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn read_locked(
         &self,
         st: &mut State,
         fx: &mut Effects,
-        h: u64,
-        tid: u32,
-        offset: u64,
+        io: Io,
         size: u32,
-        nonblock: bool,
         reply: Box<dyn Replier>,
     ) {
-        let next = st.next_id + 1;
         let State {
             handles,
             mailboxes,
             links,
             parked,
+            early,
             shut_down,
-            next_id,
             ..
         } = st;
-        let Some(handle) = handles.get_mut(&h) else {
+        let Some(handle) = handles.get_mut(&io.handle) else {
             return fx.reply(reply, Outcome::Error(Errno::EBADF));
         };
         let owner = handle.owner;
         match &mut handle.kind {
             HandleKind::Text(text) | HandleKind::Policy { text, .. } => {
-                let start = (offset as usize).min(text.len());
+                let start = (io.offset as usize).min(text.len());
                 let end = text.len().min(start + size as usize);
                 fx.reply(reply, Outcome::Bytes(text[start..end].to_vec()));
             }
@@ -916,32 +1035,26 @@ impl Hub {
                 reading,
                 behind,
             } => {
-                if let Some(out) = cursor.serve(offset, size) {
+                if let Some(out) = cursor.serve(io.offset, size) {
                     return fx.reply(reply, out);
                 }
                 if *reading {
                     // Another read of this descriptor waits for the next
                     // message: this one goes on from where that one stops.
-                    if nonblock {
+                    if io.nonblock {
                         return fx.reply(reply, Outcome::Error(Errno::EAGAIN));
                     }
-                    parked.insert(
-                        next,
-                        Parked {
-                            tid,
-                            place: Place::Behind(h),
-                        },
-                    );
+                    park(parked, early, fx, &io, Place::Behind(io.handle));
                     behind.push_back(ReadBehind {
-                        id: next,
+                        id: io.req,
                         size,
                         reply,
                     });
-                    *next_id = next;
                     return;
                 }
                 let key = *chan;
                 let ch = check!(fx, reply, chan_mut(mailboxes, links, key).ok_or(gone(key)));
+                // Only asked when the rule refuses: a bound process may have exited.
                 let alive = |p: Process| self.procs.is_alive(p);
                 check!(
                     fx,
@@ -953,37 +1066,27 @@ impl Hub {
                     let out = cursor.serve(0, size).expect("a current message");
                     return fx.reply(reply, out);
                 }
-                if let ChanKey::Link { from, .. } = key
-                    && !alive(from)
-                {
+                if ch.ends.sender_gone {
                     return fx.reply(reply, Outcome::Error(Errno::ESRCH));
                 }
-                if nonblock {
+                if io.nonblock {
                     return fx.reply(reply, Outcome::Error(Errno::EAGAIN));
                 }
                 if *shut_down {
                     return fx.reply(reply, Outcome::Error(Errno::ENOTCONN));
                 }
-                parked.insert(
-                    next,
-                    Parked {
-                        tid,
-                        place: Place::Chan(key, Some(h)),
-                    },
-                );
+                park(parked, early, fx, &io, Place::Chan(key, Some(io.handle)));
                 *reading = true;
                 ch.park_receiver(
                     RecvWait {
-                        id: next,
-                        handle: h,
+                        id: io.req,
+                        handle: io.handle,
                         reader: owner,
-                        tid,
                         size,
                         reply,
                     },
                     fx,
                 );
-                *next_id = next;
             }
             HandleKind::Send { receipts: None, .. } => {
                 fx.reply(reply, Outcome::Error(Errno::EBADF))
@@ -991,31 +1094,25 @@ impl Hub {
             HandleKind::Send {
                 chan,
                 receipts: Some(book),
+                ..
             } => {
-                if offset > 0 && !book.readable() {
+                if io.offset > 0 && !book.readable() {
                     return fx.reply(reply, Outcome::empty());
                 }
                 match book.read(size as usize) {
-                    ReceiptRead::Pending if nonblock => {
+                    ReceiptRead::Pending if io.nonblock => {
                         fx.reply(reply, Outcome::Error(Errno::EAGAIN))
                     }
                     ReceiptRead::Pending if *shut_down => {
                         fx.reply(reply, Outcome::Error(Errno::ENOTCONN))
                     }
                     ReceiptRead::Pending => {
-                        parked.insert(
-                            next,
-                            Parked {
-                                tid,
-                                place: Place::Receipts(h),
-                            },
-                        );
+                        park(parked, early, fx, &io, Place::Receipts(io.handle));
                         book.waiters.push_back(ReceiptWait {
-                            id: next,
+                            id: io.req,
                             size,
                             reply,
                         });
-                        *next_id = next;
                     }
                     // Nothing more to read, and the mailbox is gone: EIDRM,
                     // like any other I/O on a descriptor opened before rmdir.
@@ -1028,46 +1125,33 @@ impl Hub {
         }
     }
 
-    /// A write request by thread `tid`.
-    pub fn write(
-        &self,
-        h: u64,
-        tid: u32,
-        offset: u64,
-        data: &[u8],
-        nonblock: bool,
-        reply: Box<dyn Replier>,
-    ) {
+    /// A write request carrying `data`.
+    pub fn write(&self, io: Io, data: &[u8], reply: Box<dyn Replier>) {
         let mut st = self.lock();
         let mut fx = Effects::default();
-        self.write_locked(&mut st, &mut fx, h, tid, offset, data, nonblock, reply);
+        self.write_locked(&mut st, &mut fx, io, data, reply);
         self.finish(st, fx);
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn write_locked(
         &self,
         st: &mut State,
         fx: &mut Effects,
-        h: u64,
-        tid: u32,
-        offset: u64,
+        io: Io,
         data: &[u8],
-        nonblock: bool,
         reply: Box<dyn Replier>,
     ) {
-        let next = st.next_id + 1;
         let State {
             handles,
             mailboxes,
             links,
             parked,
+            early,
             default_policy,
             shut_down,
-            next_id,
             ..
         } = st;
-        let Some(handle) = handles.get_mut(&h) else {
+        let Some(handle) = handles.get_mut(&io.handle) else {
             return fx.reply(reply, Outcome::Error(Errno::EBADF));
         };
         let owner = handle.owner;
@@ -1093,13 +1177,20 @@ impl Hub {
                     Some(id) => {
                         let id = *id;
                         let openers = openers(handles, id);
+                        if matches!(new.rule, Rule::Pair | Rule::Exclusive) {
+                            fx.watch.extend(openers.iter().map(|(p, _)| *p));
+                        }
                         let ch = &mut mailboxes.get_mut(&id).expect("mailbox").chan;
                         ch.set_policy(new, openers, fx);
                     }
                 }
                 fx.reply(reply, Outcome::Written(data.len() as u32));
             }
-            HandleKind::Send { chan, receipts } => {
+            HandleKind::Send {
+                chan,
+                receipts,
+                append,
+            } => {
                 // One write(2) is one message. A write(2) too large for one
                 // FUSE request arrives as several; on this kernel a request
                 // carries at most fs.fuse.max_pages_limit (256) pages, and its
@@ -1108,25 +1199,25 @@ impl Hub {
                 // of 255 pages, so that chunk is refused below and the kernel
                 // sends no more. A continuation (offset > 0, since files are
                 // FOPEN_STREAM) is therefore only ever part of an oversized
-                // write.
+                // write. An O_APPEND write arrives at the file's size instead.
                 let key = *chan;
                 let ch = check!(fx, reply, chan_mut(mailboxes, links, key).ok_or(gone(key)));
-                if offset > 0 || data.len() > ch.policy.max_message_size {
+                let continued = io.offset > 0 && !*append;
+                if continued || data.len() > ch.policy.max_message_size {
                     return fx.reply(reply, Outcome::Error(Errno::EMSGSIZE));
                 }
-                let alive = |p: Process| self.procs.is_alive(p);
-                if let ChanKey::Link { to, .. } = key
-                    && !alive(to)
-                {
+                if ch.ends.receiver_gone {
                     return fx.reply(reply, Outcome::Error(Errno::ESRCH));
                 }
+                // Only asked when the rule refuses: a bound process may have exited.
+                let alive = |p: Process| self.procs.is_alive(p);
                 check!(
                     fx,
                     reply,
                     ch.members.admit(ch.policy.rule, owner, Role::Send, &alive)
                 );
                 let writable = ch.writable();
-                if !writable && nonblock {
+                if !writable && io.nonblock {
                     return fx.reply(reply, Outcome::Error(Errno::EAGAIN));
                 }
                 if !writable && *shut_down {
@@ -1134,7 +1225,10 @@ impl Hub {
                 }
                 let payload = check!(fx, reply, Payload::new(data, &self.budget));
                 let receipt = match receipts.as_mut().map(ReceiptBook::issue).transpose() {
-                    Ok(seq) => seq.map(|seq| ReceiptTag { handle: h, seq }),
+                    Ok(seq) => seq.map(|seq| ReceiptTag {
+                        handle: io.handle,
+                        seq,
+                    }),
                     Err(e) => return fx.reply(reply, Outcome::Error(e)),
                 };
                 let msg = Message {
@@ -1143,36 +1237,19 @@ impl Hub {
                     receipt,
                     order: 0,
                 };
-                let msg = if writable {
-                    match ch.accept(msg, fx) {
-                        Ok(()) => return fx.reply(reply, Outcome::Written(data.len() as u32)),
-                        Err(msg) => msg,
-                    }
-                } else {
-                    msg
-                };
-                if nonblock {
-                    // The reader that made room was being killed: not sent.
-                    fx.cancelled.extend(msg.receipt);
-                    fx.reply(reply, Outcome::Error(Errno::EAGAIN));
-                } else {
-                    parked.insert(
-                        next,
-                        Parked {
-                            tid,
-                            place: Place::Chan(key, None),
-                        },
-                    );
-                    ch.park_sender(
-                        SendWait {
-                            id: next,
-                            msg,
-                            reply,
-                        },
-                        fx,
-                    );
-                    *next_id = next;
+                if writable {
+                    ch.accept(msg, fx);
+                    return fx.reply(reply, Outcome::Written(data.len() as u32));
                 }
+                park(parked, early, fx, &io, Place::Chan(key, None));
+                ch.park_sender(
+                    SendWait {
+                        id: io.req,
+                        msg,
+                        reply,
+                    },
+                    fx,
+                );
             }
             HandleKind::Recv { .. } | HandleKind::Text(_) => {
                 fx.reply(reply, Outcome::Error(Errno::EBADF))
@@ -1206,7 +1283,7 @@ impl Hub {
             }
             HandleKind::Recv { chan, .. } => (*chan, 0),
             // Receipts: a line, or the end of file, is ready.
-            HandleKind::Send { chan, receipts } => (
+            HandleKind::Send { chan, receipts, .. } => (
                 *chan,
                 if receipts.as_ref().is_some_and(ReceiptBook::readable) {
                     pin
@@ -1221,9 +1298,7 @@ impl Hub {
         if let HandleKind::Recv { .. } = handle.kind {
             if ch.readable_for(handle.owner) {
                 ready |= pin;
-            } else if let ChanKey::Link { from, .. } = key
-                && !self.procs.is_alive(from)
-            {
+            } else if ch.ends.sender_gone {
                 ready |= pin | phup;
             }
         } else if ch.writable() {
@@ -1238,20 +1313,48 @@ impl Hub {
 
     // ----- watching: interrupts and exits --------------------------------
 
-    /// Answers `EINTR` to every parked request whose thread has a signal
-    /// pending. Returns how many requests are parked.
-    pub fn check_interrupts(&self) -> usize {
-        let waiting: Vec<(WaiterId, u32)> = self
-            .lock()
-            .parked
-            .iter()
-            .map(|(id, p)| (*id, p.tid))
-            .collect();
-        // Read /proc without holding the lock.
-        let hit: Vec<WaiterId> = waiting
-            .iter()
+    /// The kernel interrupted request `req`: its caller got a signal. A
+    /// parked request is answered `EINTR` at once, unless the signal is one
+    /// that does not end calls (see [`crate::interrupt`]); then it waits on,
+    /// and the watcher looks at its thread from now on. An interrupt for a
+    /// request that has not parked is remembered a moment: the request may
+    /// still be on its way through another event-loop thread.
+    pub fn interrupt(&self, req: WaiterId) {
+        let tid = {
+            let mut st = self.lock();
+            match st.parked.get(&req) {
+                Some(p) => p.tid,
+                None => return st.remember_early(req),
+            }
+        };
+        // Which signal? One read of /proc/<tid>/status, off the lock.
+        let ends = self.procs.signal_ends_call(tid);
+        let mut st = self.lock();
+        if ends {
+            let mut fx = Effects::default();
+            self.interrupt_locked(&mut st, &mut fx, req);
+            self.finish(st, fx);
+        } else if st.parked.contains_key(&req) {
+            debug!("request {req} (thread {tid}) waits on: its signal does not end calls");
+            st.kept.insert(req, tid);
+        }
+    }
+
+    /// Answers `EINTR` to the requests kept waiting after an interrupt
+    /// whose thread has since got a signal that ends the call (the kernel
+    /// sends no second interrupt). Reads `/proc` off the lock, for those
+    /// requests only.
+    pub fn check_kept(&self) {
+        let kept: Vec<(WaiterId, u32)> = {
+            let mut st = self.lock();
+            let State { kept, parked, .. } = &mut *st;
+            kept.retain(|id, _| parked.contains_key(id));
+            kept.iter().map(|(id, tid)| (*id, *tid)).collect()
+        };
+        let hit: Vec<WaiterId> = kept
+            .into_iter()
             .filter(|(_, tid)| self.procs.interrupted(*tid))
-            .map(|(id, _)| *id)
+            .map(|(id, _)| id)
             .collect();
         if !hit.is_empty() {
             let mut st = self.lock();
@@ -1261,7 +1364,6 @@ impl Hub {
             }
             self.finish(st, fx);
         }
-        waiting.len()
     }
 
     fn interrupt_locked(&self, st: &mut State, fx: &mut Effects, id: WaiterId) {
@@ -1315,34 +1417,18 @@ impl Hub {
         }
     }
 
-    /// Reclaims what exited processes leave: messages queued for them
-    /// (dropped and counted), blocked peers (answered `ESRCH`), idle link
-    /// state, and `pair`/`exclusive` slots. Reads `/proc` without the lock.
-    pub fn sweep(&self) {
-        let procs: BTreeSet<Process> = {
-            let st = self.lock();
-            let linked = st.links.keys().flat_map(|(a, b)| [*a, *b]);
-            let bound = st.mailboxes.values().flat_map(|m| {
-                m.chan
-                    .members
-                    .pair
-                    .iter()
-                    .copied()
-                    .chain(m.chan.members.holder)
-            });
-            linked.chain(bound).collect()
-        };
-        let dead: BTreeSet<Process> = procs
-            .into_iter()
-            .filter(|p| !self.procs.is_alive(*p))
-            .collect();
-        let alive = |p: Process| !dead.contains(&p);
+    /// Process `p` has exited (its pidfd said so): messages queued for it
+    /// are dropped and counted, its blocked senders get `ESRCH`, readers of
+    /// what it sent get `ESRCH` once nothing is left, link state that
+    /// nothing uses any more is reclaimed, and its `pair`/`exclusive` slots
+    /// are freed.
+    pub fn exited(&self, p: Process) {
         let mut st = self.lock();
         let mut fx = Effects::default();
         let mut dropped_total = 0;
         st.links.retain(|(from, to), ch| {
-            let (from_dead, to_dead) = (!alive(*from), !alive(*to));
-            if to_dead {
+            if *to == p {
+                ch.ends.receiver_gone = true;
                 let n = ch.fail_senders_and_drop(Errno::ESRCH, &mut fx);
                 if n > 0 {
                     info!(
@@ -1352,14 +1438,17 @@ impl Hub {
                 }
                 dropped_total += n as u64;
             }
-            if from_dead && ch.messages() == 0 {
-                ch.fail_readers(Errno::ESRCH, &mut fx);
+            if *from == p {
+                ch.ends.sender_gone = true;
+                if ch.messages() == 0 {
+                    ch.fail_readers(Errno::ESRCH, &mut fx);
+                }
             }
-            !((from_dead || to_dead) && ch.is_idle())
+            !((ch.ends.sender_gone || ch.ends.receiver_gone) && ch.is_idle())
         });
         st.dropped_on_exit += dropped_total;
         for m in st.mailboxes.values_mut() {
-            m.chan.prune_members(&alive);
+            m.chan.prune_members(&|q| q != p);
         }
         self.finish(st, fx);
     }
@@ -1399,19 +1488,21 @@ impl Hub {
         self.budget.used()
     }
 
-    /// Runs the watcher: interrupts every 100 ms (up to 400 ms when very many
-    /// requests are parked), exits every second, until `stop` says so.
+    /// Runs the watcher until `stop` says so: reports process exits as
+    /// their pidfds signal them, and every 100 ms looks at the requests
+    /// kept waiting after an interrupt (usually none).
     pub fn watch(&self, stop: &dyn Fn() -> bool) {
-        let mut last_sweep = std::time::Instant::now();
         while !stop() {
-            let parked = self.check_interrupts();
-            if last_sweep.elapsed() >= Duration::from_secs(1) {
-                self.sweep();
-                last_sweep = std::time::Instant::now();
-            }
-            let pause = Duration::from_micros((parked as u64 * 400).clamp(100_000, 400_000));
-            std::thread::sleep(pause);
+            self.watch_once(Duration::from_millis(100));
         }
+    }
+
+    /// One round of [`Hub::watch`], waiting up to `timeout` for exits.
+    pub fn watch_once(&self, timeout: Duration) {
+        for p in self.procs.exits(timeout) {
+            self.exited(p);
+        }
+        self.check_kept();
     }
 }
 

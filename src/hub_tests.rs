@@ -3,6 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use super::*;
 
@@ -10,7 +11,10 @@ use super::*;
 struct World {
     /// pid -> (start time, uid)
     alive: Mutex<HashMap<u32, (u64, u32)>>,
+    /// Threads with a signal pending that ends a blocked call.
     signalled: Mutex<HashSet<u32>>,
+    /// Exits not yet reported.
+    exits: Mutex<Vec<Process>>,
 }
 
 struct Fake(Arc<World>);
@@ -33,6 +37,9 @@ impl Processes for Fake {
     fn interrupted(&self, tid: u32) -> bool {
         self.0.signalled.lock().unwrap().contains(&tid)
     }
+    fn exits(&self, _timeout: Duration) -> Vec<Process> {
+        std::mem::take(&mut *self.0.exits.lock().unwrap())
+    }
 }
 
 impl World {
@@ -51,16 +58,33 @@ impl World {
         }
     }
     fn exit(&self, pid: u32) {
-        self.alive.lock().unwrap().remove(&pid);
+        if let Some((start, _)) = self.alive.lock().unwrap().remove(&pid) {
+            self.exits.lock().unwrap().push(Process { pid, start });
+        }
     }
     fn signal(&self, pid: u32) {
         self.signalled.lock().unwrap().insert(pid);
     }
 }
 
-/// A reply slot: `None` while the request is parked.
-#[derive(Clone, Default)]
-struct Answer(Arc<Mutex<Option<Outcome>>>);
+/// A reply slot: `None` while the request is parked; `req` is the
+/// request's id, as the kernel would number it.
+#[derive(Clone)]
+struct Answer(Arc<Mutex<Option<Outcome>>>, WaiterId);
+
+impl Default for Answer {
+    fn default() -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(2);
+        let req = NEXT.fetch_add(2, std::sync::atomic::Ordering::Relaxed);
+        Answer(Arc::default(), req)
+    }
+}
+
+impl Answer {
+    fn req(&self) -> WaiterId {
+        self.1
+    }
+}
 
 impl Replier for Answer {
     fn reply(self: Box<Self>, o: Outcome) {
@@ -68,6 +92,24 @@ impl Replier for Answer {
             self.0.lock().unwrap().replace(o).is_none(),
             "answered twice"
         );
+    }
+}
+
+fn acc(read: bool, write: bool) -> Access {
+    Access {
+        read,
+        write,
+        append: false,
+    }
+}
+
+fn io(a: &Answer, h: u64, tid: u32, offset: u64, nonblock: bool) -> Io {
+    Io {
+        handle: h,
+        req: a.req(),
+        tid,
+        offset,
+        nonblock,
     }
 }
 
@@ -112,13 +154,13 @@ fn hub(policy: &str) -> (Hub, Arc<World>) {
 
 fn read(hub: &Hub, h: u64, tid: u32, size: u32, nonblock: bool) -> Answer {
     let a = Answer::default();
-    hub.read(h, tid, 0, size, nonblock, Box::new(a.clone()));
+    hub.read(io(&a, h, tid, 0, nonblock), size, Box::new(a.clone()));
     a
 }
 
 fn write(hub: &Hub, h: u64, tid: u32, data: &[u8], nonblock: bool) -> Answer {
     let a = Answer::default();
-    hub.write(h, tid, 0, data, nonblock, Box::new(a.clone()));
+    hub.write(io(&a, h, tid, 0, nonblock), data, Box::new(a.clone()));
     a
 }
 
@@ -128,19 +170,23 @@ fn mkbox(hub: &Hub, name: &str) -> MailboxId {
 
 /// Opens a mailbox's `send` (read-write, with receipts, when `receipts`).
 fn send_fd(hub: &Hub, who: Caller, id: MailboxId, receipts: bool) -> u64 {
-    hub.open(who, Target::Mailbox(id, FileKind::Send), receipts, true)
-        .unwrap()
+    hub.open(
+        who,
+        Target::Mailbox(id, FileKind::Send),
+        acc(receipts, true),
+    )
+    .unwrap()
 }
 
 /// Opens a mailbox's `recv`.
 fn recv_fd(hub: &Hub, who: Caller, id: MailboxId) -> u64 {
-    hub.open(who, Target::Mailbox(id, FileKind::Recv), true, false)
+    hub.open(who, Target::Mailbox(id, FileKind::Recv), acc(true, false))
         .unwrap()
 }
 
 fn status_of(hub: &Hub, id: MailboxId, who: Caller) -> HashMap<String, String> {
     let h = hub
-        .open(who, Target::Mailbox(id, FileKind::Status), true, false)
+        .open(who, Target::Mailbox(id, FileKind::Status), acc(true, false))
         .unwrap();
     let Got::Data(text) = read(hub, h, who.process.pid, 4096, false).got() else {
         panic!("status unreadable")
@@ -196,7 +242,7 @@ fn continuation_chunk_never_consumes_the_eof() {
     // One read(2) of 16 bytes split by the kernel into two 8-byte requests.
     assert_eq!(read(&hub, r, 1, 8, false).got(), Got::Data(vec![7; 8]));
     let cont = Answer::default();
-    hub.read(r, 1, 8, 8, false, Box::new(cont.clone()));
+    hub.read(io(&cont, r, 1, 8, false), 8, Box::new(cont.clone()));
     assert_eq!(cont.got(), Got::Data(vec![]));
     // The next read(2) still sees the end of the message.
     assert_eq!(read(&hub, r, 1, 8, true).got(), Got::Data(vec![]));
@@ -213,7 +259,11 @@ fn oversized_and_continued_writes_are_refused_whole() {
         Got::Err(libc::EMSGSIZE)
     );
     let cont = Answer::default();
-    hub.write(s, 1, 4096, b"rest", false, Box::new(cont.clone()));
+    hub.write(
+        io(&cont, s, 1, 4096, false),
+        b"rest",
+        Box::new(cont.clone()),
+    );
     assert_eq!(cont.got(), Got::Err(libc::EMSGSIZE));
     assert_eq!(status_of(&hub, id, a)["messages"], "0");
     assert_eq!(
@@ -240,11 +290,14 @@ fn blocked_reader_is_answered_by_a_send_and_interrupted_by_a_signal() {
     assert_eq!(wc.got(), Got::Parked);
     // c is signalled: EINTR, and the next message is not consumed.
     w.signal(3);
-    assert_eq!(hub.check_interrupts(), 1);
+    hub.interrupt(wc.req());
     assert_eq!(wc.got(), Got::Err(libc::EINTR));
     write(&hub, s, 1, b"two", false);
     assert_eq!(status_of(&hub, id, a)["messages"], "1");
-    assert_eq!(hub.check_interrupts(), 0);
+    assert_eq!(status_of(&hub, id, a)["receivers-waiting"], "0");
+    // An interrupt for a request already answered changes nothing.
+    hub.interrupt(wb.req());
+    assert_eq!(status_of(&hub, id, a)["messages"], "1");
 }
 
 #[test]
@@ -351,13 +404,13 @@ fn pair_and_exclusive_refuse_with_ebusy() {
     send_fd(&hub, a, id, false);
     recv_fd(&hub, b, id);
     assert_eq!(
-        hub.open(c, Target::Mailbox(id, FileKind::Recv), true, false),
+        hub.open(c, Target::Mailbox(id, FileKind::Recv), acc(true, false)),
         Err(Errno::EBUSY)
     );
     assert_eq!(status_of(&hub, id, a)["pair"], "1 2");
     w.exit(2);
     assert!(
-        hub.open(c, Target::Mailbox(id, FileKind::Recv), true, false)
+        hub.open(c, Target::Mailbox(id, FileKind::Recv), acc(true, false))
             .is_ok()
     );
 
@@ -367,21 +420,21 @@ fn pair_and_exclusive_refuse_with_ebusy() {
     let r1 = recv_fd(&hub, a, id);
     let r2 = recv_fd(&hub, a, id);
     assert_eq!(
-        hub.open(b, Target::Mailbox(id, FileKind::Recv), true, false),
+        hub.open(b, Target::Mailbox(id, FileKind::Recv), acc(true, false)),
         Err(Errno::EBUSY)
     );
     assert!(
-        hub.open(b, Target::Mailbox(id, FileKind::Send), false, true)
+        hub.open(b, Target::Mailbox(id, FileKind::Send), acc(false, true))
             .is_ok()
     );
     hub.release(r1);
     assert_eq!(
-        hub.open(b, Target::Mailbox(id, FileKind::Recv), true, false),
+        hub.open(b, Target::Mailbox(id, FileKind::Recv), acc(true, false)),
         Err(Errno::EBUSY)
     );
     hub.release(r2);
     assert!(
-        hub.open(b, Target::Mailbox(id, FileKind::Recv), true, false)
+        hub.open(b, Target::Mailbox(id, FileKind::Recv), acc(true, false))
             .is_ok()
     );
 }
@@ -395,7 +448,7 @@ fn policy_writes_are_validated_and_apply_to_new_mailboxes() {
     let (hub, w) = hub("arbitrary");
     let a = w.spawn(1, 0);
     let old = mkbox(&hub, "old");
-    let root = hub.open(a, Target::RootPolicy, true, true).unwrap();
+    let root = hub.open(a, Target::RootPolicy, acc(true, true)).unwrap();
     assert_eq!(
         write(&hub, root, 1, b"bogus\n", false).got(),
         Got::Err(libc::EINVAL)
@@ -409,7 +462,7 @@ fn policy_writes_are_validated_and_apply_to_new_mailboxes() {
     assert_eq!(status_of(&hub, new, a)["policy"], "broadcast");
     assert_eq!(status_of(&hub, new, a)["capacity"], "3");
     let p = hub
-        .open(a, Target::Mailbox(new, FileKind::Policy), true, true)
+        .open(a, Target::Mailbox(new, FileKind::Policy), acc(true, true))
         .unwrap();
     assert_eq!(
         read(&hub, p, 1, 100, false).got(),
@@ -454,26 +507,26 @@ fn links_follow_the_kill_rule_and_are_reclaimed_on_exit() {
     let (hub, w) = hub("arbitrary");
     let (root, alice, bob) = (w.spawn(1, 0), w.spawn(2, 1000), w.spawn(3, 1001));
     assert_eq!(
-        hub.open(alice, Target::Link(3, FileKind::Send), false, true),
+        hub.open(alice, Target::Link(3, FileKind::Send), acc(false, true)),
         Err(Errno::EPERM)
     );
     assert_eq!(
-        hub.open(alice, Target::Link(99, FileKind::Send), false, true),
+        hub.open(alice, Target::Link(99, FileKind::Send), acc(false, true)),
         Err(Errno::ESRCH)
     );
     let s = hub
-        .open(root, Target::Link(3, FileKind::Send), false, true)
+        .open(root, Target::Link(3, FileKind::Send), acc(false, true))
         .unwrap();
     write(&hub, s, 1, b"for bob", false);
     assert_eq!(hub.peers(root.process), vec![3]);
     assert_eq!(hub.peers(bob.process), vec![1]);
     // Only bob reads what root sent to bob.
     let r = hub
-        .open(alice, Target::Link(1, FileKind::Recv), true, false)
+        .open(alice, Target::Link(1, FileKind::Recv), acc(true, false))
         .unwrap();
     assert_eq!(read(&hub, r, 2, 100, true).got(), Got::Err(libc::EAGAIN));
     let rb = hub
-        .open(bob, Target::Link(1, FileKind::Recv), true, false)
+        .open(bob, Target::Link(1, FileKind::Recv), acc(true, false))
         .unwrap();
     assert_eq!(
         read(&hub, rb, 3, 100, false).got(),
@@ -483,15 +536,17 @@ fn links_follow_the_kill_rule_and_are_reclaimed_on_exit() {
     // Bob exits with a message queued: dropped, counted, reclaimed.
     write(&hub, s, 1, b"too late", false);
     w.exit(3);
+    hub.watch_once(Duration::ZERO);
     assert_eq!(write(&hub, s, 1, b"x", false).got(), Got::Err(libc::ESRCH));
     hub.release(s);
-    hub.sweep();
     assert_eq!(
         hub.peers(root.process),
         vec![2],
         "only alice's link is left"
     );
-    let t = hub.open(root, Target::DaemonStatus, true, false).unwrap();
+    let t = hub
+        .open(root, Target::DaemonStatus, acc(true, false))
+        .unwrap();
     let Got::Data(text) = read(&hub, t, 1, 4096, false).got() else {
         panic!()
     };
@@ -499,7 +554,7 @@ fn links_follow_the_kill_rule_and_are_reclaimed_on_exit() {
     assert!(text.contains("dropped-on-exit: 1\n"), "{text}");
     assert_eq!(hub.memory_used(), 0);
     // A reused pid is a new process: nothing of the old one reaches it.
-    let _ = hub.open(alice, Target::Link(1, FileKind::Recv), true, false);
+    let _ = hub.open(alice, Target::Link(1, FileKind::Recv), acc(true, false));
 }
 
 #[test]
@@ -507,13 +562,13 @@ fn blocked_reader_of_a_link_gets_esrch_when_the_peer_exits() {
     let (hub, w) = hub("arbitrary");
     let (a, b) = (w.spawn(1, 0), w.spawn(2, 0));
     let r = hub
-        .open(a, Target::Link(2, FileKind::Recv), true, false)
+        .open(a, Target::Link(2, FileKind::Recv), acc(true, false))
         .unwrap();
     let waiting = read(&hub, r, 1, 10, false);
     assert_eq!(waiting.got(), Got::Parked);
     let _ = b;
     w.exit(2);
-    hub.sweep();
+    hub.watch_once(Duration::ZERO);
     assert_eq!(waiting.got(), Got::Err(libc::ESRCH));
 }
 
@@ -592,7 +647,7 @@ fn two_blocked_reads_of_one_descriptor_share_the_message() {
     let t1 = read(&hub, r, 2, 10, false);
     let t2 = read(&hub, r, 22, 10, false);
     w.signal(2);
-    hub.check_interrupts();
+    hub.interrupt(t1.req());
     assert_eq!(t1.got(), Got::Err(libc::EINTR));
     assert_eq!(t2.got(), Got::Parked);
     write(&hub, s, 1, b"XYZ", false);
@@ -610,7 +665,7 @@ fn blocked_receipt_read_ends_when_its_message_is_not_sent() {
     let receipt = read(&hub, s, 11, 64, false); // another thread waits for its receipt
     assert_eq!(receipt.got(), Got::Parked);
     w.signal(1); // the writing thread is interrupted
-    hub.check_interrupts();
+    hub.interrupt(blocked.req());
     assert_eq!(blocked.got(), Got::Err(libc::EINTR));
     assert_eq!(
         receipt.got(),
@@ -653,7 +708,8 @@ fn broadcast_rendezvous_never_queues_past_capacity() {
     let rc = recv_fd(&hub, c, id);
     let wb = read(&hub, rb, 2, 10, false);
     let wc = read(&hub, rc, 3, 10, false);
-    w.signal(2); // b is being killed; the watcher has not run yet
+    w.signal(2); // b is interrupted
+    hub.interrupt(wb.req());
     let sent = write(&hub, s, 1, b"x", false);
     assert_eq!(wb.got(), Got::Err(libc::EINTR));
     assert_eq!(sent.got(), Got::Parked, "b has no room: the sender waits");
@@ -672,7 +728,7 @@ fn refused_sender_leaves_no_receipt() {
     let blocked = write(&hub, s, 1, b"x", false);
     assert_eq!(blocked.got(), Got::Parked);
     let p = hub
-        .open(b, Target::Mailbox(id, FileKind::Policy), true, true)
+        .open(b, Target::Mailbox(id, FileKind::Policy), acc(true, true))
         .unwrap();
     write(&hub, p, 2, b"pair", false); // pair = {b, c} by open order: a refused
     assert_eq!(blocked.got(), Got::Err(libc::EBUSY));
@@ -687,14 +743,14 @@ fn exclusive_hold_passes_to_a_process_that_kept_recv_open() {
     let ra = recv_fd(&hub, a, id);
     let _rb = recv_fd(&hub, b, id);
     let p = hub
-        .open(a, Target::Mailbox(id, FileKind::Policy), true, true)
+        .open(a, Target::Mailbox(id, FileKind::Policy), acc(true, true))
         .unwrap();
     write(&hub, p, 1, b"exclusive", false); // holder = a, the earliest
     assert_eq!(status_of(&hub, id, a)["holder"], "1");
     hub.release(ra); // a leaves; b still has recv open
     assert_eq!(status_of(&hub, id, a)["holder"], "2");
     assert_eq!(
-        hub.open(c, Target::Mailbox(id, FileKind::Recv), true, false),
+        hub.open(c, Target::Mailbox(id, FileKind::Recv), acc(true, false)),
         Err(Errno::EBUSY)
     );
 }
@@ -704,14 +760,14 @@ fn link_status_shows_what_an_exited_peer_left() {
     let (hub, w) = hub("arbitrary");
     let (a, b) = (w.spawn(1, 0), w.spawn(2, 0));
     let s = hub
-        .open(b, Target::Link(1, FileKind::Send), false, true)
+        .open(b, Target::Link(1, FileKind::Send), acc(false, true))
         .unwrap();
     write(&hub, s, 2, b"last words", false);
     hub.release(s);
     w.exit(2);
     assert!(hub.pending_from_exited(a.process, 2));
     let st = hub
-        .open(a, Target::Link(2, FileKind::Status), true, false)
+        .open(a, Target::Link(2, FileKind::Status), acc(true, false))
         .unwrap();
     let Got::Data(t) = read(&hub, st, 1, 4096, false).got() else {
         panic!("link status unreadable")
@@ -776,4 +832,59 @@ fn receipt_read_after_rmdir_is_eidrm() {
     // ...and with nothing left, the descriptor's mailbox is gone.
     assert_eq!(read(&hub, s, 1, 64, true).got(), Got::Err(libc::EIDRM));
     assert_eq!(write(&hub, s, 1, b"x", true).got(), Got::Err(libc::EIDRM));
+}
+
+#[test]
+fn a_signal_that_does_not_end_calls_leaves_the_read_waiting_until_one_that_does() {
+    let (hub, w) = hub("arbitrary");
+    let (a, b) = (w.spawn(1, 0), w.spawn(2, 0));
+    let id = mkbox(&hub, "chld");
+    let r = recv_fd(&hub, b, id);
+    let waiting = read(&hub, r, 2, 10, false);
+    // The kernel interrupts the read for a SIGCHLD: nothing that ends it.
+    hub.interrupt(waiting.req());
+    assert_eq!(waiting.got(), Got::Parked);
+    hub.watch_once(Duration::ZERO);
+    assert_eq!(waiting.got(), Got::Parked);
+    // A later Ctrl-C comes with no second interrupt: the watcher sees it.
+    w.signal(2);
+    hub.watch_once(Duration::ZERO);
+    assert_eq!(waiting.got(), Got::Err(libc::EINTR));
+    let s = send_fd(&hub, a, id, false);
+    write(&hub, s, 1, b"kept", false);
+    assert_eq!(status_of(&hub, id, a)["messages"], "1", "not consumed");
+}
+
+#[test]
+fn an_interrupt_that_comes_before_its_request_parks_still_ends_it() {
+    let (hub, w) = hub("arbitrary");
+    let b = w.spawn(2, 0);
+    let id = mkbox(&hub, "early");
+    let r = recv_fd(&hub, b, id);
+    let a = Answer::default();
+    // Another event-loop thread still has the read when its interrupt comes.
+    w.signal(2);
+    hub.interrupt(a.req());
+    hub.read(io(&a, r, 2, 0, false), 10, Box::new(a.clone()));
+    assert_eq!(a.got(), Got::Err(libc::EINTR));
+    assert_eq!(status_of(&hub, id, b)["receivers-waiting"], "0");
+}
+
+#[test]
+fn the_exit_of_a_pair_member_frees_its_slot() {
+    let (hub, w) = hub("pair");
+    let (a, b, c) = (w.spawn(1, 0), w.spawn(2, 0), w.spawn(3, 0));
+    let id = mkbox(&hub, "duo");
+    let _ra = recv_fd(&hub, a, id);
+    let _sb = send_fd(&hub, b, id, false);
+    assert_eq!(
+        hub.open(c, Target::Mailbox(id, FileKind::Recv), acc(true, false)),
+        Err(Errno::EBUSY)
+    );
+    w.exit(2);
+    hub.watch_once(Duration::ZERO);
+    assert!(
+        hub.open(c, Target::Mailbox(id, FileKind::Recv), acc(true, false))
+            .is_ok()
+    );
 }

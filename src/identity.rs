@@ -6,15 +6,17 @@
 //!
 //! FUSE tells the daemon the *thread* id of each caller; [`Processes`] maps it
 //! to the thread group and answers the questions the core asks about
-//! processes (alive? may it signal that one? is that thread interrupted?).
-//! [`OsProcesses`] answers them from `/proc`; unit tests use a fake.
+//! processes (alive? may it signal that one? which signal did that thread
+//! get?) and reports their exits. [`OsProcesses`] answers from pidfds and
+//! `/proc`; unit tests use a fake. Every answer is a system call: the core
+//! asks only off its lock, or where the call site shows it.
 
-use std::fs;
-use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use crate::interrupt::{self, Verdict};
+use crate::pidfd::{self, ExitWatch};
+use crate::procfs::{self, parse_stat, status_field};
 
 /// A process: thread-group id, and `start`: its pidfs inode number, or
 /// where there is no pidfs its start time (clock ticks since boot, field 22
@@ -36,75 +38,39 @@ pub trait Processes: Send + Sync {
     }
     /// The `kill(2)` rule: may `from` send to `to`?
     fn may_signal(&self, from: Process, to: Process) -> bool;
-    /// Whether thread `tid` has a signal pending that should end its blocked
-    /// call, or no longer exists.
-    fn interrupted(&self, tid: u32) -> bool;
-    /// Whether thread `tid` is being killed (a fatal signal is pending), or
-    /// no longer exists: whatever it is handed now is lost. Cheaper than
-    /// [`Processes::interrupted`], for the path that hands out messages.
-    fn dying(&self, tid: u32) -> bool {
+    /// The kernel has interrupted thread `tid`'s blocked call: does the
+    /// signal it got end the call (see [`interrupt::ends_call`])? True for
+    /// a thread that is gone.
+    fn signal_ends_call(&self, tid: u32) -> bool {
         self.interrupted(tid)
     }
-}
-
-/// The real process table, read from `/proc`.
-#[derive(Debug, Default)]
-pub struct OsProcesses;
-
-/// Field `n` (numbered from 1, as in proc(5)) of `/proc/<pid>/stat`, for
-/// `n` >= 3.
-fn stat_field(stat: &str, n: usize) -> Option<&str> {
-    // The command name (field 2) may hold spaces and parentheses: the fields
-    // after it start behind the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_ascii_whitespace().nth(n.checked_sub(3)?)
-}
-
-/// Start time and state letter from the text of `/proc/<pid>/stat`.
-pub fn parse_stat(stat: &str) -> Option<(u64, char)> {
-    let state = stat_field(stat, 3)?.chars().next()?;
-    let start = stat_field(stat, 22)?.parse().ok()?;
-    Some((start, state))
-}
-
-/// Whether the thread whose `/proc/<tid>/stat` this is has `SIGKILL`
-/// pending: the kernel queues it on every thread of a process that a fatal
-/// signal is ending (field 31 holds the thread's own pending signals).
-pub fn stat_sigkill_pending(stat: &str) -> bool {
-    stat_field(stat, 31)
-        .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|pending| pending & (1 << (libc::SIGKILL - 1)) != 0)
-}
-
-/// The value of a `Key:` line of `/proc/<pid>/status`.
-pub fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
-    status.lines().find_map(|l| {
-        l.strip_prefix(key)
-            .and_then(|r| r.strip_prefix(':'))
-            .map(str::trim)
-    })
-}
-
-/// Reads a small `/proc` file with as few system calls as it takes (open,
-/// one read, close): these reads are on the daemon's busy paths.
-fn read(path: String) -> Option<String> {
-    let mut f = fs::File::open(path).ok()?;
-    let mut buf = vec![0u8; 4096];
-    let mut len = 0;
-    loop {
-        let n = f.read(&mut buf[len..]).ok()?;
-        len += n;
-        if n == 0 || len < buf.len() {
-            break;
-        }
-        buf.resize(buf.len() * 2, 0);
+    /// For a call kept waiting after an interrupt: has a signal that ends
+    /// it arrived since, or is the thread gone?
+    fn interrupted(&self, tid: u32) -> bool;
+    /// Reports `p`'s exit through [`Processes::exits`] from now on.
+    fn watch_exit(&self, _p: Process) {}
+    /// Waits up to `timeout` for watched processes to exit.
+    fn exits(&self, timeout: Duration) -> Vec<Process> {
+        std::thread::sleep(timeout);
+        Vec::new()
     }
-    buf.truncate(len);
-    String::from_utf8(buf).ok()
+}
+
+/// The real process table: pidfds, and `/proc` where there is no event.
+pub struct OsProcesses {
+    exits: ExitWatch,
+}
+
+impl Default for OsProcesses {
+    fn default() -> Self {
+        OsProcesses {
+            exits: ExitWatch::new().expect("epoll_create1"),
+        }
+    }
 }
 
 fn uids(pid: u32) -> Option<[u32; 4]> {
-    let status = read(format!("/proc/{pid}/status"))?;
+    let status = procfs::read(format!("/proc/{pid}/status"))?;
     let mut it = status_field(&status, "Uid")?
         .split_ascii_whitespace()
         .map(|v| v.parse::<u32>());
@@ -115,57 +81,35 @@ fn uids(pid: u32) -> Option<[u32; 4]> {
     Some(out)
 }
 
-/// A pidfd for the process (thread-group leader) `pid`.
-fn pidfd(pid: u32) -> Option<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    // SAFETY: a descriptor just returned to us, owned from here on.
-    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-fn pidfd_ino(fd: &OwnedFd) -> Option<u64> {
-    // SAFETY: fstat fills the zeroed struct for a valid descriptor.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    (unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } == 0).then_some(st.st_ino)
-}
-
-/// Whether the process of a pidfd has exited (a zombie, or reaped).
-fn exited(fd: &OwnedFd) -> bool {
-    let mut p = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, no waiting.
-    unsafe { libc::poll(&mut p, 1, 0) != 0 }
-}
-
 /// Whether pidfds tell processes apart by inode number (pidfs): this
 /// process's and init's differ. Older kernels give every pidfd one inode.
 fn pidfs() -> bool {
     static PIDFS: OnceLock<bool> = OnceLock::new();
     *PIDFS.get_or_init(|| {
-        let mine = pidfd(std::process::id()).and_then(|fd| pidfd_ino(&fd));
-        let init = pidfd(1).and_then(|fd| pidfd_ino(&fd));
+        let mine = pidfd::open(std::process::id()).and_then(|fd| pidfd::ino(&fd));
+        let init = pidfd::open(1).and_then(|fd| pidfd::ino(&fd));
         matches!((mine, init), (Some(a), Some(b)) if a != b)
     })
 }
 
 impl OsProcesses {
-    /// The live process `pid` (a thread-group leader: pidfd_open refuses
-    /// other threads).
+    /// The live process `pid` and a pidfd for it, with pidfs (pidfd_open
+    /// refuses threads that do not lead their group).
+    fn with_pidfd(pid: u32) -> Option<(Process, std::os::fd::OwnedFd)> {
+        let fd = pidfd::open(pid)?;
+        if pidfd::exited(&fd) {
+            return None;
+        }
+        let start = pidfd::ino(&fd)?;
+        Some((Process { pid, start }, fd))
+    }
+
+    /// The live process `pid` (a thread-group leader).
     fn process(pid: u32) -> Option<Process> {
         if pidfs() {
-            let fd = pidfd(pid)?;
-            if exited(&fd) {
-                return None;
-            }
-            return Some(Process {
-                pid,
-                start: pidfd_ino(&fd)?,
-            });
+            return Self::with_pidfd(pid).map(|(p, _)| p);
         }
-        let (start, state) = parse_stat(&read(format!("/proc/{pid}/stat"))?)?;
+        let (start, state) = parse_stat(&procfs::read(format!("/proc/{pid}/stat"))?)?;
         // A zombie has exited; only its parent has not reaped it yet.
         if state == 'Z' || state == 'X' {
             return None;
@@ -176,7 +120,14 @@ impl OsProcesses {
 
 impl Processes for OsProcesses {
     fn of_thread(&self, tid: u32) -> Option<Process> {
-        let status = read(format!("/proc/{tid}/status"))?;
+        // Most callers are single-threaded: their thread id is their pid,
+        // and pidfd_open accepts it. Other threads need their Tgid.
+        if pidfs()
+            && let Some((p, _)) = Self::with_pidfd(tid)
+        {
+            return Some(p);
+        }
+        let status = procfs::read(format!("/proc/{tid}/status"))?;
         let tgid = status_field(&status, "Tgid")?.parse().ok()?;
         Self::process(tgid)
     }
@@ -188,7 +139,7 @@ impl Processes for OsProcesses {
         if pidfs() {
             return Self::process(pid);
         }
-        let status = read(format!("/proc/{pid}/status"))?;
+        let status = procfs::read(format!("/proc/{pid}/status"))?;
         let tgid: u32 = status_field(&status, "Tgid")?.parse().ok()?;
         if tgid != pid {
             return None; // a thread, not a process
@@ -202,7 +153,7 @@ impl Processes for OsProcesses {
         }
         // One read: a different task that took the pid (a new process, or a
         // thread of one) has a different start time.
-        read(format!("/proc/{}/stat", p.pid))
+        procfs::read(format!("/proc/{}/stat", p.pid))
             .and_then(|s| parse_stat(&s))
             .is_some_and(|(start, state)| start == p.start && state != 'Z' && state != 'X')
     }
@@ -219,9 +170,13 @@ impl Processes for OsProcesses {
                 .any(|u| *u == t_real || *u == t_saved)
     }
 
+    fn signal_ends_call(&self, tid: u32) -> bool {
+        procfs::read(format!("/proc/{tid}/status")).is_none_or(|s| interrupt::ends_call(&s))
+    }
+
     fn interrupted(&self, tid: u32) -> bool {
         // A thread that is gone waits for no answer.
-        let Some(status) = read(format!("/proc/{tid}/status")) else {
+        let Some(status) = procfs::read(format!("/proc/{tid}/status")) else {
             return true;
         };
         let tgid: Option<u32> = status_field(&status, "Tgid").and_then(|v| v.parse().ok());
@@ -229,17 +184,26 @@ impl Processes for OsProcesses {
             Verdict::Interrupted => true,
             Verdict::NotInterrupted => false,
             Verdict::AskLeader(shared) => {
-                let leader = tgid.and_then(|t| read(format!("/proc/{t}/status")));
+                let leader = tgid.and_then(|t| procfs::read(format!("/proc/{t}/status")));
                 !interrupt::leader_takes(leader.as_deref(), shared)
             }
         }
     }
 
-    fn dying(&self, tid: u32) -> bool {
-        match read(format!("/proc/{tid}/stat")) {
-            Some(stat) => stat_sigkill_pending(&stat),
-            None => true,
+    fn watch_exit(&self, p: Process) {
+        if self.exits.is_watched(p) {
+            return;
         }
+        let fd = if pidfs() {
+            Self::with_pidfd(p.pid).and_then(|(q, fd)| (q == p).then_some(fd))
+        } else {
+            pidfd::open(p.pid).filter(|_| self.is_alive(p))
+        };
+        self.exits.watch(p, fd);
+    }
+
+    fn exits(&self, timeout: Duration) -> Vec<Process> {
+        self.exits.wait(timeout)
     }
 }
 
@@ -248,42 +212,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stat_with_odd_command_name() {
-        let stat =
-            "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 200";
-        assert_eq!(parse_stat(stat), Some((987654, 'S')));
-        assert_eq!(parse_stat("garbage"), None);
-    }
-
-    #[test]
-    fn sigkill_bit_in_stat() {
-        let stat = |signal: u64| {
-            let mut f: Vec<String> = (3..=52).map(|i| i.to_string()).collect();
-            f[0] = "S".into();
-            f[31 - 3] = signal.to_string();
-            format!("77 (x y) {}", f.join(" "))
-        };
-        assert!(!stat_sigkill_pending(&stat(0)));
-        assert!(!stat_sigkill_pending(&stat(2)));
-        assert!(stat_sigkill_pending(&stat(256)));
-        assert!(stat_sigkill_pending(&stat(258)));
-        assert_eq!(stat_field(&stat(0), 22), Some("22"));
-    }
-
-    #[test]
-    fn a_dying_child_is_seen_dying_then_gone() {
+    fn a_killed_child_is_reported_gone() {
+        let os = OsProcesses::default();
         let mut child = std::process::Command::new("sleep")
             .arg("30")
             .spawn()
             .unwrap();
         let pid = child.id();
-        let p = OsProcesses.by_pid(pid).unwrap();
-        assert!(!OsProcesses.dying(pid));
-        assert!(OsProcesses.is_alive(p));
+        let p = os.by_pid(pid).unwrap();
+        assert!(os.is_alive(p));
+        os.watch_exit(p);
+        assert!(os.exits(Duration::from_millis(10)).is_empty());
         child.kill().unwrap();
+        assert_eq!(os.exits(Duration::from_secs(10)), vec![p]);
         child.wait().unwrap();
-        assert!(OsProcesses.dying(pid), "a reaped process is gone");
-        assert!(!OsProcesses.is_alive(p));
+        assert!(!os.is_alive(p));
+        assert!(
+            os.signal_ends_call(pid),
+            "a reaped thread waits for nothing"
+        );
+        // Watching a process that is gone reports it at once.
+        os.watch_exit(p);
+        assert_eq!(os.exits(Duration::from_secs(10)), vec![p]);
     }
 
     #[test]
@@ -294,6 +244,7 @@ mod tests {
 
     #[test]
     fn a_reused_pid_is_another_process_even_within_one_clock_tick() {
+        let os = OsProcesses::default();
         // Make the kernel hand the pid of an exited child to the next one at
         // once (root only), which a start time in clock ticks cannot tell apart.
         let sleep = || {
@@ -305,17 +256,17 @@ mod tests {
         for _ in 0..50 {
             let mut old = sleep();
             let pid = old.id();
-            let old_p = OsProcesses.by_pid(pid).unwrap();
+            let old_p = os.by_pid(pid).unwrap();
             old.kill().unwrap();
             old.wait().unwrap();
-            fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).unwrap();
+            std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).unwrap();
             let mut new = sleep();
             let reused = new.id() == pid;
             if reused {
-                let new_p = OsProcesses.by_pid(pid).unwrap();
+                let new_p = os.by_pid(pid).unwrap();
                 assert_ne!(new_p, old_p, "the new process is another process");
-                assert!(!OsProcesses.is_alive(old_p), "the old one is gone");
-                assert!(OsProcesses.is_alive(new_p));
+                assert!(!os.is_alive(old_p), "the old one is gone");
+                assert!(os.is_alive(new_p));
             }
             new.kill().unwrap();
             new.wait().unwrap();
@@ -328,29 +279,32 @@ mod tests {
 
     #[test]
     fn this_process_is_found_and_alive() {
+        let os = OsProcesses::default();
         let me = std::process::id();
-        let p = OsProcesses.by_pid(me).expect("own process");
+        let p = os.by_pid(me).expect("own process");
         assert_eq!(p.pid, me);
-        assert!(OsProcesses.is_alive(p));
-        assert!(!OsProcesses.is_alive(Process {
+        assert!(os.is_alive(p));
+        assert!(!os.is_alive(Process {
             pid: me,
             start: p.start + 1
         }));
-        assert_eq!(OsProcesses.of_thread(me), Some(p));
-        assert!(OsProcesses.may_signal(p, p));
-        assert!(!OsProcesses.interrupted(me));
+        assert_eq!(os.of_thread(me), Some(p));
+        assert!(os.may_signal(p, p));
+        assert!(!os.interrupted(me));
     }
 
     #[test]
     fn thread_maps_to_its_process() {
-        let me = OsProcesses.by_pid(std::process::id()).unwrap();
+        let os = OsProcesses::default();
+        let me = os.by_pid(std::process::id()).unwrap();
         let tid = std::thread::spawn(|| {
+            let os = OsProcesses::default();
             let tid = unsafe { libc::gettid() } as u32;
             assert_ne!(tid, std::process::id());
             // A thread id is not a process of its own...
-            assert_eq!(OsProcesses.by_pid(tid), None);
+            assert_eq!(os.by_pid(tid), None);
             // ...but maps to the process it belongs to.
-            OsProcesses.of_thread(tid)
+            os.of_thread(tid)
         })
         .join()
         .unwrap();

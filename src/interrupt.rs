@@ -1,28 +1,29 @@
-//! Whether a blocked caller has been signalled.
+//! Which signals end a blocked call, read from `/proc/<tid>/status`.
 //!
-//! fuser answers `FUSE_INTERRUPT` with `ENOSYS`, after which the kernel waits
-//! for the daemon's answer even through `SIGKILL`. So the daemon looks for
-//! itself, in `/proc/<tid>/status`, for what would interrupt a pipe read:
+//! The kernel tells the daemon that a blocked caller got a signal with
+//! `FUSE_INTERRUPT`; ipcfs then reads the thread's status once, off the
+//! hub's lock, to learn *which* signal it was ([`ends_call`]):
 //!
-//! - a signal pending for the thread itself (`SigPnd`) that it does not
-//!   block (`SigBlk`), including the `SIGKILL` the kernel queues on every
-//!   thread of a process that a fatal signal is ending;
-//! - a signal pending for the whole process (`ShdPnd`) that the thread does
-//!   not block, if the kernel would pick this thread to take it: the
-//!   thread-group leader when it does not block the signal (the kernel's
-//!   first choice), else any thread that does not block it.
+//! - any signal pending for the thread or its process that the thread does
+//!   not block ends the call with `EINTR`, including the `SIGKILL` the
+//!   kernel queues on every thread of a process a fatal signal is ending;
+//! - signals whose default action is to be ignored (`SIGCHLD`, `SIGCONT`,
+//!   `SIGURG`, `SIGWINCH`) do not: they cannot kill, and their handlers are
+//!   usually installed with `SA_RESTART`, which a pipe read would honour by
+//!   restarting. The kernel refuses the restart code from a FUSE daemon, so
+//!   ipcfs lets the call wait on and the handler run when it completes
+//!   (bash's `SIGCHLD` handler, for one, must not break a blocked
+//!   `echo > box/send` whenever a background job ends).
 //!
-//! Signals whose default action is to be ignored (`SIGCHLD`, `SIGCONT`,
-//! `SIGURG`, `SIGWINCH`) never end a blocked call: they cannot kill, and
-//! their handlers are usually installed with `SA_RESTART`, which a pipe read
-//! would honour by restarting; the kernel refuses the restart code from a
-//! FUSE daemon, so ipcfs lets the call wait on and the handler run when it
-//! completes (bash's `SIGCHLD` handler, for one, must not break a blocked
-//! `echo > box/send` whenever a background job ends).
-//!
-//! Such a thread is answered `EINTR`.
+//! After its one `FUSE_INTERRUPT` the kernel waits for the answer in a
+//! killable sleep and sends no other, so a call kept waiting that way is
+//! checked again by the watcher every 100 ms ([`verdict`]), to end it on a
+//! later Ctrl-C or `SIGTERM`. There, a signal pending for the whole process
+//! ends the call of a thread only if the kernel would pick that thread to
+//! take it: the thread-group leader when it does not block the signal (the
+//! kernel's first choice), else any thread that does not block it.
 
-use crate::identity::status_field;
+use crate::procfs::status_field;
 
 const fn bit(sig: i32) -> u64 {
     1 << (sig - 1)
@@ -38,6 +39,17 @@ fn mask(status: &str, key: &str) -> u64 {
     status_field(status, key)
         .and_then(|v| u64::from_str_radix(v, 16).ok())
         .unwrap_or(0)
+}
+
+/// Given the text of `/proc/<tid>/status` of a thread whose blocked call the
+/// kernel has just interrupted: does a pending signal end the call? The
+/// kernel chose this thread to take the signal, so signals pending for the
+/// whole process count as the thread's own.
+pub fn ends_call(status: &str) -> bool {
+    let blocked = mask(status, "SigBlk");
+    let own = mask(status, "SigPnd");
+    let shared = mask(status, "ShdPnd");
+    own & SIGKILL_BIT != 0 || (own | shared) & !blocked & !NEVER != 0
 }
 
 /// What a thread's signal state says about its blocked call.
@@ -131,6 +143,30 @@ mod tests {
             verdict(&status("0000000000000100", "0", "fffffffffffffeff"), false),
             Verdict::Interrupted
         );
+    }
+
+    #[test]
+    fn on_interrupt_only_default_ignore_signals_keep_the_call() {
+        let chld = format!("{:016x}", bit(libc::SIGCHLD));
+        assert!(!ends_call(&status(&chld, "0", "0")), "bash's SIGCHLD");
+        assert!(!ends_call(&status("0", &chld, "0")));
+        assert!(!ends_call(&status("0", "0", "0")), "nothing visible");
+        // SIGINT for the process, with a handler: the kernel picked this thread.
+        assert!(ends_call(&status("0", "0000000000000002", "0")));
+        // SIGQUIT (3), SIGABRT (6): fatal, dumping core.
+        assert!(ends_call(&status("0000000000000004", "0", "0")));
+        assert!(ends_call(&status("0", "0000000000000020", "0")));
+        // Blocked: does not end it, but SIGKILL always does.
+        assert!(!ends_call(&status(
+            "0",
+            "0000000000000002",
+            "0000000000000002"
+        )));
+        assert!(ends_call(&status(
+            "0000000000000100",
+            "0",
+            "fffffffffffffeff"
+        )));
     }
 
     #[test]

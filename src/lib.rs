@@ -7,7 +7,8 @@
 //! - [`channel`]: a queue with its blocked readers and senders (a mailbox,
 //!   or one direction of a direct link);
 //! - [`hub`]: mailboxes, links, open descriptors and parked requests;
-//! - [`identity`], [`interrupt`]: processes and their pending signals;
+//! - [`identity`], [`pidfd`], [`procfs`], [`interrupt`]: processes, their
+//!   exits and the signals that end their blocked calls;
 //! - [`message`], [`memory`], [`receipts`], [`waiter`], [`status`].
 //!
 //! [`fs`] and [`inode`] adapt it to FUSE; [`options`] parses the command
@@ -24,7 +25,9 @@ pub mod memory;
 pub mod message;
 pub mod mountinfo;
 pub mod options;
+pub mod pidfd;
 pub mod policy;
+pub mod procfs;
 pub mod receipts;
 pub mod receiver_rule;
 pub mod status;

@@ -58,7 +58,7 @@ fn serve(s: &Settings) -> Result<(), String> {
             uid: unsafe { libc::getuid() },
             gid: unsafe { libc::getgid() },
         },
-        Box::new(OsProcesses),
+        Box::new(OsProcesses::default()),
     ));
     let mut config = FuseConfig::default();
     config.mount_options = s.mount_options.clone();

@@ -141,6 +141,16 @@ pub fn pick_waiter(waiters: &VecDeque<RecvWait>, for_: Option<Process>) -> Optio
         .position(|w| for_.is_none_or(|p| w.reader == p))
 }
 
+/// Under [`Delivery::Each`]: splits the blocked readers into the one that
+/// has waited longest of each receiving process, which take their copies
+/// now, and the rest, in waiting order. One pass, whatever their number.
+pub fn first_waiter_of_each(
+    waiters: VecDeque<RecvWait>,
+) -> (VecDeque<RecvWait>, VecDeque<RecvWait>) {
+    let mut seen = std::collections::HashSet::with_capacity(waiters.len());
+    waiters.into_iter().partition(|w| seen.insert(w.reader))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -52,8 +52,6 @@ pub struct RecvWait {
     pub id: WaiterId,
     pub handle: u64,
     pub reader: Process,
-    /// The blocked thread, watched for signals.
-    pub tid: u32,
     pub size: u32,
     pub reply: Box<dyn Replier>,
 }
@@ -87,6 +85,12 @@ pub struct Effects {
     pub cancelled: Vec<ReceiptTag>,
     /// Waiters that left their queue.
     pub unparked: Vec<WaiterId>,
+    /// Requests interrupted before they parked: to look at once the lock
+    /// is released.
+    pub suspects: Vec<WaiterId>,
+    /// Processes whose exit the core must learn of (link ends, `pair` and
+    /// `exclusive` members): to watch once the lock is released.
+    pub watch: Vec<Process>,
 }
 
 impl Effects {

@@ -432,6 +432,17 @@ pub trait Filesystem: Send + Sync + 'static {
         }
     }
 
+    /// Interrupt a request: the kernel asks the filesystem to end the
+    /// request `unique` early because its caller got a signal. Answer the
+    /// original request (usually with `EINTR`) and then `reply.ok()`; reply
+    /// `EAGAIN` if `unique` is not known yet (the kernel sends the interrupt
+    /// again), or ignore it by replying `ok()` if that request was already
+    /// answered. The default, `ENOSYS`, tells the kernel to stop sending
+    /// interrupts on this connection.
+    fn interrupt(&self, _req: &Request, _unique: RequestId, reply: ReplyEmpty) {
+        reply.error(Errno::ENOSYS);
+    }
+
     /// Get file attributes.
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         warn!("[Not Implemented] getattr(ino: {ino:#x?}, fh: {fh:#x?})");
