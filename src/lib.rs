@@ -1,34 +1,19 @@
 //! ipcfs: message passing between processes, as files.
 //!
-//! The message-passing core knows nothing of FUSE:
-//! - [`policy`]: receiver rules and buffering, and their text form;
-//! - [`receiver_rule`]: **who receives a message** (pair, exclusive,
-//!   arbitrary, broadcast) — decided there and only there;
-//! - [`channel`]: a queue with its blocked readers and senders (a mailbox,
-//!   or one direction of a direct link);
-//! - [`hub`]: mailboxes, links, open descriptors and parked requests;
-//! - [`identity`], [`pidfd`], [`procfs`], [`interrupt`]: processes, their
-//!   exits and the signals that end their blocked calls;
-//! - [`message`], [`memory`], [`receipts`], [`waiter`], [`status`].
+//! Three rooms, one per folder:
+//! - [`hub`]: the message-passing core, free of FUSE types and of system
+//!   calls. Who receives a message is decided in [`hub::receiver_rule`];
+//!   [`hub`] itself holds the one lock and applies what an operation leaves
+//!   to do (replies, notifications) after releasing it.
+//! - [`os`]: what the system says about processes (pidfds, `/proc`, signals)
+//!   and about the mount; the core reaches it through
+//!   [`hub::process::Processes`].
+//! - [`fuse`]: the FUSE adapter, which only translates kernel requests into
+//!   hub calls and the hub's answers into replies.
 //!
-//! [`fs`] and [`inode`] adapt it to FUSE; [`options`] parses the command
-//! line; [`mountinfo`] tells the daemon when it has been unmounted.
+//! [`options`] parses the command line; `main.rs` mounts and handles signals.
 
-pub mod channel;
-pub mod errno;
-pub mod fs;
+pub mod fuse;
 pub mod hub;
-pub mod identity;
-pub mod inode;
-pub mod interrupt;
-pub mod memory;
-pub mod message;
-pub mod mountinfo;
 pub mod options;
-pub mod pidfd;
-pub mod policy;
-pub mod procfs;
-pub mod receipts;
-pub mod receiver_rule;
-pub mod status;
-pub mod waiter;
+pub mod os;

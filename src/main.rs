@@ -10,11 +10,11 @@ use log::{error, info};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use ipcfs::fs::IpcFs;
+use ipcfs::fuse::adapter::IpcFs;
 use ipcfs::hub::{Config, Hub};
-use ipcfs::identity::OsProcesses;
-use ipcfs::mountinfo;
 use ipcfs::options::{Cli, Settings, hard_max_message};
+use ipcfs::os::mountinfo;
+use ipcfs::os::processes::OsProcesses;
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(

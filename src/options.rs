@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use fuser::MountOption;
 
-use crate::policy::{self, Policy, Rule};
+use crate::hub::policy::{self, Policy, Rule};
 
 const ABOUT: &str = "Message passing between processes, as files (a FUSE filesystem).";
 

@@ -13,10 +13,10 @@
 
 use std::collections::VecDeque;
 
-use crate::errno::{Errno, Result};
-use crate::identity::Process;
-use crate::policy::Rule;
-use crate::waiter::RecvWait;
+use crate::hub::errno::{Errno, Result};
+use crate::hub::policy::Rule;
+use crate::hub::process::Process;
+use crate::hub::waiter::RecvWait;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {

@@ -2,12 +2,12 @@
 //!
 //! Every message payload reserves its length here when it enters the daemon
 //! and gives it back when the last copy of it is dropped (see
-//! [`crate::message::Payload`]), so the figure covers queued messages,
+//! [`crate::hub::message::Payload`]), so the figure covers queued messages,
 //! messages parked in blocked sends and the unread rest of partly read ones.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::errno::{Errno, Result};
+use crate::hub::errno::{Errno, Result};
 
 #[derive(Debug)]
 pub struct MemoryBudget {

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use crate::errno::Result;
-use crate::identity::Process;
-use crate::memory::MemoryBudget;
+use crate::hub::accounting::MemoryBudget;
+use crate::hub::errno::Result;
+use crate::hub::process::Process;
 
 /// Message bytes, accounted in the daemon's [`MemoryBudget`] for as long as
 /// any copy of the message exists.

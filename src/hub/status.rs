@@ -3,8 +3,8 @@
 
 use std::fmt::Write;
 
-use crate::channel::Channel;
-use crate::memory::MemoryBudget;
+use crate::hub::accounting::MemoryBudget;
+use crate::hub::channel::Channel;
 
 fn line(out: &mut String, key: &str, value: impl std::fmt::Display) {
     let _ = writeln!(out, "{key}: {value}");

@@ -1,17 +1,17 @@
 //! A channel: the queue between senders and receivers, with its blocked
 //! readers and writers. Every mailbox has one; a direct link has one per
 //! direction. Framing, blocking, capacity and rendezvous are the same for
-//! both; who may receive is asked of [`crate::receiver_rule`].
+//! both; who may receive is asked of [`crate::hub::receiver_rule`].
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use crate::errno::Errno;
-use crate::identity::Process;
-use crate::message::Message;
-use crate::policy::Policy;
-use crate::receiver_rule::{self, Delivery, Membership, Role};
-use crate::waiter::{Effects, Outcome, RecvWait, SendWait, WaiterId};
+use crate::hub::errno::Errno;
+use crate::hub::message::Message;
+use crate::hub::policy::Policy;
+use crate::hub::process::Process;
+use crate::hub::receiver_rule::{self, Delivery, Membership, Role};
+use crate::hub::waiter::{Effects, Outcome, RecvWait, SendWait, WaiterId};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -462,10 +462,10 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::memory::MemoryBudget;
-    use crate::message::Payload;
-    use crate::policy::Rule;
-    use crate::waiter::Replier;
+    use crate::hub::accounting::MemoryBudget;
+    use crate::hub::message::Payload;
+    use crate::hub::policy::Rule;
+    use crate::hub::waiter::Replier;
 
     type Log = Arc<Mutex<Vec<String>>>;
 

@@ -4,9 +4,9 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::errno::{Errno, Result};
-use crate::memory::MemoryBudget;
-use crate::waiter::{Outcome, ReceiptWait, WaiterId};
+use crate::hub::accounting::MemoryBudget;
+use crate::hub::errno::{Errno, Result};
+use crate::hub::waiter::{Outcome, ReceiptWait, WaiterId};
 
 /// What each receipt not yet read holds of `--max-memory`: a descriptor
 /// that sends without ever reading its receipts cannot grow the daemon

@@ -795,7 +795,7 @@ fn unread_receipts_count_against_the_memory_bound() {
         assert!(sent < 10_000, "receipts never bounded");
     }
     assert_eq!(write(&hub, s, 1, b"x", true).got(), Got::Err(libc::ENOBUFS));
-    assert_eq!(sent, 10_000 / crate::receipts::RECEIPT_COST);
+    assert_eq!(sent, 10_000 / crate::hub::receipts::RECEIPT_COST);
     // Reading the receipts gives the memory back.
     for _ in 0..sent {
         assert_eq!(read(&hub, s, 1, 64, true).got(), Got::Data(b"2\n".to_vec()));

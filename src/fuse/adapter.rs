@@ -14,10 +14,10 @@ use fuser::{
     Request, RequestId, TimeOrNow, WriteFlags,
 };
 
-use crate::errno::Errno;
+use crate::fuse::inode::Node;
+use crate::hub::errno::Errno;
+use crate::hub::waiter::{Outcome, Replier};
 use crate::hub::{Access, Attr, Caller, FileKind, Hub, Io, MailboxId, ROOT, Target};
-use crate::inode::Node;
-use crate::waiter::{Outcome, Replier};
 
 /// Mailbox names are only changed through this mount, so the kernel may
 /// cache them; `proc/` answers differ per caller and per moment.

@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::identity::Process;
+use crate::hub::process::Process;
 
 /// A pidfd for the process (thread-group leader) `pid`; `None` if there is
 /// no such process or `pid` is a thread that does not lead its group.

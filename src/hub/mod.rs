@@ -1,7 +1,18 @@
 //! The message-passing core: mailboxes (a tree of names), direct links,
 //! open descriptors, and blocked requests. No FUSE types: the adapter in
-//! [`crate::fs`] turns requests into calls here and [`Replier`]s carry the
+//! [`crate::fuse::adapter`] turns requests into calls here and [`Replier`]s carry the
 //! answers back, now or later.
+
+pub mod accounting;
+pub mod channel;
+pub mod errno;
+pub mod message;
+pub mod policy;
+pub mod process;
+pub mod receipts;
+pub mod receiver_rule;
+pub mod status;
+pub mod waiter;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ffi::{OsStr, OsString};
@@ -11,16 +22,15 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info};
 
-use crate::channel::{Channel, Removed};
-use crate::errno::{Errno, Result};
-use crate::identity::{Process, Processes};
-use crate::memory::MemoryBudget;
-use crate::message::{Message, Payload, ReceiptTag};
-use crate::policy::{self, Policy, Rule};
-use crate::receipts::{ReceiptBook, ReceiptRead};
-use crate::receiver_rule::Role;
-use crate::status;
-use crate::waiter::{Effects, Outcome, ReceiptWait, RecvWait, Replier, SendWait, WaiterId};
+use self::accounting::MemoryBudget;
+use self::channel::{Channel, Removed};
+use self::errno::{Errno, Result};
+use self::message::{Message, Payload, ReceiptTag};
+use self::process::{Process, Processes};
+use self::receipts::{ReceiptBook, ReceiptRead};
+use self::receiver_rule::Role;
+use self::waiter::{Effects, Outcome, ReceiptWait, RecvWait, Replier, SendWait, WaiterId};
+use policy::{Policy, Rule};
 
 pub type MailboxId = u64;
 /// The parent of top-level mailboxes.
@@ -1315,7 +1325,7 @@ impl Hub {
 
     /// The kernel interrupted request `req`: its caller got a signal. A
     /// parked request is answered `EINTR` at once, unless the signal is one
-    /// that does not end calls (see [`crate::interrupt`]); then it waits on,
+    /// that does not end calls (see [`crate::os::signals`]); then it waits on,
     /// and the watcher looks at its thread from now on. An interrupt for a
     /// request that has not parked is remembered a moment: the request may
     /// still be on its way through another event-loop thread.
@@ -1507,5 +1517,4 @@ impl Hub {
 }
 
 #[cfg(test)]
-#[path = "hub_tests.rs"]
 mod tests;

@@ -23,7 +23,7 @@
 //! take it: the thread-group leader when it does not block the signal (the
 //! kernel's first choice), else any thread that does not block it.
 
-use crate::procfs::status_field;
+use crate::os::procfs::status_field;
 
 const fn bit(sig: i32) -> u64 {
     1 << (sig - 1)

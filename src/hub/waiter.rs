@@ -9,9 +9,9 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use crate::errno::Errno;
-use crate::identity::Process;
-use crate::message::{Message, Payload, ReceiptTag};
+use crate::hub::errno::Errno;
+use crate::hub::message::{Message, Payload, ReceiptTag};
+use crate::hub::process::Process;
 
 /// What a parked or immediate request is answered with.
 #[derive(Debug)]
