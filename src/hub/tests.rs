@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::*;
+use crate::hub::waiter::{Outcome, Replier, WaiterId};
 
 #[derive(Default)]
 struct World {

@@ -1,0 +1,171 @@
+//! Open descriptors: what each one is (a `recv` with its place in the
+//! current message, a `send` with its receipts, a status or policy
+//! snapshot), who opened it, and its poll registration.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use super::message::Message;
+use super::process::Process;
+use super::receipts::ReceiptBook;
+use super::receiver_rule::Role;
+use super::waiter::{Outcome, Replier, WaiterId};
+use super::{ChanKey, MailboxId};
+
+/// The part of a message a `recv` descriptor is reading.
+#[derive(Default)]
+pub struct Cursor {
+    pub current: Option<(Message, usize)>,
+    /// The whole message has been returned; the next read returns 0.
+    pub eof: bool,
+}
+
+impl Cursor {
+    /// Answers a read from what the descriptor already holds, if it can.
+    ///
+    /// Files are opened `FOPEN_STREAM`: each `read(2)` arrives at offset 0,
+    /// and only the continuation requests of one large `read(2)` (sent by the
+    /// kernel when the previous request was filled completely) have offsets
+    /// above 0. A continuation never starts a new message nor consumes the
+    /// end-of-file that follows one.
+    pub fn serve(&mut self, offset: u64, size: u32) -> Option<Outcome> {
+        if let Some((msg, pos)) = &mut self.current {
+            let end = msg.len().min(*pos + size as usize);
+            let out = Outcome::Slice(Arc::clone(&msg.payload), *pos..end);
+            *pos = end;
+            if end == msg.len() {
+                self.current = None;
+                self.eof = true;
+            }
+            return Some(out);
+        }
+        if self.eof {
+            if offset == 0 {
+                self.eof = false;
+            }
+            return Some(Outcome::empty());
+        }
+        (offset > 0).then(Outcome::empty)
+    }
+
+    pub fn partial(&self) -> bool {
+        self.current.as_ref().is_some_and(|(_, pos)| *pos > 0)
+    }
+}
+
+/// A read of a `recv` descriptor that waits behind another blocked read
+/// of the same descriptor (two threads, or a parent and child sharing it):
+/// it goes on from where the first leaves the message.
+pub struct ReadBehind {
+    pub id: WaiterId,
+    pub size: u32,
+    pub reply: Box<dyn Replier>,
+}
+
+pub enum HandleKind {
+    Recv {
+        chan: ChanKey,
+        cursor: Cursor,
+        /// A read of this descriptor waits on the channel.
+        reading: bool,
+        behind: VecDeque<ReadBehind>,
+    },
+    Send {
+        chan: ChanKey,
+        receipts: Option<ReceiptBook>,
+        /// Opened `O_APPEND`: the kernel puts each write at the file's
+        /// size, so its offset says nothing about continuations.
+        append: bool,
+    },
+    /// A status snapshot.
+    Text(Vec<u8>),
+    /// A policy file: its text at open; writes set `of` (None: the root).
+    Policy {
+        of: Option<MailboxId>,
+        text: Vec<u8>,
+    },
+}
+
+pub struct Handle {
+    pub owner: Process,
+    pub kind: HandleKind,
+    /// The kernel's poll handle for this descriptor, once it has polled.
+    pub poll: Option<u64>,
+}
+
+/// Every open descriptor, by the handle number given to the kernel.
+#[derive(Default)]
+pub struct Handles {
+    map: HashMap<u64, Handle>,
+    last: u64,
+}
+
+impl Handles {
+    /// Records a new descriptor; handle numbers grow, so they give the
+    /// order of opening.
+    pub fn insert(&mut self, owner: Process, kind: HandleKind) -> u64 {
+        self.last += 1;
+        self.map.insert(
+            self.last,
+            Handle {
+                owner,
+                kind,
+                poll: None,
+            },
+        );
+        self.last
+    }
+
+    pub fn get(&self, h: u64) -> Option<&Handle> {
+        self.map.get(&h)
+    }
+
+    pub fn get_mut(&mut self, h: u64) -> Option<&mut Handle> {
+        self.map.get_mut(&h)
+    }
+
+    pub fn remove(&mut self, h: u64) -> Option<Handle> {
+        self.map.remove(&h)
+    }
+
+    /// The `recv` descriptor `h`'s parts, if that is what it is.
+    pub fn recv_mut(&mut self, h: u64) -> Option<&mut HandleKind> {
+        self.map
+            .get_mut(&h)
+            .map(|hd| &mut hd.kind)
+            .filter(|k| matches!(k, HandleKind::Recv { .. }))
+    }
+
+    /// The receipts of the read-write `send` descriptor `h`.
+    pub fn receipts_mut(&mut self, h: u64) -> Option<&mut ReceiptBook> {
+        match self.map.get_mut(&h).map(|hd| &mut hd.kind) {
+            Some(HandleKind::Send {
+                receipts: Some(book),
+                ..
+            }) => Some(book),
+            _ => None,
+        }
+    }
+
+    /// The processes that have mailbox `id`'s `send` or `recv` open, in the
+    /// order they opened it.
+    pub fn openers(&self, id: MailboxId) -> Vec<(Process, Role)> {
+        let mut open: Vec<(u64, Process, Role)> = self
+            .map
+            .iter()
+            .filter_map(|(h, hd)| match hd.kind {
+                HandleKind::Recv {
+                    chan: ChanKey::Mailbox(m),
+                    ..
+                } if m == id => Some((*h, hd.owner, Role::Recv)),
+                HandleKind::Send {
+                    chan: ChanKey::Mailbox(m),
+                    ..
+                } if m == id => Some((*h, hd.owner, Role::Send)),
+                _ => None,
+            })
+            .collect();
+        open.sort_by_key(|(h, ..)| *h);
+        open.into_iter().map(|(_, p, role)| (p, role)).collect()
+    }
+}

@@ -1,0 +1,294 @@
+//! The tree of mailboxes: names, nesting, ownership and modes, and the
+//! operations that change it (`mkdir`, `rmdir`, `rename`, `chmod`/`chown`).
+//! Each mailbox owns its [`Channel`]; what flows through it is elsewhere.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+
+use super::MailboxId;
+use super::accounting::MemoryBudget;
+use super::channel::Channel;
+use super::errno::{Errno, Result};
+use super::policy::Policy;
+
+/// The parent of top-level mailboxes.
+pub const ROOT: MailboxId = 0;
+/// Names a mailbox may not have: its parent's files.
+pub const MAILBOX_FILES: [&str; 4] = ["send", "recv", "policy", "status"];
+/// Names taken at the top of the mount.
+pub const ROOT_NAMES: [&str; 2] = ["proc", "policy"];
+pub const NAME_MAX: usize = 255;
+/// What a mailbox holds of `--max-memory` (about what it costs the daemon),
+/// so that `mkdir` in a loop cannot grow the daemon without bound either:
+/// past the bound, `mkdir` fails with `ENOSPC`.
+pub const MAILBOX_COST: usize = 1024;
+/// Mailbox ids are numbered from 1 and never reused; past this, `mkdir`
+/// fails with `ENOSPC` (inode numbers hold 37 bits of them).
+pub const MAX_MAILBOX_ID: MailboxId = (1 << 37) - 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    Send,
+    Recv,
+    Policy,
+    Status,
+}
+
+impl FileKind {
+    pub const ALL: [FileKind; 4] = [
+        FileKind::Send,
+        FileKind::Recv,
+        FileKind::Policy,
+        FileKind::Status,
+    ];
+
+    pub fn name(self) -> &'static str {
+        MAILBOX_FILES[self as usize]
+    }
+
+    pub fn from_name(name: &OsStr) -> Option<FileKind> {
+        FileKind::ALL
+            .into_iter()
+            .find(|k| k.name().as_bytes() == name.as_bytes())
+    }
+}
+
+/// Ownership and permission bits of a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attr {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+pub struct Mailbox {
+    pub name: OsString,
+    pub parent: MailboxId,
+    pub children: BTreeMap<OsString, MailboxId>,
+    pub dir: Attr,
+    pub files: [Attr; 4],
+    pub chan: Channel,
+}
+
+/// The modes of a new mailbox's files, from its directory's mode: `send`
+/// gets the write bits (and the matching read bits, for receipts), `recv`
+/// and `status` the read bits, `policy` owner-write plus the read bits.
+pub fn file_modes(dir_mode: u32) -> [u32; 4] {
+    let w = dir_mode & 0o222;
+    let r = dir_mode & 0o444;
+    [w | (w << 1), r, 0o200 | r, r]
+}
+
+pub struct Tree {
+    mailboxes: HashMap<MailboxId, Mailbox>,
+    top: BTreeMap<OsString, MailboxId>,
+    last: MailboxId,
+    /// The root `policy`: given to mailboxes created from now on.
+    pub default_policy: Policy,
+    pub root_policy_attr: Attr,
+}
+
+fn check_name(parent: MailboxId, name: &OsStr) -> Result<()> {
+    if name.len() > NAME_MAX {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    let reserved: &[&str] = if parent == ROOT {
+        &ROOT_NAMES
+    } else {
+        &MAILBOX_FILES
+    };
+    if reserved.iter().any(|r| r.as_bytes() == name.as_bytes()) {
+        return Err(Errno::EEXIST);
+    }
+    Ok(())
+}
+
+impl Tree {
+    pub fn new(default_policy: Policy, root_policy_attr: Attr) -> Tree {
+        Tree {
+            mailboxes: HashMap::new(),
+            top: BTreeMap::new(),
+            last: ROOT,
+            default_policy,
+            root_policy_attr,
+        }
+    }
+
+    pub fn get(&self, id: MailboxId) -> Option<&Mailbox> {
+        self.mailboxes.get(&id)
+    }
+
+    pub fn get_mut(&mut self, id: MailboxId) -> Option<&mut Mailbox> {
+        self.mailboxes.get_mut(&id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.mailboxes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.mailboxes.is_empty()
+    }
+
+    pub fn mailboxes_mut(&mut self) -> impl Iterator<Item = &mut Mailbox> {
+        self.mailboxes.values_mut()
+    }
+
+    pub fn children(&self, parent: MailboxId) -> Option<&BTreeMap<OsString, MailboxId>> {
+        if parent == ROOT {
+            Some(&self.top)
+        } else {
+            self.mailboxes.get(&parent).map(|m| &m.children)
+        }
+    }
+
+    fn children_mut(&mut self, parent: MailboxId) -> Option<&mut BTreeMap<OsString, MailboxId>> {
+        if parent == ROOT {
+            Some(&mut self.top)
+        } else {
+            self.mailboxes.get_mut(&parent).map(|m| &mut m.children)
+        }
+    }
+
+    pub fn lookup(&self, parent: MailboxId, name: &OsStr) -> Option<MailboxId> {
+        self.children(parent)?.get(name).copied()
+    }
+
+    /// The mailbox's path below the mount, for the log.
+    pub fn path(&self, mut id: MailboxId) -> String {
+        let mut parts = Vec::new();
+        while let Some(m) = self.mailboxes.get(&id) {
+            parts.push(m.name.to_string_lossy().into_owned());
+            id = m.parent;
+        }
+        parts.reverse();
+        parts.join("/")
+    }
+
+    /// Creates a mailbox with the root policy; it holds [`MAILBOX_COST`] of
+    /// the memory budget (`ENOSPC` past it).
+    pub fn mkdir(
+        &mut self,
+        parent: MailboxId,
+        name: &OsStr,
+        dir: Attr,
+        budget: &MemoryBudget,
+    ) -> Result<MailboxId> {
+        check_name(parent, name)?;
+        let children = self.children(parent).ok_or(Errno::ENOENT)?;
+        if children.contains_key(name) {
+            return Err(Errno::EEXIST);
+        }
+        if self.last >= MAX_MAILBOX_ID {
+            return Err(Errno::ENOSPC);
+        }
+        budget.reserve(MAILBOX_COST).map_err(|_| Errno::ENOSPC)?;
+        self.last += 1;
+        let id = self.last;
+        let dir = Attr {
+            mode: dir.mode & 0o7777,
+            ..dir
+        };
+        let files = file_modes(dir.mode).map(|mode| Attr { mode, ..dir });
+        self.mailboxes.insert(
+            id,
+            Mailbox {
+                name: name.to_owned(),
+                parent,
+                children: BTreeMap::new(),
+                dir,
+                files,
+                chan: Channel::new(self.default_policy),
+            },
+        );
+        self.children_mut(parent)
+            .expect("parent")
+            .insert(name.to_owned(), id);
+        Ok(id)
+    }
+
+    /// Takes out a mailbox that has no child mailboxes; returns it with
+    /// its path. Its memory share goes back to `budget`.
+    pub fn rmdir(
+        &mut self,
+        parent: MailboxId,
+        name: &OsStr,
+        budget: &MemoryBudget,
+    ) -> Result<(Mailbox, String)> {
+        let id = self.lookup(parent, name).ok_or(Errno::ENOENT)?;
+        if !self.mailboxes[&id].children.is_empty() {
+            return Err(Errno::ENOTEMPTY);
+        }
+        let path = self.path(id);
+        self.children_mut(parent).expect("parent").remove(name);
+        let mailbox = self.mailboxes.remove(&id).expect("mailbox");
+        budget.release(MAILBOX_COST);
+        Ok((mailbox, path))
+    }
+
+    /// Moves a mailbox, queue and all.
+    pub fn rename(
+        &mut self,
+        parent: MailboxId,
+        name: &OsStr,
+        new_parent: MailboxId,
+        new_name: &OsStr,
+    ) -> Result<()> {
+        check_name(new_parent, new_name)?;
+        let id = self.lookup(parent, name).ok_or(Errno::ENOENT)?;
+        let target = self.children(new_parent).ok_or(Errno::ENOENT)?;
+        match target.get(new_name) {
+            Some(&existing) if existing == id => return Ok(()),
+            Some(_) => return Err(Errno::EEXIST),
+            None => {}
+        }
+        // Not into itself or below it.
+        let mut up = new_parent;
+        while up != ROOT {
+            if up == id {
+                return Err(Errno::EINVAL);
+            }
+            up = self.mailboxes[&up].parent;
+        }
+        self.children_mut(parent).expect("parent").remove(name);
+        self.children_mut(new_parent)
+            .expect("new parent")
+            .insert(new_name.to_owned(), id);
+        let m = self.mailboxes.get_mut(&id).expect("mailbox");
+        m.name = new_name.to_owned();
+        m.parent = new_parent;
+        Ok(())
+    }
+
+    /// `chmod`/`chown` of a mailbox (`file` None), one of its files, or
+    /// (`id` ROOT) the root policy file.
+    pub fn set_attr(
+        &mut self,
+        id: MailboxId,
+        file: Option<FileKind>,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    ) -> Result<Attr> {
+        let attr = if id == ROOT {
+            &mut self.root_policy_attr
+        } else {
+            let m = self.mailboxes.get_mut(&id).ok_or(Errno::ENOENT)?;
+            match file {
+                None => &mut m.dir,
+                Some(k) => &mut m.files[k as usize],
+            }
+        };
+        if let Some(mode) = mode {
+            attr.mode = mode & 0o7777;
+        }
+        if let Some(uid) = uid {
+            attr.uid = uid;
+        }
+        if let Some(gid) = gid {
+            attr.gid = gid;
+        }
+        Ok(*attr)
+    }
+}
