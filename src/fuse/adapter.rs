@@ -15,37 +15,46 @@ use fuser::{
 };
 
 use crate::fuse::inode::Node;
-use crate::hub::errno::Errno;
+use crate::hub::errno::{Errno, Refusal};
 use crate::hub::waiter::{Outcome, Replier};
-use crate::hub::{Access, Attr, Caller, FileKind, Hub, Io, MailboxId, ROOT, Target};
+use log::debug;
+
+use crate::hub::attrs::Meta;
+use crate::hub::{Access, Caller, FileKind, Hub, Io, MailboxId, ROOT, Target};
 
 /// Mailbox names are only changed through this mount, so the kernel may
 /// cache them; `proc/` answers differ per caller and per moment.
 const TREE_TTL: Duration = Duration::from_secs(1);
 const NO_TTL: Duration = Duration::ZERO;
 
-fn err(e: Errno) -> fuser::Errno {
-    fuser::Errno::from_i32(e.0)
+/// The one place refusals reach the kernel: logged (at `debug`, with what
+/// was asked) and turned into the caller's errno.
+fn err(what: &dyn std::fmt::Display, r: impl Into<Refusal>) -> fuser::Errno {
+    let r = r.into();
+    debug!("{what}: refused {r}");
+    fuser::Errno::from_i32(r.errno.0)
 }
 
-struct DataReply(ReplyData);
+/// A read's reply, and the kernel's id of the request.
+struct DataReply(ReplyData, u64);
 
 impl Replier for DataReply {
     fn reply(self: Box<Self>, outcome: Outcome) {
         match outcome {
-            Outcome::Error(e) => self.0.error(err(e)),
+            Outcome::Error(e) => self.0.error(err(&format_args!("read {}", self.1), e)),
             other => self.0.data(other.data().unwrap_or_default()),
         }
     }
 }
 
-struct WriteReply(ReplyWrite);
+/// A write's reply, and the kernel's id of the request.
+struct WriteReply(ReplyWrite, u64);
 
 impl Replier for WriteReply {
     fn reply(self: Box<Self>, outcome: Outcome) {
         match outcome {
             Outcome::Written(n) => self.0.written(n),
-            Outcome::Error(e) => self.0.error(err(e)),
+            Outcome::Error(e) => self.0.error(err(&format_args!("write {}", self.1), e)),
             _ => self.0.error(fuser::Errno::EIO),
         }
     }
@@ -74,134 +83,61 @@ impl IpcFs {
         }
     }
 
-    fn caller(&self, req: &Request) -> Result<Caller, Errno> {
-        let process = self.hub.procs().of_thread(req.pid()).ok_or(Errno::ESRCH)?;
-        Ok(Caller {
-            process,
-            uid: req.uid(),
-            gid: req.gid(),
-        })
+    fn caller(&self, req: &Request) -> Result<Caller, Refusal> {
+        self.hub.caller(req.pid(), req.uid(), req.gid())
     }
 
-    /// `proc/<pid>` exists for a live process, and for one that has exited
-    /// while messages it sent to the caller still wait.
-    fn peer_visible(&self, req: &Request, pid: u32) -> bool {
-        self.hub.procs().by_pid(pid).is_some()
-            || self
-                .caller(req)
-                .is_ok_and(|me| self.hub.pending_from_exited(me.process, pid))
-    }
-
-    fn file_attr(
-        &self,
-        node: Node,
-        kind: FileType,
-        attr: Attr,
-        blksize: u32,
-        size: u64,
-    ) -> FileAttr {
+    fn file_attr(&self, node: Node, kind: FileType, meta: Meta) -> FileAttr {
         FileAttr {
             ino: INodeNo(node.ino()),
-            size,
+            size: meta.size,
             blocks: 0,
             atime: self.started,
             mtime: self.started,
             ctime: self.started,
             crtime: self.started,
             kind,
-            perm: attr.mode as u16,
+            perm: meta.attr.mode as u16,
             nlink: if kind == FileType::Directory { 2 } else { 1 },
-            uid: attr.uid,
-            gid: attr.gid,
+            uid: meta.attr.uid,
+            gid: meta.attr.gid,
             rdev: 0,
-            blksize,
+            blksize: meta.blksize,
             flags: 0,
         }
     }
 
     /// The attributes of `node` and how long the kernel may cache its entry.
-    fn attr_of(&self, req: &Request, node: Node) -> Result<(FileAttr, Duration), Errno> {
-        let (kind, attr, blksize, size, ttl) = self.attr_parts(req, node.canonical())?;
+    fn attr_of(&self, req: &Request, node: Node) -> Result<(FileAttr, Duration), Refusal> {
+        let hub = &self.hub;
+        let file = FileType::RegularFile;
+        let dir = FileType::Directory;
+        let (kind, meta, ttl) = match node.canonical() {
+            Node::Root => (dir, hub.root_meta(), TREE_TTL),
+            Node::RootPolicy => (file, hub.root_policy_meta(), TREE_TTL),
+            Node::ProcDir => (dir, hub.proc_dir_meta(), TREE_TTL),
+            Node::ProcSelf => {
+                let pid = self.caller(req)?.process.pid;
+                (FileType::Symlink, hub.proc_self_meta(pid), NO_TTL)
+            }
+            Node::ProcStatus => (file, hub.proc_status_meta(), NO_TTL),
+            // proc/<pid> answers differ per caller and per moment.
+            Node::Peer(pid) => (dir, hub.peer_meta(req.pid(), pid, None)?, NO_TTL),
+            Node::PeerFile(pid, k) => (file, hub.peer_meta(req.pid(), pid, Some(k))?, NO_TTL),
+            Node::Mailbox(id) => (dir, hub.mailbox_meta(id, None)?, TREE_TTL),
+            Node::MailboxFile(id, k) => (file, hub.mailbox_meta(id, Some(k))?, TREE_TTL),
+            Node::MailboxSend(..) | Node::PeerSend(..) => unreachable!("canonical"),
+        };
         // A send entry is looked up anew by each caller (see inode.rs).
         let ttl = if node != node.canonical() {
             NO_TTL
         } else {
             ttl
         };
-        Ok((self.file_attr(node, kind, attr, blksize, size), ttl))
+        Ok((self.file_attr(node, kind, meta), ttl))
     }
 
-    fn attr_parts(
-        &self,
-        req: &Request,
-        node: Node,
-    ) -> Result<(FileType, Attr, u32, u64, Duration), Errno> {
-        let cfg = self.hub.config();
-        let mine = |mode| Attr {
-            mode,
-            uid: cfg.uid,
-            gid: cfg.gid,
-        };
-        let peer_alive = |pid| self.peer_visible(req, pid);
-        // A send file is as large as the largest message: the kernel then
-        // lets writes to it run side by side (FOPEN_PARALLEL_DIRECT_WRITES
-        // needs a write to end within the file's size).
-        let send_size = |k| match k {
-            FileKind::Send => cfg.hard_max_message as u64,
-            _ => 0,
-        };
-        Ok(match node {
-            Node::Root => (FileType::Directory, mine(0o1777), 4096, 0, TREE_TTL),
-            Node::RootPolicy => (
-                FileType::RegularFile,
-                self.hub.root_policy_attr(),
-                4096,
-                0,
-                TREE_TTL,
-            ),
-            Node::ProcDir => (FileType::Directory, mine(0o555), 4096, 0, TREE_TTL),
-            Node::ProcSelf => {
-                let pid = self.caller(req)?.process.pid;
-                (
-                    FileType::Symlink,
-                    mine(0o777),
-                    4096,
-                    pid.to_string().len() as u64,
-                    NO_TTL,
-                )
-            }
-            Node::ProcStatus => (FileType::RegularFile, mine(0o444), 4096, 0, NO_TTL),
-            Node::Peer(pid) if peer_alive(pid) => {
-                (FileType::Directory, mine(0o555), 4096, 0, NO_TTL)
-            }
-            Node::PeerFile(pid, k) if peer_alive(pid) => {
-                let mode = match k {
-                    FileKind::Send => 0o666,
-                    _ => 0o444,
-                };
-                let blk = cfg.default_policy.max_message_size as u32;
-                (FileType::RegularFile, mine(mode), blk, send_size(k), NO_TTL)
-            }
-            Node::Peer(_) | Node::PeerFile(..) => return Err(Errno::ENOENT),
-            Node::Mailbox(id) => {
-                let (attr, _) = self.hub.attr(id, None).ok_or(Errno::ENOENT)?;
-                (FileType::Directory, attr, 4096, 0, TREE_TTL)
-            }
-            Node::MailboxFile(id, k) => {
-                let (attr, max) = self.hub.attr(id, Some(k)).ok_or(Errno::ENOENT)?;
-                // stdio sizes its buffer from st_blksize: a program's whole
-                // output then goes out in one write(2), one message.
-                let blk = match k {
-                    FileKind::Send | FileKind::Recv => max as u32,
-                    _ => 4096,
-                };
-                (FileType::RegularFile, attr, blk, send_size(k), TREE_TTL)
-            }
-            Node::MailboxSend(..) | Node::PeerSend(..) => unreachable!("canonical"),
-        })
-    }
-
-    fn lookup_node(&self, req: &Request, parent: Node, name: &OsStr) -> Result<Node, Errno> {
+    fn lookup_node(&self, req: &Request, parent: Node, name: &OsStr) -> Result<Node, Refusal> {
         let bytes = name.as_bytes();
         match parent {
             Node::Root => match bytes {
@@ -211,7 +147,7 @@ impl IpcFs {
                     .hub
                     .lookup(ROOT, name)
                     .map(Node::Mailbox)
-                    .ok_or(Errno::ENOENT),
+                    .ok_or(Refusal::from(Errno::ENOENT)),
             },
             Node::ProcDir => match bytes {
                 b"self" => Ok(Node::ProcSelf),
@@ -221,9 +157,9 @@ impl IpcFs {
                         .ok()
                         .filter(|s| !s.starts_with('0') && s.bytes().all(|b| b.is_ascii_digit()))
                         .and_then(|s| s.parse().ok())
-                        .ok_or(Errno::ENOENT)?;
-                    if !self.peer_visible(req, pid) {
-                        return Err(Errno::ENOENT);
+                        .ok_or(Refusal::from(Errno::ENOENT))?;
+                    if !self.hub.peer_visible(req.pid(), pid) {
+                        return Err(Errno::ENOENT.into());
                     }
                     Ok(Node::Peer(pid))
                 }
@@ -231,7 +167,7 @@ impl IpcFs {
             Node::Peer(pid) => match FileKind::from_name(name) {
                 Some(FileKind::Send) => Ok(Node::PeerSend(pid, req.pid())),
                 Some(k @ (FileKind::Recv | FileKind::Status)) => Ok(Node::PeerFile(pid, k)),
-                _ => Err(Errno::ENOENT),
+                _ => Err(Errno::ENOENT.into()),
             },
             Node::Mailbox(id) => match FileKind::from_name(name) {
                 Some(FileKind::Send) => Ok(Node::MailboxSend(id, req.pid())),
@@ -240,34 +176,38 @@ impl IpcFs {
                     .hub
                     .lookup(id, name)
                     .map(Node::Mailbox)
-                    .ok_or(Errno::ENOENT),
+                    .ok_or(Refusal::from(Errno::ENOENT)),
             },
-            _ => Err(Errno::ENOTDIR),
+            _ => Err(Errno::ENOTDIR.into()),
         }
     }
 
     /// The mailbox that holds mailboxes at `node`: the root or a mailbox.
-    fn container(node: Option<Node>) -> Result<MailboxId, Errno> {
+    fn container(node: Option<Node>) -> Result<MailboxId, Refusal> {
         match node {
             Some(Node::Root) => Ok(ROOT),
             Some(Node::Mailbox(id)) => Ok(id),
-            Some(Node::ProcDir | Node::Peer(_)) => Err(Errno::EPERM),
-            Some(_) => Err(Errno::ENOTDIR),
-            None => Err(Errno::ENOENT),
+            Some(Node::ProcDir | Node::Peer(_)) => Err(Errno::EPERM.into()),
+            Some(_) => Err(Errno::ENOTDIR.into()),
+            None => Err(Errno::ENOENT.into()),
         }
     }
 
-    fn target(node: Node) -> Result<Target, Errno> {
+    fn target(node: Node) -> Result<Target, Refusal> {
         Ok(match node.canonical() {
             Node::RootPolicy => Target::RootPolicy,
             Node::ProcStatus => Target::DaemonStatus,
             Node::MailboxFile(id, k) => Target::Mailbox(id, k),
             Node::PeerFile(pid, k) => Target::Link(pid, k),
-            _ => return Err(Errno::EISDIR),
+            _ => return Err(Errno::EISDIR.into()),
         })
     }
 
-    fn entries(&self, req: &Request, node: Node) -> Result<Vec<(Node, FileType, Vec<u8>)>, Errno> {
+    fn entries(
+        &self,
+        req: &Request,
+        node: Node,
+    ) -> Result<Vec<(Node, FileType, Vec<u8>)>, Refusal> {
         let file = |n: Node, name: &str| (n, FileType::RegularFile, name.as_bytes().to_vec());
         let mut out = vec![
             (node, FileType::Directory, b".".to_vec()),
@@ -309,7 +249,7 @@ impl IpcFs {
             }
             Node::Mailbox(id) => {
                 if !self.hub.exists(id) {
-                    return Err(Errno::ENOENT);
+                    return Err(Errno::ENOENT.into());
                 }
                 out.push(file(Node::MailboxSend(id, req.pid()), "send"));
                 for k in [FileKind::Recv, FileKind::Policy, FileKind::Status] {
@@ -317,7 +257,7 @@ impl IpcFs {
                 }
                 boxes(&mut out, id);
             }
-            _ => return Err(Errno::ENOTDIR),
+            _ => return Err(Errno::ENOTDIR.into()),
         }
         Ok(out)
     }
@@ -333,7 +273,7 @@ impl Filesystem for IpcFs {
             .and_then(|n| self.attr_of(req, n))
         {
             Ok((attr, ttl)) => reply.entry(&ttl, &attr, Generation(0)),
-            Err(e) => reply.error(err(e)),
+            Err(e) => reply.error(err(&"lookup", e)),
         }
     }
 
@@ -346,11 +286,11 @@ impl Filesystem for IpcFs {
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match Node::from_ino(ino.0)
-            .ok_or(Errno::ENOENT)
+            .ok_or(Refusal::from(Errno::ENOENT))
             .and_then(|n| self.attr_of(req, n))
         {
             Ok((attr, _)) => reply.attr(&NO_TTL, &attr),
-            Err(e) => reply.error(err(e)),
+            Err(e) => reply.error(err(&"getattr", e)),
         }
     }
 
@@ -383,18 +323,18 @@ impl Filesystem for IpcFs {
             Node::Mailbox(id) => self.hub.set_attr(id, None, mode, uid, gid).map(drop),
             Node::MailboxFile(id, k) => self.hub.set_attr(id, Some(k), mode, uid, gid).map(drop),
             Node::RootPolicy => self.hub.set_attr(ROOT, None, mode, uid, gid).map(drop),
-            _ => Err(Errno::EPERM),
+            _ => Err(Errno::EPERM.into()),
         };
         match result.and_then(|()| self.attr_of(req, node)) {
             Ok((attr, _)) => reply.attr(&NO_TTL, &attr),
-            Err(e) => reply.error(err(e)),
+            Err(e) => reply.error(err(&"setattr", e)),
         }
     }
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
         match (Node::from_ino(ino.0), self.caller(req)) {
             (Some(Node::ProcSelf), Ok(me)) => reply.data(me.process.pid.to_string().as_bytes()),
-            (Some(Node::ProcSelf), Err(e)) => reply.error(err(e)),
+            (Some(Node::ProcSelf), Err(e)) => reply.error(err(&"readlink", e)),
             _ => reply.error(fuser::Errno::EINVAL),
         }
     }
@@ -426,7 +366,7 @@ impl Filesystem for IpcFs {
             .and_then(|id| self.attr_of(req, Node::Mailbox(id)));
         match result {
             Ok((attr, ttl)) => reply.entry(&ttl, &attr, Generation(0)),
-            Err(e) => reply.error(err(e)),
+            Err(e) => reply.error(err(&"mkdir", e)),
         }
     }
 
@@ -438,13 +378,13 @@ impl Filesystem for IpcFs {
         let parent = Node::from_ino(parent.0);
         let result = match self.lookup_node(req, parent.unwrap_or(Node::RootPolicy), name) {
             Ok(Node::Mailbox(_)) => Self::container(parent).and_then(|p| self.hub.rmdir(p, name)),
-            Ok(Node::ProcDir) => Err(Errno::EBUSY),
-            Ok(_) => Err(Errno::ENOTDIR),
+            Ok(Node::ProcDir) => Err(Errno::EBUSY.into()),
+            Ok(_) => Err(Errno::ENOTDIR.into()),
             Err(e) => Err(e),
         };
         match result {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(err(e)),
+            Err(e) => reply.error(err(&"rmdir", e)),
         }
     }
 
@@ -471,19 +411,19 @@ impl Filesystem for IpcFs {
     ) {
         let (from, to) = (Node::from_ino(parent.0), Node::from_ino(newparent.0));
         let result = if !flags.is_empty() {
-            Err(Errno::EINVAL)
+            Err(Errno::EINVAL.into())
         } else {
             match self.lookup_node(req, from.unwrap_or(Node::RootPolicy), name) {
                 Ok(Node::Mailbox(_)) => Self::container(from)
                     .and_then(|f| Ok((f, Self::container(to)?)))
                     .and_then(|(f, t)| self.hub.rename(f, name, t, newname)),
-                Ok(_) => Err(Errno::EPERM),
+                Ok(_) => Err(Errno::EPERM.into()),
                 Err(e) => Err(e),
             }
         };
         match result {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(err(e)),
+            Err(e) => reply.error(err(&"rename", e)),
         }
     }
 
@@ -510,7 +450,7 @@ impl Filesystem for IpcFs {
             append: flags.0 & libc::O_APPEND != 0,
         };
         let result = Node::from_ino(ino.0)
-            .ok_or(Errno::ENOENT)
+            .ok_or(Refusal::from(Errno::ENOENT))
             .and_then(Self::target)
             .and_then(|t| Ok((t, self.caller(req)?)))
             .and_then(|(t, caller)| Ok((t, self.hub.open(caller, t, access)?)));
@@ -546,7 +486,7 @@ impl Filesystem for IpcFs {
                 }
                 reply.opened(FileHandle(fh), f)
             }
-            Err(e) => reply.error(err(e)),
+            Err(e) => reply.error(err(&"open", e)),
         }
     }
 
@@ -561,8 +501,11 @@ impl Filesystem for IpcFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.hub
-            .read(io(req, fh, offset, flags), size, Box::new(DataReply(reply)));
+        self.hub.read(
+            io(req, fh, offset, flags),
+            size,
+            Box::new(DataReply(reply, req.unique().0)),
+        );
     }
 
     fn write(
@@ -580,7 +523,7 @@ impl Filesystem for IpcFs {
         self.hub.write(
             io(req, fh, offset, flags),
             data,
-            Box::new(WriteReply(reply)),
+            Box::new(WriteReply(reply, req.unique().0)),
         );
     }
 
@@ -636,11 +579,11 @@ impl Filesystem for IpcFs {
         mut reply: ReplyDirectory,
     ) {
         let entries = match Node::from_ino(ino.0)
-            .ok_or(Errno::ENOENT)
+            .ok_or(Refusal::from(Errno::ENOENT))
             .and_then(|n| self.entries(req, n))
         {
             Ok(e) => e,
-            Err(e) => return reply.error(err(e)),
+            Err(e) => return reply.error(err(&"readdir", e)),
         };
         for (i, (node, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
             if reply.add(

@@ -37,7 +37,7 @@ impl MemoryBudget {
         loop {
             let next = cur.checked_add(n).ok_or(Errno::ENOBUFS)?;
             if next > self.limit {
-                return Err(Errno::ENOBUFS);
+                return Err(Errno::ENOBUFS.because("--max-memory would be passed"));
             }
             match self
                 .used
@@ -63,10 +63,10 @@ mod tests {
         let m = MemoryBudget::new(100);
         assert!(m.reserve(60).is_ok());
         assert!(m.reserve(40).is_ok());
-        assert_eq!(m.reserve(1), Err(Errno::ENOBUFS));
+        assert_eq!(m.reserve(1), Err(Errno::ENOBUFS.into()));
         m.release(50);
         assert_eq!(m.used(), 50);
         assert!(m.reserve(50).is_ok());
-        assert_eq!(m.reserve(usize::MAX), Err(Errno::ENOBUFS));
+        assert_eq!(m.reserve(usize::MAX), Err(Errno::ENOBUFS.into()));
     }
 }

@@ -397,7 +397,7 @@ impl Channel {
     pub fn fail_readers(&mut self, err: Errno, fx: &mut Effects) {
         for w in self.recv_waiters.drain(..) {
             fx.unparked.push(w.id);
-            fx.reply(w.reply, Outcome::Error(err));
+            fx.reply(w.reply, Outcome::Error(err.into()));
         }
         self.changed(fx);
     }
@@ -409,7 +409,7 @@ impl Channel {
         for w in self.send_waiters.drain(..) {
             fx.unparked.push(w.id);
             unsent(fx, &w.msg);
-            fx.reply(w.reply, Outcome::Error(err));
+            fx.reply(w.reply, Outcome::Error(err.into()));
         }
         let mut dropped: Vec<Message> = self.shared.drain(..).collect();
         for slot in self.receivers.values_mut() {
@@ -441,7 +441,10 @@ impl Channel {
         self.recv_waiters = keep;
         for w in refuse {
             fx.unparked.push(w.id);
-            fx.reply(w.reply, Outcome::Error(Errno::EBUSY));
+            fx.reply(
+                w.reply,
+                Outcome::Error(Errno::EBUSY.because("the new rule refuses this receiver")),
+            );
         }
         let (keep, refuse): (VecDeque<_>, VecDeque<_>) = self
             .send_waiters
@@ -451,7 +454,10 @@ impl Channel {
         for w in refuse {
             fx.unparked.push(w.id);
             unsent(fx, &w.msg);
-            fx.reply(w.reply, Outcome::Error(Errno::EBUSY));
+            fx.reply(
+                w.reply,
+                Outcome::Error(Errno::EBUSY.because("the new rule refuses this sender")),
+            );
         }
         self.changed(fx);
     }
@@ -474,7 +480,7 @@ mod tests {
         fn reply(self: Box<Self>, o: Outcome) {
             let text = match &o {
                 Outcome::Written(n) => format!("{} written {n}", self.0),
-                Outcome::Error(e) => format!("{} error {}", self.0, e.0),
+                Outcome::Error(e) => format!("{} error {}", self.0, e.errno.0),
                 other => format!(
                     "{} data {:?}",
                     self.0,

@@ -12,6 +12,7 @@
 //! - [`waiters`]: parked requests, the table interrupts are looked up in;
 //! - [`channel`]: a queue with its blocked readers and senders, and
 //!   [`receiver_rule`], where who receives a message is decided;
+//! - [`attrs`]: what each node shows to `stat(2)`, and who a caller is;
 //! - [`open`], [`transfer`], [`watch`]: opening and closing; reading,
 //!   writing and polling; interrupts, exits and shutdown;
 //! - [`policy`], [`receipts`], [`accounting`], [`status`], [`message`],
@@ -23,6 +24,7 @@
 //! notifications, and register processes whose exit matters.
 
 pub mod accounting;
+pub mod attrs;
 pub mod channel;
 pub mod errno;
 pub mod handles;
@@ -47,7 +49,7 @@ use log::{debug, info};
 
 use self::accounting::MemoryBudget;
 use self::channel::Channel;
-use self::errno::{Errno, Result};
+use self::errno::{Errno, Refusal, Result};
 use self::handles::{HandleKind, Handles};
 use self::links::Links;
 use self::policy::{Policy, Rule};
@@ -167,7 +169,10 @@ impl State {
                     let out = cursor.serve(0, w.size).expect("a current message");
                     fx.reply(w.reply, out);
                 }
-                _ => fx.reply(w.reply, Outcome::Error(Errno::EBADF)),
+                _ => fx.reply(
+                    w.reply,
+                    Outcome::Error(Errno::EBADF.because("its descriptor was closed")),
+                ),
             }
         }
         let resolved = std::mem::take(&mut fx.receipts)
@@ -201,10 +206,10 @@ fn chan_mut<'a>(tree: &'a mut Tree, links: &'a mut Links, key: ChanKey) -> Optio
 }
 
 /// The error for I/O on a channel that no longer exists.
-fn gone(key: ChanKey) -> Errno {
+fn gone(key: ChanKey) -> Refusal {
     match key {
-        ChanKey::Mailbox(_) => Errno::EIDRM,
-        ChanKey::Link { .. } => Errno::ESRCH,
+        ChanKey::Mailbox(_) => Errno::EIDRM.because("the mailbox was removed"),
+        ChanKey::Link { .. } => Errno::ESRCH.because("the peer has exited"),
     }
 }
 
@@ -222,7 +227,7 @@ macro_rules! check {
         match $e {
             Ok(v) => v,
             Err(e) => {
-                $fx.reply($reply, Outcome::Error(e));
+                $fx.reply($reply, Outcome::Error(e.into()));
                 return;
             }
         }

@@ -63,98 +63,101 @@ impl Hub {
             receipts: read.then(|| ReceiptBook::new(&self.budget)),
             append,
         };
-        let kind = match target {
-            Target::RootPolicy => HandleKind::Policy {
-                of: None,
-                text: format!("{}\n", st.tree.default_policy).into_bytes(),
-            },
-            Target::DaemonStatus => HandleKind::Text(self.daemon_status(st).into_bytes()),
-            Target::Mailbox(id, kind) => {
-                let m = st.tree.get_mut(id).ok_or(Errno::ENOENT)?;
-                let ch = &mut m.chan;
-                // Only asked when the rule refuses: a bound process may have exited.
-                let alive = |p: Process| self.procs.is_alive(p);
-                if matches!(ch.policy.rule, Rule::Pair | Rule::Exclusive) {
-                    watch.push(me);
-                }
-                match kind {
-                    FileKind::Policy => HandleKind::Policy {
-                        of: Some(id),
-                        text: format!("{}\n", ch.policy).into_bytes(),
-                    },
-                    FileKind::Status => {
-                        ch.prune_members(&alive);
-                        HandleKind::Text(status::mailbox(ch, &self.budget).into_bytes())
+        let kind =
+            match target {
+                Target::RootPolicy => HandleKind::Policy {
+                    of: None,
+                    text: format!("{}\n", st.tree.default_policy).into_bytes(),
+                },
+                Target::DaemonStatus => HandleKind::Text(self.daemon_status(st).into_bytes()),
+                Target::Mailbox(id, kind) => {
+                    let m = st.tree.get_mut(id).ok_or(Errno::ENOENT)?;
+                    let ch = &mut m.chan;
+                    // Only asked when the rule refuses: a bound process may have exited.
+                    let alive = |p: Process| self.procs.is_alive(p);
+                    if matches!(ch.policy.rule, Rule::Pair | Rule::Exclusive) {
+                        watch.push(me);
                     }
-                    FileKind::Recv => {
-                        if write {
-                            return Err(Errno::EACCES);
+                    match kind {
+                        FileKind::Policy => HandleKind::Policy {
+                            of: Some(id),
+                            text: format!("{}\n", ch.policy).into_bytes(),
+                        },
+                        FileKind::Status => {
+                            ch.prune_members(&alive);
+                            HandleKind::Text(status::mailbox(ch, &self.budget).into_bytes())
                         }
-                        ch.members.admit(ch.policy.rule, me, Role::Recv, &alive)?;
-                        ch.open_recv(me);
-                        ch.handles += 1;
-                        recv_handle(ChanKey::Mailbox(id))
-                    }
-                    FileKind::Send => {
-                        if !write {
-                            return Err(Errno::EACCES);
+                        FileKind::Recv => {
+                            if write {
+                                return Err(Errno::EACCES.because("recv is for reading"));
+                            }
+                            ch.members.admit(ch.policy.rule, me, Role::Recv, &alive)?;
+                            ch.open_recv(me);
+                            ch.handles += 1;
+                            recv_handle(ChanKey::Mailbox(id))
                         }
-                        ch.members.admit(ch.policy.rule, me, Role::Send, &alive)?;
-                        ch.handles += 1;
-                        send_handle(ChanKey::Mailbox(id))
-                    }
-                }
-            }
-            Target::Link(pid, kind) => {
-                let peer_alive = peer.is_some();
-                // A peer that has exited may have left messages for `me`.
-                let peer = peer.or_else(|| st.links.sender_to(me, pid));
-                let policy = self.link_policy();
-                match kind {
-                    FileKind::Send => {
-                        if !write {
-                            return Err(Errno::EACCES);
+                        FileKind::Send => {
+                            if !write {
+                                return Err(Errno::EACCES
+                                    .because("send is for writing (and reading receipts)"));
+                            }
+                            ch.members.admit(ch.policy.rule, me, Role::Send, &alive)?;
+                            ch.handles += 1;
+                            send_handle(ChanKey::Mailbox(id))
                         }
-                        let Some(peer) = peer.filter(|_| peer_alive) else {
-                            return Err(Errno::ESRCH);
-                        };
-                        if !may_send {
-                            return Err(Errno::EPERM);
-                        }
-                        let ch = st.links.open(me, peer, policy);
-                        if ch.ends.receiver_gone {
-                            return Err(Errno::ESRCH);
-                        }
-                        ch.handles += 1;
-                        watch.extend([me, peer]);
-                        send_handle(ChanKey::Link { from: me, to: peer })
-                    }
-                    FileKind::Recv => {
-                        if write {
-                            return Err(Errno::EACCES);
-                        }
-                        let peer = peer.ok_or(Errno::ESRCH)?;
-                        let ch = st.links.open(peer, me, policy);
-                        ch.open_recv(me);
-                        ch.handles += 1;
-                        watch.extend([me, peer]);
-                        recv_handle(ChanKey::Link { from: peer, to: me })
-                    }
-                    FileKind::Status | FileKind::Policy => {
-                        let text = match peer {
-                            Some(peer) => status::link(
-                                pid,
-                                peer_alive,
-                                st.links.get(me, peer),
-                                st.links.get(peer, me),
-                            ),
-                            None => status::link(pid, false, None, None),
-                        };
-                        HandleKind::Text(text.into_bytes())
                     }
                 }
-            }
-        };
+                Target::Link(pid, kind) => {
+                    let peer_alive = peer.is_some();
+                    // A peer that has exited may have left messages for `me`.
+                    let peer = peer.or_else(|| st.links.sender_to(me, pid));
+                    let policy = self.link_policy();
+                    match kind {
+                        FileKind::Send => {
+                            if !write {
+                                return Err(Errno::EACCES
+                                    .because("send is for writing (and reading receipts)"));
+                            }
+                            let Some(peer) = peer.filter(|_| peer_alive) else {
+                                return Err(Errno::ESRCH.because("the peer has exited"));
+                            };
+                            if !may_send {
+                                return Err(Errno::EPERM.because("kill(2) rule: not the same user"));
+                            }
+                            let ch = st.links.open(me, peer, policy);
+                            if ch.ends.receiver_gone {
+                                return Err(Errno::ESRCH.because("the peer has exited"));
+                            }
+                            ch.handles += 1;
+                            watch.extend([me, peer]);
+                            send_handle(ChanKey::Link { from: me, to: peer })
+                        }
+                        FileKind::Recv => {
+                            if write {
+                                return Err(Errno::EACCES.because("recv is for reading"));
+                            }
+                            let peer = peer.ok_or(Errno::ESRCH)?;
+                            let ch = st.links.open(peer, me, policy);
+                            ch.open_recv(me);
+                            ch.handles += 1;
+                            watch.extend([me, peer]);
+                            recv_handle(ChanKey::Link { from: peer, to: me })
+                        }
+                        FileKind::Status | FileKind::Policy => {
+                            let text = match peer {
+                                Some(peer) => status::link(
+                                    pid,
+                                    peer_alive,
+                                    st.links.get(me, peer),
+                                    st.links.get(peer, me),
+                                ),
+                                None => status::link(pid, false, None, None),
+                            };
+                            HandleKind::Text(text.into_bytes())
+                        }
+                    }
+                }
+            };
         Ok(st.handles.insert(me, kind))
     }
 

@@ -134,7 +134,7 @@ impl ReceiptRead {
     pub fn into_outcome(self) -> Option<Outcome> {
         match self {
             ReceiptRead::Data(d) => Some(Outcome::Bytes(d)),
-            ReceiptRead::Error(e) => Some(Outcome::Error(e)),
+            ReceiptRead::Error(e) => Some(Outcome::Error(e.into())),
             ReceiptRead::Eof => Some(Outcome::empty()),
             ReceiptRead::Pending => None,
         }
@@ -189,7 +189,7 @@ mod tests {
         for _ in 0..3 {
             b.issue().unwrap();
         }
-        assert_eq!(b.issue(), Err(Errno::ENOBUFS));
+        assert_eq!(b.issue(), Err(Errno::ENOBUFS.into()));
         b.resolve(1, Ok(7));
         assert_eq!(b.read(64), ReceiptRead::Data(b"7\n".to_vec()));
         assert!(b.issue().is_ok());

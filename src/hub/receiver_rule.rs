@@ -33,6 +33,15 @@ pub struct Membership {
     pub holder: Option<Process>,
 }
 
+/// Why `rule` refuses a process, for the log.
+fn refusal(rule: Rule) -> &'static str {
+    match rule {
+        Rule::Pair => "pair: two other live processes hold the mailbox",
+        Rule::Exclusive => "exclusive: another process has recv open",
+        Rule::Arbitrary | Rule::Broadcast => "refused by the receiver rule",
+    }
+}
+
 impl Membership {
     /// May `p` act in `role` under `rule`? Claims a free slot for it; the
     /// slot of a bound process that has exited is free.
@@ -46,7 +55,7 @@ impl Membership {
         if !self.allows(rule, p, role) {
             self.prune(alive, &[]);
             if !self.allows(rule, p, role) {
-                return Err(Errno::EBUSY);
+                return Err(Errno::EBUSY.because(refusal(rule)));
             }
         }
         match rule {
@@ -168,7 +177,7 @@ mod tests {
         assert!(m.admit(Rule::Pair, p(1), Role::Recv, &all_alive).is_ok());
         assert_eq!(
             m.admit(Rule::Pair, p(3), Role::Recv, &all_alive),
-            Err(Errno::EBUSY)
+            Err(Errno::EBUSY.into())
         );
         assert!(!m.allows(Rule::Pair, p(3), Role::Send));
         let two_dead = |q: Process| q != p(2);
@@ -199,7 +208,7 @@ mod tests {
         assert!(m.admit(Rule::Exclusive, p(1), Role::Recv, &alive).is_ok());
         assert_eq!(
             m.admit(Rule::Exclusive, p(2), Role::Recv, &alive),
-            Err(Errno::EBUSY)
+            Err(Errno::EBUSY.into())
         );
         assert!(m.admit(Rule::Exclusive, p(2), Role::Send, &alive).is_ok());
         m.recv_closed(p(1), &[]);
@@ -220,7 +229,7 @@ mod tests {
         assert_eq!(m.holder, Some(p(2)));
         assert_eq!(
             m.admit(Rule::Exclusive, p(3), Role::Recv, &|_| true),
-            Err(Errno::EBUSY)
+            Err(Errno::EBUSY.into())
         );
         m.prune(&|q| q != p(2), &[p(2), p(4)]);
         assert_eq!(m.holder, Some(p(4)));

@@ -127,7 +127,7 @@ impl Answer {
         match &*self.0.lock().unwrap() {
             None => Got::Parked,
             Some(Outcome::Written(n)) => Got::Written(*n),
-            Some(Outcome::Error(e)) => Got::Err(e.0),
+            Some(Outcome::Error(e)) => Got::Err(e.errno.0),
             Some(o) => Got::Data(o.data().unwrap().to_vec()),
         }
     }
@@ -333,28 +333,31 @@ fn names_and_nesting() {
     let b = hub.mkdir(a, OsStr::new("b"), 0o750, 5, 6).unwrap();
     assert_eq!(
         hub.mkdir(ROOT, OsStr::new("a"), 0o755, 0, 0),
-        Err(Errno::EEXIST)
+        Err(Errno::EEXIST.into())
     );
     assert_eq!(
         hub.mkdir(ROOT, OsStr::new("proc"), 0o755, 0, 0),
-        Err(Errno::EEXIST)
+        Err(Errno::EEXIST.into())
     );
     assert_eq!(
         hub.mkdir(a, OsStr::new("send"), 0o755, 0, 0),
-        Err(Errno::EEXIST)
+        Err(Errno::EEXIST.into())
     );
     assert_eq!(
         hub.mkdir(ROOT, OsStr::new(&"n".repeat(256)), 0o755, 0, 0),
-        Err(Errno::ENAMETOOLONG)
+        Err(Errno::ENAMETOOLONG.into())
     );
-    assert_eq!(hub.rmdir(ROOT, OsStr::new("a")), Err(Errno::ENOTEMPTY));
+    assert_eq!(
+        hub.rmdir(ROOT, OsStr::new("a")),
+        Err(Errno::ENOTEMPTY.into())
+    );
     let (dir, _) = hub.attr(b, None).unwrap();
     assert_eq!((dir.mode, dir.uid, dir.gid), (0o750, 5, 6));
     assert_eq!(hub.attr(b, Some(FileKind::Send)).unwrap().0.mode, 0o600);
     assert_eq!(hub.attr(b, Some(FileKind::Recv)).unwrap().0.mode, 0o440);
     assert_eq!(
         hub.rename(ROOT, OsStr::new("a"), b, OsStr::new("x")),
-        Err(Errno::EINVAL)
+        Err(Errno::EINVAL.into())
     );
     hub.rename(a, OsStr::new("b"), ROOT, OsStr::new("c"))
         .unwrap();
@@ -406,7 +409,7 @@ fn pair_and_exclusive_refuse_with_ebusy() {
     recv_fd(&hub, b, id);
     assert_eq!(
         hub.open(c, Target::Mailbox(id, FileKind::Recv), acc(true, false)),
-        Err(Errno::EBUSY)
+        Err(Errno::EBUSY.into())
     );
     assert_eq!(status_of(&hub, id, a)["pair"], "1 2");
     w.exit(2);
@@ -422,7 +425,7 @@ fn pair_and_exclusive_refuse_with_ebusy() {
     let r2 = recv_fd(&hub, a, id);
     assert_eq!(
         hub.open(b, Target::Mailbox(id, FileKind::Recv), acc(true, false)),
-        Err(Errno::EBUSY)
+        Err(Errno::EBUSY.into())
     );
     assert!(
         hub.open(b, Target::Mailbox(id, FileKind::Send), acc(false, true))
@@ -431,7 +434,7 @@ fn pair_and_exclusive_refuse_with_ebusy() {
     hub.release(r1);
     assert_eq!(
         hub.open(b, Target::Mailbox(id, FileKind::Recv), acc(true, false)),
-        Err(Errno::EBUSY)
+        Err(Errno::EBUSY.into())
     );
     hub.release(r2);
     assert!(
@@ -509,11 +512,11 @@ fn links_follow_the_kill_rule_and_are_reclaimed_on_exit() {
     let (root, alice, bob) = (w.spawn(1, 0), w.spawn(2, 1000), w.spawn(3, 1001));
     assert_eq!(
         hub.open(alice, Target::Link(3, FileKind::Send), acc(false, true)),
-        Err(Errno::EPERM)
+        Err(Errno::EPERM.into())
     );
     assert_eq!(
         hub.open(alice, Target::Link(99, FileKind::Send), acc(false, true)),
-        Err(Errno::ESRCH)
+        Err(Errno::ESRCH.into())
     );
     let s = hub
         .open(root, Target::Link(3, FileKind::Send), acc(false, true))
@@ -752,7 +755,7 @@ fn exclusive_hold_passes_to_a_process_that_kept_recv_open() {
     assert_eq!(status_of(&hub, id, a)["holder"], "2");
     assert_eq!(
         hub.open(c, Target::Mailbox(id, FileKind::Recv), acc(true, false)),
-        Err(Errno::EBUSY)
+        Err(Errno::EBUSY.into())
     );
 }
 
@@ -814,7 +817,7 @@ fn mailboxes_count_against_the_memory_bound() {
     }
     assert_eq!(
         hub.mkdir(ROOT, OsStr::new("one-more"), 0o755, 0, 0),
-        Err(Errno::ENOSPC)
+        Err(Errno::ENOSPC.into())
     );
     hub.rmdir(ROOT, OsStr::new("b0")).unwrap();
     assert!(hub.mkdir(ROOT, OsStr::new("one-more"), 0o755, 0, 0).is_ok());
@@ -880,7 +883,7 @@ fn the_exit_of_a_pair_member_frees_its_slot() {
     let _sb = send_fd(&hub, b, id, false);
     assert_eq!(
         hub.open(c, Target::Mailbox(id, FileKind::Recv), acc(true, false)),
-        Err(Errno::EBUSY)
+        Err(Errno::EBUSY.into())
     );
     w.exit(2);
     hub.watch_once(Duration::ZERO);

@@ -41,7 +41,7 @@ impl Hub {
             shut_down,
         } = st;
         let Some(handle) = handles.get_mut(io.handle) else {
-            return fx.reply(reply, Outcome::Error(Errno::EBADF));
+            return fx.reply(reply, Outcome::Error(Errno::EBADF.into()));
         };
         let owner = handle.owner;
         match &mut handle.kind {
@@ -63,7 +63,13 @@ impl Hub {
                     // Another read of this descriptor waits for the next
                     // message: this one goes on from where that one stops.
                     if io.nonblock {
-                        return fx.reply(reply, Outcome::Error(Errno::EAGAIN));
+                        return fx.reply(
+                            reply,
+                            Outcome::Error(
+                                Errno::EAGAIN
+                                    .because("O_NONBLOCK: another read of this descriptor waits"),
+                            ),
+                        );
                     }
                     waiters.park(&io, Place::Behind(io.handle), fx);
                     behind.push_back(ReadBehind {
@@ -88,13 +94,24 @@ impl Hub {
                     return fx.reply(reply, out);
                 }
                 if ch.ends.sender_gone {
-                    return fx.reply(reply, Outcome::Error(Errno::ESRCH));
+                    return fx.reply(
+                        reply,
+                        Outcome::Error(
+                            Errno::ESRCH.because("the peer has exited and sent nothing more"),
+                        ),
+                    );
                 }
                 if io.nonblock {
-                    return fx.reply(reply, Outcome::Error(Errno::EAGAIN));
+                    return fx.reply(
+                        reply,
+                        Outcome::Error(Errno::EAGAIN.because("O_NONBLOCK: nothing to receive")),
+                    );
                 }
                 if *shut_down {
-                    return fx.reply(reply, Outcome::Error(Errno::ENOTCONN));
+                    return fx.reply(
+                        reply,
+                        Outcome::Error(Errno::ENOTCONN.because("the daemon is stopping")),
+                    );
                 }
                 waiters.park(&io, Place::Chan(key, Some(io.handle)), fx);
                 *reading = true;
@@ -110,7 +127,7 @@ impl Hub {
                 );
             }
             HandleKind::Send { receipts: None, .. } => {
-                fx.reply(reply, Outcome::Error(Errno::EBADF))
+                fx.reply(reply, Outcome::Error(Errno::EBADF.into()))
             }
             HandleKind::Send {
                 chan,
@@ -121,12 +138,14 @@ impl Hub {
                     return fx.reply(reply, Outcome::empty());
                 }
                 match book.read(size as usize) {
-                    ReceiptRead::Pending if io.nonblock => {
-                        fx.reply(reply, Outcome::Error(Errno::EAGAIN))
-                    }
-                    ReceiptRead::Pending if *shut_down => {
-                        fx.reply(reply, Outcome::Error(Errno::ENOTCONN))
-                    }
+                    ReceiptRead::Pending if io.nonblock => fx.reply(
+                        reply,
+                        Outcome::Error(Errno::EAGAIN.because("O_NONBLOCK: no receipt yet")),
+                    ),
+                    ReceiptRead::Pending if *shut_down => fx.reply(
+                        reply,
+                        Outcome::Error(Errno::ENOTCONN.because("the daemon is stopping")),
+                    ),
                     ReceiptRead::Pending => {
                         waiters.park(&io, Place::Receipts(io.handle), fx);
                         book.waiters.push_back(ReceiptWait {
@@ -170,7 +189,7 @@ impl Hub {
             shut_down,
         } = st;
         let Some(handle) = handles.get_mut(io.handle) else {
-            return fx.reply(reply, Outcome::Error(Errno::EBADF));
+            return fx.reply(reply, Outcome::Error(Errno::EBADF.into()));
         };
         let owner = handle.owner;
         match &mut handle.kind {
@@ -187,7 +206,10 @@ impl Hub {
                     Ok(p) => p,
                     Err(e) => {
                         debug!("policy write refused: {e}");
-                        return fx.reply(reply, Outcome::Error(Errno::EINVAL));
+                        return fx.reply(
+                            reply,
+                            Outcome::Error(Errno::EINVAL.because("not a valid policy")),
+                        );
                     }
                 };
                 match of {
@@ -222,10 +244,18 @@ impl Hub {
                 let ch = check!(fx, reply, chan_mut(tree, links, key).ok_or(gone(key)));
                 let continued = io.offset > 0 && !*append;
                 if continued || data.len() > ch.policy.max_message_size {
-                    return fx.reply(reply, Outcome::Error(Errno::EMSGSIZE));
+                    return fx.reply(
+                        reply,
+                        Outcome::Error(
+                            Errno::EMSGSIZE.because("larger than the maximum message size"),
+                        ),
+                    );
                 }
                 if ch.ends.receiver_gone {
-                    return fx.reply(reply, Outcome::Error(Errno::ESRCH));
+                    return fx.reply(
+                        reply,
+                        Outcome::Error(Errno::ESRCH.because("the peer has exited")),
+                    );
                 }
                 // Only asked when the rule refuses: a bound process may have exited.
                 let alive = |p: Process| self.procs.is_alive(p);
@@ -236,10 +266,16 @@ impl Hub {
                 );
                 let writable = ch.writable();
                 if !writable && io.nonblock {
-                    return fx.reply(reply, Outcome::Error(Errno::EAGAIN));
+                    return fx.reply(
+                        reply,
+                        Outcome::Error(Errno::EAGAIN.because("O_NONBLOCK: the mailbox is full")),
+                    );
                 }
                 if !writable && *shut_down {
-                    return fx.reply(reply, Outcome::Error(Errno::ENOTCONN));
+                    return fx.reply(
+                        reply,
+                        Outcome::Error(Errno::ENOTCONN.because("the daemon is stopping")),
+                    );
                 }
                 let payload = check!(fx, reply, Payload::new(data, &self.budget));
                 let receipt = match receipts.as_mut().map(ReceiptBook::issue).transpose() {
@@ -247,7 +283,7 @@ impl Hub {
                         handle: io.handle,
                         seq,
                     }),
-                    Err(e) => return fx.reply(reply, Outcome::Error(e)),
+                    Err(e) => return fx.reply(reply, Outcome::Error(e.into())),
                 };
                 let msg = Message {
                     payload,
@@ -270,7 +306,7 @@ impl Hub {
                 );
             }
             HandleKind::Recv { .. } | HandleKind::Text(_) => {
-                fx.reply(reply, Outcome::Error(Errno::EBADF))
+                fx.reply(reply, Outcome::Error(Errno::EBADF.into()))
             }
         }
     }

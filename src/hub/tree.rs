@@ -91,7 +91,7 @@ pub struct Tree {
 
 fn check_name(parent: MailboxId, name: &OsStr) -> Result<()> {
     if name.len() > NAME_MAX {
-        return Err(Errno::ENAMETOOLONG);
+        return Err(Errno::ENAMETOOLONG.because("names are at most 255 bytes"));
     }
     let reserved: &[&str] = if parent == ROOT {
         &ROOT_NAMES
@@ -99,7 +99,7 @@ fn check_name(parent: MailboxId, name: &OsStr) -> Result<()> {
         &MAILBOX_FILES
     };
     if reserved.iter().any(|r| r.as_bytes() == name.as_bytes()) {
-        return Err(Errno::EEXIST);
+        return Err(Errno::EEXIST.because("a reserved name"));
     }
     Ok(())
 }
@@ -178,12 +178,14 @@ impl Tree {
         check_name(parent, name)?;
         let children = self.children(parent).ok_or(Errno::ENOENT)?;
         if children.contains_key(name) {
-            return Err(Errno::EEXIST);
+            return Err(Errno::EEXIST.into());
         }
         if self.last >= MAX_MAILBOX_ID {
-            return Err(Errno::ENOSPC);
+            return Err(Errno::ENOSPC.because("mailbox ids are used up"));
         }
-        budget.reserve(MAILBOX_COST).map_err(|_| Errno::ENOSPC)?;
+        budget
+            .reserve(MAILBOX_COST)
+            .map_err(|_| Errno::ENOSPC.because("--max-memory would be passed"))?;
         self.last += 1;
         let id = self.last;
         let dir = Attr {
@@ -218,7 +220,7 @@ impl Tree {
     ) -> Result<(Mailbox, String)> {
         let id = self.lookup(parent, name).ok_or(Errno::ENOENT)?;
         if !self.mailboxes[&id].children.is_empty() {
-            return Err(Errno::ENOTEMPTY);
+            return Err(Errno::ENOTEMPTY.because("it holds mailboxes"));
         }
         let path = self.path(id);
         self.children_mut(parent).expect("parent").remove(name);
@@ -240,14 +242,14 @@ impl Tree {
         let target = self.children(new_parent).ok_or(Errno::ENOENT)?;
         match target.get(new_name) {
             Some(&existing) if existing == id => return Ok(()),
-            Some(_) => return Err(Errno::EEXIST),
+            Some(_) => return Err(Errno::EEXIST.into()),
             None => {}
         }
         // Not into itself or below it.
         let mut up = new_parent;
         while up != ROOT {
             if up == id {
-                return Err(Errno::EINVAL);
+                return Err(Errno::EINVAL.because("a mailbox cannot move below itself"));
             }
             up = self.mailboxes[&up].parent;
         }

@@ -9,7 +9,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use crate::hub::errno::Errno;
+use crate::hub::errno::{Errno, Refusal};
 use crate::hub::message::{Message, Payload, ReceiptTag};
 use crate::hub::process::Process;
 
@@ -22,7 +22,7 @@ pub enum Outcome {
     Bytes(Vec<u8>),
     /// A write of this many bytes completed.
     Written(u32),
-    Error(Errno),
+    Error(Refusal),
 }
 
 impl Outcome {

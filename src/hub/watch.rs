@@ -105,7 +105,10 @@ impl Hub {
         };
         if let Some(r) = reply {
             debug!("interrupted waiter {id} (tid {tid})");
-            fx.reply(r, Outcome::Error(Errno::EINTR));
+            fx.reply(
+                r,
+                Outcome::Error(Errno::EINTR.because("interrupted by a signal")),
+            );
         }
     }
 
@@ -135,7 +138,7 @@ impl Hub {
             self.interrupt_locked(&mut st, &mut fx, id);
         }
         for (_, out) in fx.replies.iter_mut() {
-            *out = Outcome::Error(Errno::ENOTCONN);
+            *out = Outcome::Error(Errno::ENOTCONN.because("the daemon is stopping"));
         }
         self.finish(st, fx);
     }
