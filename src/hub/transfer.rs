@@ -283,7 +283,7 @@ impl Hub {
                         handle: io.handle,
                         seq,
                     }),
-                    Err(e) => return fx.reply(reply, Outcome::Error(e.into())),
+                    Err(e) => return fx.reply(reply, Outcome::Error(e)),
                 };
                 let msg = Message {
                     payload,
