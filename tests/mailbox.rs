@@ -780,7 +780,7 @@ fn mkdir_creates_mailbox_files_and_nesting_works() {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         names.sort();
-        let mut want = vec!["policy", "recv", "send", "status"];
+        let mut want = vec!["batch", "packets", "policy", "recv", "send", "status"];
         if d != "a/b/c" {
             want.push(if d == "a" { "b" } else { "c" });
         }
@@ -924,7 +924,7 @@ fn reserved_names_cannot_be_made_into_mailboxes() {
         );
     }
     let b = mkbox(&m, "box");
-    for name in ["send", "recv", "policy", "status"] {
+    for name in ["send", "recv", "packets", "batch", "policy", "status"] {
         assert_errno(
             fs::create_dir(b.join(name)),
             libc::EEXIST,

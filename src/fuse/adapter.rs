@@ -126,7 +126,7 @@ impl IpcFs {
             Node::PeerFile(pid, k) => (file, hub.peer_meta(req.pid(), pid, Some(k))?, NO_TTL),
             Node::Mailbox(id) => (dir, hub.mailbox_meta(id, None)?, TREE_TTL),
             Node::MailboxFile(id, k) => (file, hub.mailbox_meta(id, Some(k))?, TREE_TTL),
-            Node::MailboxSend(..) | Node::PeerSend(..) => unreachable!("canonical"),
+            Node::MailboxOwn(..) | Node::PeerOwn(..) => unreachable!("canonical"),
         };
         // A send entry is looked up anew by each caller (see inode.rs).
         let ttl = if node != node.canonical() {
@@ -164,14 +164,11 @@ impl IpcFs {
                     Ok(Node::Peer(pid))
                 }
             },
-            Node::Peer(pid) => match FileKind::from_name(name) {
-                Some(FileKind::Send) => Ok(Node::PeerSend(pid, req.pid())),
-                Some(k @ (FileKind::Recv | FileKind::Status)) => Ok(Node::PeerFile(pid, k)),
-                _ => Err(Errno::ENOENT.into()),
-            },
+            Node::Peer(_) => FileKind::from_name(name)
+                .and_then(|k| Node::file_for(parent, k, req.pid()))
+                .ok_or(Errno::ENOENT.into()),
             Node::Mailbox(id) => match FileKind::from_name(name) {
-                Some(FileKind::Send) => Ok(Node::MailboxSend(id, req.pid())),
-                Some(k) => Ok(Node::MailboxFile(id, k)),
+                Some(k) => Ok(Node::file_for(parent, k, req.pid()).expect("a mailbox file")),
                 None => self
                     .hub
                     .lookup(id, name)
@@ -241,19 +238,20 @@ impl IpcFs {
                     }
                 }
             }
-            Node::Peer(pid) => {
-                out.push(file(Node::PeerSend(pid, req.pid()), "send"));
-                for k in [FileKind::Recv, FileKind::Status] {
-                    out.push(file(Node::PeerFile(pid, k), k.name()));
+            Node::Peer(_) => {
+                for k in FileKind::ALL {
+                    if let Some(n) = Node::file_for(node, k, req.pid()) {
+                        out.push(file(n, k.name()));
+                    }
                 }
             }
             Node::Mailbox(id) => {
                 if !self.hub.exists(id) {
                     return Err(Errno::ENOENT.into());
                 }
-                out.push(file(Node::MailboxSend(id, req.pid()), "send"));
-                for k in [FileKind::Recv, FileKind::Policy, FileKind::Status] {
-                    out.push(file(Node::MailboxFile(id, k), k.name()));
+                for k in FileKind::ALL {
+                    let n = Node::file_for(node, k, req.pid()).expect("a mailbox file");
+                    out.push(file(n, k.name()));
                 }
                 boxes(&mut out, id);
             }
@@ -457,14 +455,14 @@ impl Filesystem for IpcFs {
         match result {
             Ok((target, fh)) => {
                 // No page cache: every read(2)/write(2) reaches the daemon.
-                // send/recv are streams: each read(2)/write(2) starts at
-                // offset 0 (see Cursor::serve); status and policy keep
+                // Message files are streams: each read(2)/write(2) starts
+                // at offset 0 (see Cursor::serve); status and policy keep
                 // growing offsets so `cat` sees their end.
-                let stream = matches!(
-                    target,
-                    Target::Mailbox(_, FileKind::Send | FileKind::Recv)
-                        | Target::Link(_, FileKind::Send | FileKind::Recv)
-                );
+                let kind = match target {
+                    Target::Mailbox(_, k) | Target::Link(_, k) => Some(k),
+                    _ => None,
+                };
+                let stream = kind.is_some_and(|k| k.sends() || k.receives());
                 // Nothing is buffered, so close(2) need not wait for a FLUSH.
                 let mut f = FopenFlags::FOPEN_DIRECT_IO
                     | FopenFlags::FOPEN_NONSEEKABLE
@@ -476,12 +474,9 @@ impl Filesystem for IpcFs {
                 // kernel: each reaches the daemon, where a blocked one parks
                 // (killable, and O_NONBLOCK gives EAGAIN). The kernel takes
                 // the inode lock shared only for writes it does not see as
-                // past the end of the file: send files report a size of the
-                // largest message (see attr_of).
-                if matches!(
-                    target,
-                    Target::Mailbox(_, FileKind::Send) | Target::Link(_, FileKind::Send)
-                ) {
+                // past the end of the file: files written to report a size
+                // of the largest message (see hub/attrs.rs).
+                if kind.is_some_and(FileKind::sends) {
                     f |= FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES;
                 }
                 reply.opened(FileHandle(fh), f)

@@ -53,9 +53,10 @@ impl Hub {
     /// writes to one file run side by side (FOPEN_PARALLEL_DIRECT_WRITES)
     /// only when they end within the file's size.
     fn size_of(&self, k: FileKind) -> u64 {
-        match k {
-            FileKind::Send => self.config.hard_max_message as u64,
-            _ => 0,
+        if k.sends() {
+            self.config.hard_max_message as u64
+        } else {
+            0
         }
     }
 
@@ -88,8 +89,9 @@ impl Hub {
     }
 
     /// `proc/<pid>/` (`file` None) or one of its files, as thread `tid`
-    /// sees it: `ENOENT` unless the peer is visible to it. `send` is open
-    /// to all (the kill(2) rule is checked at open), the others readable.
+    /// sees it: `ENOENT` unless the peer is visible to it. Files written to
+    /// are open to all (the kill(2) rule is checked at open), the others
+    /// readable.
     pub fn peer_meta(&self, tid: u32, pid: u32, file: Option<FileKind>) -> Result<Meta> {
         if !self.peer_visible(tid, pid) {
             return Err(Errno::ENOENT.because("no such process, nor messages from it"));
@@ -97,7 +99,7 @@ impl Hub {
         Ok(match file {
             None => self.proc_dir_meta(),
             Some(k) => {
-                let mode = if k == FileKind::Send { 0o666 } else { 0o444 };
+                let mode = if k.sends() { 0o666 } else { 0o444 };
                 let blk = self.config.default_policy.max_message_size as u32;
                 self.mine(mode, blk, self.size_of(k))
             }
@@ -118,9 +120,10 @@ impl Hub {
             },
             Some(k) => Meta {
                 attr,
-                blksize: match k {
-                    FileKind::Send | FileKind::Recv => max as u32,
-                    _ => PAGE,
+                blksize: if k.sends() || k.receives() {
+                    max as u32
+                } else {
+                    PAGE
                 },
                 size: self.size_of(k),
             },

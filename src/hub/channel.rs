@@ -70,6 +70,20 @@ fn receipt(fx: &mut Effects, msg: &Message, fate: Result<u32, Errno>) {
     }
 }
 
+/// The size of the largest of `msgs`.
+fn largest(msgs: &[Message]) -> usize {
+    msgs.iter().map(Message::len).max().unwrap_or(0)
+}
+
+/// A blocked reader whose buffer cannot hold the message it would get.
+fn too_small(w: RecvWait, fx: &mut Effects) {
+    fx.unparked.push(w.id);
+    fx.reply(
+        w.reply,
+        Outcome::Error(Errno::EMSGSIZE.because("the next message is larger than the buffer")),
+    );
+}
+
 /// The receipt of a message whose write failed: it was never sent.
 fn unsent(fx: &mut Effects, msg: &Message) {
     if let Some(tag) = msg.receipt {
@@ -152,13 +166,18 @@ impl Channel {
     pub fn readable_for(&self, p: Process) -> bool {
         self.receivers.get(&p).is_some_and(|s| !s.copies.is_empty())
             || !self.shared.is_empty()
-            || (receiver_rule::takes_from_blocked_sender(self.policy.rule)
-                && !self.send_waiters.is_empty())
+            || self.rendezvous_ready()
     }
 
     /// Would a send complete without blocking?
     pub fn writable(&self) -> bool {
-        self.send_waiters.is_empty() && self.has_room()
+        self.writable_for(1, 0)
+    }
+
+    /// Would a write of `n` messages, the largest `len` bytes, complete
+    /// without blocking?
+    pub fn writable_for(&self, n: usize, len: usize) -> bool {
+        self.send_waiters.is_empty() && self.has_room_for(n, len)
     }
 
     // ----- policy --------------------------------------------------------
@@ -240,34 +259,82 @@ impl Channel {
 
     // ----- sending -------------------------------------------------------
 
-    fn room(&self, queued: usize) -> bool {
-        self.policy.capacity.is_none_or(|c| queued < c)
+    /// How many more messages a queue of `queued` may take.
+    fn free(&self, queued: usize) -> usize {
+        self.policy
+            .capacity
+            .map_or(usize::MAX, |c| c.saturating_sub(queued))
     }
 
-    /// Can a message be taken in now (ignoring blocked senders ahead)?
-    fn has_room(&self) -> bool {
+    /// Can `n` messages, the largest `len` bytes, be taken in now (ignoring
+    /// blocked senders ahead)? Blocked readers whose buffer holds `len`
+    /// count as room, one message each.
+    fn has_room_for(&self, n: usize, len: usize) -> bool {
+        let fits = |w: &&RecvWait| w.framing.fits(len, w.size);
         match receiver_rule::delivery(self.policy.rule, self.receiver_processes()) {
-            Delivery::One => !self.recv_waiters.is_empty() || self.room(self.shared.len()),
+            Delivery::One => {
+                let waiting = self.recv_waiters.iter().filter(fits).count();
+                waiting.saturating_add(self.free(self.shared.len())) >= n
+            }
             Delivery::Each(all) => {
-                let waiting: std::collections::HashSet<Process> =
-                    self.recv_waiters.iter().map(|w| w.reader).collect();
-                all.iter()
-                    .all(|p| waiting.contains(p) || self.room(self.receivers[p].copies.len()))
+                let mut waiting: std::collections::HashMap<Process, usize> =
+                    std::collections::HashMap::new();
+                for w in self.recv_waiters.iter().filter(fits) {
+                    *waiting.entry(w.reader).or_default() += 1;
+                }
+                all.iter().all(|p| {
+                    let free = self.free(self.receivers[p].copies.len());
+                    waiting.get(p).copied().unwrap_or(0).saturating_add(free) >= n
+                })
             }
         }
     }
 
-    /// Hands `msg` to the reader that waited longest, if one waits.
-    fn hand(&mut self, msg: Message, fx: &mut Effects) -> Option<Message> {
-        let Some(i) = receiver_rule::pick_waiter(&self.recv_waiters, None) else {
-            return Some(msg);
-        };
-        let w = self.recv_waiters.remove(i).expect("waiter index");
+    /// The blocked reader (of `for_`, or of anyone) that gets a message of
+    /// `len` bytes: the one that has waited longest. Those before it whose
+    /// buffer cannot hold the message would have had it: `EMSGSIZE`.
+    fn waiter_for(
+        &mut self,
+        for_: Option<Process>,
+        len: usize,
+        fx: &mut Effects,
+    ) -> Option<RecvWait> {
+        loop {
+            let i = receiver_rule::pick_waiter(&self.recv_waiters, for_)?;
+            let w = self.recv_waiters.remove(i).expect("waiter index");
+            if w.framing.fits(len, w.size) {
+                return Some(w);
+            }
+            too_small(w, fx);
+        }
+    }
+
+    /// Answers `EMSGSIZE` to the blocked readers whose buffer cannot hold
+    /// the next message, `len` bytes, held by a blocked sender.
+    fn refuse_small_readers(&mut self, len: usize, fx: &mut Effects) {
+        if self
+            .recv_waiters
+            .iter()
+            .all(|w| w.framing.fits(len, w.size))
+        {
+            return;
+        }
+        let (keep, small): (VecDeque<_>, VecDeque<_>) = self
+            .recv_waiters
+            .drain(..)
+            .partition(|w| w.framing.fits(len, w.size));
+        self.recv_waiters = keep;
+        for w in small {
+            too_small(w, fx);
+        }
+    }
+
+    /// Hands `msg` to `w`, a reader that was blocked.
+    fn hand_to(&mut self, w: RecvWait, msg: Message, fx: &mut Effects) {
         fx.unparked.push(w.id);
         self.counters.received += 1;
         receipt(fx, &msg, Ok(w.reader.pid));
         fx.handoffs.push((w, msg));
-        None
     }
 
     /// Takes in a message: hands it to the longest-waiting reader or queues
@@ -281,15 +348,15 @@ impl Channel {
     /// reader has taken are.
     pub fn accept(&mut self, mut msg: Message, fx: &mut Effects) {
         let delivery = receiver_rule::delivery(self.policy.rule, self.receiver_processes());
-        debug_assert!(self.has_room());
+        let len = msg.len();
+        debug_assert!(self.has_room_for(1, len));
         self.accepted += 1;
         msg.order = self.accepted;
         match delivery {
-            Delivery::One => {
-                if let Some(msg) = self.hand(msg, fx) {
-                    self.shared.push_back(msg);
-                }
-            }
+            Delivery::One => match self.waiter_for(None, len, fx) {
+                Some(w) => self.hand_to(w, msg, fx),
+                None => self.shared.push_back(msg),
+            },
             Delivery::Each(all) => {
                 // Each receiver's longest-waiting blocked reader takes its
                 // copy; the others' copies are queued for them.
@@ -298,11 +365,17 @@ impl Channel {
                 self.recv_waiters = rest;
                 let mut handed = std::collections::HashSet::with_capacity(taken.len());
                 for w in taken {
-                    handed.insert(w.reader);
-                    fx.unparked.push(w.id);
-                    self.counters.received += 1;
-                    receipt(fx, &msg, Ok(w.reader.pid));
-                    fx.handoffs.push((w, msg.clone()));
+                    let reader = w.reader;
+                    let w = if w.framing.fits(len, w.size) {
+                        Some(w)
+                    } else {
+                        too_small(w, fx);
+                        self.waiter_for(Some(reader), len, fx)
+                    };
+                    if let Some(w) = w {
+                        handed.insert(reader);
+                        self.hand_to(w, msg.clone(), fx);
+                    }
                 }
                 for p in all.into_iter().filter(|p| !handed.contains(p)) {
                     self.receivers
@@ -317,19 +390,35 @@ impl Channel {
         self.changed(fx);
     }
 
+    /// Takes in the messages of a write together (a batch's frames: call
+    /// only when [`Channel::writable_for`] all of them).
+    pub fn accept_all(&mut self, msgs: Vec<Message>, fx: &mut Effects) {
+        for msg in msgs {
+            self.accept(msg, fx);
+        }
+    }
+
     pub fn park_sender(&mut self, w: SendWait, fx: &mut Effects) {
         self.send_waiters.push_back(w);
+        self.pump(fx);
         self.changed(fx);
     }
 
-    /// Lets blocked senders in, in order, while there is room.
+    /// Lets blocked senders in, in order, while there is room; readers
+    /// too small for the next blocked sender's message are told so.
     pub fn pump(&mut self, fx: &mut Effects) {
-        while !self.send_waiters.is_empty() && self.has_room() {
-            let SendWait { id, msg, reply } = self.send_waiters.pop_front().expect("sender");
-            let n = msg.len() as u32;
-            self.accept(msg, fx);
-            fx.unparked.push(id);
-            fx.reply(reply, Outcome::Written(n));
+        while let Some(w) = self.send_waiters.front() {
+            let (n, len) = (w.msgs.len(), largest(&w.msgs));
+            if !self.has_room_for(n, len) {
+                self.refuse_small_readers(len, fx);
+                if !self.has_room_for(n, len) {
+                    break;
+                }
+            }
+            let w = self.send_waiters.pop_front().expect("sender");
+            self.accept_all(w.msgs, fx);
+            fx.unparked.push(w.id);
+            fx.reply(w.reply, Outcome::Written(w.written));
         }
     }
 
@@ -352,12 +441,12 @@ impl Channel {
                 .get_mut(&p)
                 .and_then(|s| s.copies.pop_front()),
             (None, Some(_)) => self.shared.pop_front(),
-            (None, None) if receiver_rule::takes_from_blocked_sender(self.policy.rule) => {
-                let w = self.send_waiters.pop_front()?;
+            (None, None) if self.rendezvous_ready() => {
+                let mut w = self.send_waiters.pop_front()?;
                 fx.unparked.push(w.id);
                 self.counters.sent += 1;
-                fx.reply(w.reply, Outcome::Written(w.msg.len() as u32));
-                Some(w.msg)
+                fx.reply(w.reply, Outcome::Written(w.written));
+                w.msgs.pop()
             }
             (None, None) => None,
         }?;
@@ -366,6 +455,30 @@ impl Channel {
         self.pump(fx);
         self.changed(fx);
         Some(msg)
+    }
+
+    /// Whether a reader may take its message straight from the first blocked
+    /// sender: a rendezvous (not under `broadcast`), of a single message
+    /// (a batch goes in whole).
+    fn rendezvous_ready(&self) -> bool {
+        receiver_rule::takes_from_blocked_sender(self.policy.rule)
+            && self.send_waiters.front().is_some_and(|w| w.msgs.len() == 1)
+    }
+
+    /// The length of the message [`Channel::take`] would give `p` now.
+    pub fn peek_len(&self, p: Process) -> Option<usize> {
+        let own = self.receivers.get(&p).and_then(|s| s.copies.front());
+        let shared = self.shared.front();
+        let next = match (own, shared) {
+            (Some(a), Some(b)) if b.order < a.order => Some(b),
+            (Some(a), _) => Some(a),
+            (None, Some(b)) => Some(b),
+            (None, None) if self.rendezvous_ready() => {
+                self.send_waiters.front().map(|w| &w.msgs[0])
+            }
+            (None, None) => None,
+        };
+        next.map(Message::len)
     }
 
     /// Blocks a reader; a blocked sender may now hand it its message.
@@ -385,7 +498,7 @@ impl Channel {
         } else {
             let i = self.send_waiters.iter().position(|w| w.id == id)?;
             let w = self.send_waiters.remove(i)?;
-            unsent(fx, &w.msg);
+            w.msgs.iter().for_each(|m| unsent(fx, m));
             Some(Removed::Send(w))
         };
         fx.unparked.push(id);
@@ -408,7 +521,7 @@ impl Channel {
     pub fn fail_senders_and_drop(&mut self, err: Errno, fx: &mut Effects) -> usize {
         for w in self.send_waiters.drain(..) {
             fx.unparked.push(w.id);
-            unsent(fx, &w.msg);
+            w.msgs.iter().for_each(|m| unsent(fx, m));
             fx.reply(w.reply, Outcome::Error(err.into()));
         }
         let mut dropped: Vec<Message> = self.shared.drain(..).collect();
@@ -449,11 +562,11 @@ impl Channel {
         let (keep, refuse): (VecDeque<_>, VecDeque<_>) = self
             .send_waiters
             .drain(..)
-            .partition(|w| allowed(w.msg.sender, Role::Send));
+            .partition(|w| allowed(w.sender(), Role::Send));
         self.send_waiters = keep;
         for w in refuse {
             fx.unparked.push(w.id);
-            unsent(fx, &w.msg);
+            w.msgs.iter().for_each(|m| unsent(fx, m));
             fx.reply(
                 w.reply,
                 Outcome::Error(Errno::EBUSY.because("the new rule refuses this sender")),

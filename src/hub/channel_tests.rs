@@ -71,6 +71,7 @@ fn recv_wait(id: u64, reader: u32, log: &Log) -> RecvWait {
         handle: id,
         reader: p(reader),
         size: 100,
+        framing: crate::hub::framing::Framing::Stream,
         reply: Box::new(Rec("r", log.clone())),
     }
 }
@@ -119,7 +120,8 @@ fn full_queue_blocks_senders_in_order() {
     for (id, t) in [(1, "b"), (2, "c")] {
         let w = SendWait {
             id,
-            msg: msg(t, 1),
+            msgs: vec![msg(t, 1)],
+            written: 1,
             reply: Box::new(Rec(if id == 1 { "s1" } else { "s2" }, log.clone())),
         };
         c.park_sender(w, &mut fx);
@@ -141,7 +143,8 @@ fn rendezvous_completes_only_with_a_receiver() {
     c.park_sender(
         SendWait {
             id: 1,
-            msg: msg("x", 1),
+            msgs: vec![msg("x", 1)],
+            written: 1,
             reply: Box::new(Rec("s", log.clone())),
         },
         &mut fx,
@@ -165,7 +168,8 @@ fn interrupted_sender_delivers_nothing() {
     c.park_sender(
         SendWait {
             id: 9,
-            msg: msg("x", 1),
+            msgs: vec![msg("x", 1)],
+            written: 1,
             reply: Box::new(Rec("s", log.clone())),
         },
         &mut fx,

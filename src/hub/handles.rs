@@ -5,6 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+use super::framing::Framing;
 use super::message::Message;
 use super::process::Process;
 use super::receipts::ReceiptBook;
@@ -77,6 +78,16 @@ pub enum HandleKind {
         /// size, so its offset says nothing about continuations.
         append: bool,
     },
+    /// `packets` or `batch`: whole messages, read from `recv` and written
+    /// to `send` (the same channel for a mailbox, the two directions for a
+    /// link), as the descriptor was opened.
+    Packets {
+        recv: Option<ChanKey>,
+        send: Option<ChanKey>,
+        framing: Framing,
+        /// Opened `O_APPEND` (see `Send`).
+        append: bool,
+    },
     /// A status snapshot.
     Text(Vec<u8>),
     /// A policy file: its text at open; writes set `of` (None: the root).
@@ -98,6 +109,26 @@ pub struct Handle {
 pub struct Handles {
     map: HashMap<u64, Handle>,
     last: u64,
+}
+
+impl HandleKind {
+    /// The channels this descriptor is open on: (channel, reads from it).
+    pub fn channels(&self) -> Vec<(ChanKey, bool)> {
+        match self {
+            HandleKind::Recv { chan, .. } => vec![(*chan, true)],
+            HandleKind::Send { chan, .. } => vec![(*chan, false)],
+            HandleKind::Packets { recv, send, .. } => {
+                let mut out: Vec<(ChanKey, bool)> = recv.iter().map(|k| (*k, true)).collect();
+                out.extend(
+                    send.iter()
+                        .filter(|k| Some(**k) != *recv)
+                        .map(|k| (*k, false)),
+                );
+                out
+            }
+            HandleKind::Text(_) | HandleKind::Policy { .. } => Vec::new(),
+        }
+    }
 }
 
 impl Handles {
@@ -162,6 +193,16 @@ impl Handles {
                     chan: ChanKey::Mailbox(m),
                     ..
                 } if m == id => Some((*h, hd.owner, Role::Send)),
+                HandleKind::Packets { recv, send, .. }
+                    if recv == Some(ChanKey::Mailbox(id)) || send == Some(ChanKey::Mailbox(id)) =>
+                {
+                    let role = if recv.is_some() {
+                        Role::Recv
+                    } else {
+                        Role::Send
+                    };
+                    Some((*h, hd.owner, role))
+                }
                 _ => None,
             })
             .collect();

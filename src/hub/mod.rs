@@ -27,6 +27,7 @@ pub mod accounting;
 pub mod attrs;
 pub mod channel;
 pub mod errno;
+pub mod framing;
 pub mod handles;
 pub mod links;
 pub mod message;
@@ -50,6 +51,7 @@ use log::{debug, info};
 use self::accounting::MemoryBudget;
 use self::channel::Channel;
 use self::errno::{Errno, Refusal, Result};
+use self::framing::Framing;
 use self::handles::{HandleKind, Handles};
 use self::links::Links;
 use self::policy::{Policy, Rule};
@@ -163,17 +165,23 @@ impl State {
             }
         }
         for (w, msg) in std::mem::take(&mut fx.handoffs) {
-            match self.handles.recv_mut(w.handle) {
-                Some(HandleKind::Recv { cursor, .. }) => {
-                    cursor.current = Some((msg, 0));
-                    let out = cursor.serve(0, w.size).expect("a current message");
-                    fx.reply(w.reply, out);
+            let len = msg.len();
+            let out = match w.framing {
+                Framing::Packet => Outcome::Slice(msg.payload, 0..len),
+                Framing::Batch => {
+                    let mut out = Vec::with_capacity(framing::HEADER + len);
+                    framing::push_frame(&mut out, msg.payload.bytes());
+                    Outcome::Bytes(out)
                 }
-                _ => fx.reply(
-                    w.reply,
-                    Outcome::Error(Errno::EBADF.because("its descriptor was closed")),
-                ),
-            }
+                Framing::Stream => match self.handles.recv_mut(w.handle) {
+                    Some(HandleKind::Recv { cursor, .. }) => {
+                        cursor.current = Some((msg, 0));
+                        cursor.serve(0, w.size).expect("a current message")
+                    }
+                    _ => Outcome::Error(Errno::EBADF.because("its descriptor was closed")),
+                },
+            };
+            fx.reply(w.reply, out);
         }
         let resolved = std::mem::take(&mut fx.receipts)
             .into_iter()

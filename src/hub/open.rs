@@ -3,13 +3,36 @@
 //! close leaves behind (truncated messages, broadcast copies, idle links).
 
 use super::errno::{Errno, Result};
+use super::framing::Framing;
 use super::handles::{Cursor, HandleKind};
 use super::policy::Rule;
 use super::process::Process;
 use super::receipts::ReceiptBook;
 use super::receiver_rule::Role;
 use super::waiter::Effects;
-use super::{Access, Caller, ChanKey, FileKind, Hub, PeerFacts, State, Target, chan_mut, status};
+use super::{
+    Access, Caller, ChanKey, FileKind, Hub, MailboxId, PeerFacts, State, Target, chan_mut, status,
+};
+
+/// Who opens a link file, how, and what the system said of its peer.
+#[derive(Clone, Copy)]
+struct Opener {
+    me: Process,
+    access: Access,
+    facts: PeerFacts,
+}
+
+/// `recv` is for reading, `send` for writing (and reading receipts);
+/// `packets` and `batch` for either or both.
+fn check_access(kind: FileKind, access: Access) -> Result<()> {
+    match kind {
+        FileKind::Recv if access.write => Err(Errno::EACCES.because("recv is for reading")),
+        FileKind::Send if !access.write => {
+            Err(Errno::EACCES.because("send is for writing (and reading receipts)"))
+        }
+        _ => Ok(()),
+    }
+}
 
 impl Hub {
     /// Opens `target` for `caller` with the access asked for.
@@ -22,7 +45,9 @@ impl Hub {
             _ => None,
         };
         let may_send = match (target, peer) {
-            (Target::Link(_, FileKind::Send), Some(peer)) => self.procs.may_signal(me, peer),
+            (Target::Link(_, k), Some(peer)) if k.sends() && access.write => {
+                self.procs.may_signal(me, peer)
+            }
             _ => false,
         };
         let facts = PeerFacts { peer, may_send };
@@ -46,119 +71,160 @@ impl Hub {
         facts: PeerFacts,
         watch: &mut Vec<Process>,
     ) -> Result<u64> {
-        let PeerFacts { peer, may_send } = facts;
-        let Access {
-            read,
-            write,
-            append,
-        } = access;
-        let recv_handle = |chan| HandleKind::Recv {
-            chan,
-            cursor: Cursor::default(),
-            reading: false,
-            behind: Default::default(),
+        let kind = match target {
+            Target::RootPolicy => HandleKind::Policy {
+                of: None,
+                text: format!("{}\n", st.tree.default_policy).into_bytes(),
+            },
+            Target::DaemonStatus => HandleKind::Text(self.daemon_status(st).into_bytes()),
+            Target::Mailbox(id, kind) => self.open_mailbox(st, me, id, kind, access, watch)?,
+            Target::Link(pid, kind) => {
+                let opener = Opener { me, access, facts };
+                self.open_link(st, &opener, pid, kind, watch)?
+            }
         };
-        let send_handle = |chan| HandleKind::Send {
-            chan,
-            receipts: read.then(|| ReceiptBook::new(&self.budget)),
-            append,
-        };
-        let kind =
-            match target {
-                Target::RootPolicy => HandleKind::Policy {
-                    of: None,
-                    text: format!("{}\n", st.tree.default_policy).into_bytes(),
-                },
-                Target::DaemonStatus => HandleKind::Text(self.daemon_status(st).into_bytes()),
-                Target::Mailbox(id, kind) => {
-                    let m = st.tree.get_mut(id).ok_or(Errno::ENOENT)?;
-                    let ch = &mut m.chan;
-                    // Only asked when the rule refuses: a bound process may have exited.
-                    let alive = |p: Process| self.procs.is_alive(p);
-                    if matches!(ch.policy.rule, Rule::Pair | Rule::Exclusive) {
-                        watch.push(me);
-                    }
-                    match kind {
-                        FileKind::Policy => HandleKind::Policy {
-                            of: Some(id),
-                            text: format!("{}\n", ch.policy).into_bytes(),
-                        },
-                        FileKind::Status => {
-                            ch.prune_members(&alive);
-                            HandleKind::Text(status::mailbox(ch, &self.budget).into_bytes())
-                        }
-                        FileKind::Recv => {
-                            if write {
-                                return Err(Errno::EACCES.because("recv is for reading"));
-                            }
-                            ch.members.admit(ch.policy.rule, me, Role::Recv, &alive)?;
-                            ch.open_recv(me);
-                            ch.handles += 1;
-                            recv_handle(ChanKey::Mailbox(id))
-                        }
-                        FileKind::Send => {
-                            if !write {
-                                return Err(Errno::EACCES
-                                    .because("send is for writing (and reading receipts)"));
-                            }
-                            ch.members.admit(ch.policy.rule, me, Role::Send, &alive)?;
-                            ch.handles += 1;
-                            send_handle(ChanKey::Mailbox(id))
-                        }
-                    }
-                }
-                Target::Link(pid, kind) => {
-                    let peer_alive = peer.is_some();
-                    // A peer that has exited may have left messages for `me`.
-                    let peer = peer.or_else(|| st.links.sender_to(me, pid));
-                    let policy = self.link_policy();
-                    match kind {
-                        FileKind::Send => {
-                            if !write {
-                                return Err(Errno::EACCES
-                                    .because("send is for writing (and reading receipts)"));
-                            }
-                            let Some(peer) = peer.filter(|_| peer_alive) else {
-                                return Err(Errno::ESRCH.because("the peer has exited"));
-                            };
-                            if !may_send {
-                                return Err(Errno::EPERM.because("kill(2) rule: not the same user"));
-                            }
-                            let ch = st.links.open(me, peer, policy);
-                            if ch.ends.receiver_gone {
-                                return Err(Errno::ESRCH.because("the peer has exited"));
-                            }
-                            ch.handles += 1;
-                            watch.extend([me, peer]);
-                            send_handle(ChanKey::Link { from: me, to: peer })
-                        }
-                        FileKind::Recv => {
-                            if write {
-                                return Err(Errno::EACCES.because("recv is for reading"));
-                            }
-                            let peer = peer.ok_or(Errno::ESRCH)?;
-                            let ch = st.links.open(peer, me, policy);
-                            ch.open_recv(me);
-                            ch.handles += 1;
-                            watch.extend([me, peer]);
-                            recv_handle(ChanKey::Link { from: peer, to: me })
-                        }
-                        FileKind::Status | FileKind::Policy => {
-                            let text = match peer {
-                                Some(peer) => status::link(
-                                    pid,
-                                    peer_alive,
-                                    st.links.get(me, peer),
-                                    st.links.get(peer, me),
-                                ),
-                                None => status::link(pid, false, None, None),
-                            };
-                            HandleKind::Text(text.into_bytes())
-                        }
-                    }
-                }
-            };
         Ok(st.handles.insert(me, kind))
+    }
+
+    /// What a descriptor of a message file is, once its channels admit it.
+    fn message_handle(
+        &self,
+        kind: FileKind,
+        access: Access,
+        recv: ChanKey,
+        send: ChanKey,
+    ) -> HandleKind {
+        match kind {
+            FileKind::Recv => HandleKind::Recv {
+                chan: recv,
+                cursor: Cursor::default(),
+                reading: false,
+                behind: Default::default(),
+            },
+            FileKind::Send => HandleKind::Send {
+                chan: send,
+                receipts: access.read.then(|| ReceiptBook::new(&self.budget)),
+                append: access.append,
+            },
+            _ => HandleKind::Packets {
+                recv: access.read.then_some(recv),
+                send: access.write.then_some(send),
+                framing: if kind == FileKind::Batch {
+                    Framing::Batch
+                } else {
+                    Framing::Packet
+                },
+                append: access.append,
+            },
+        }
+    }
+
+    fn open_mailbox(
+        &self,
+        st: &mut State,
+        me: Process,
+        id: MailboxId,
+        kind: FileKind,
+        access: Access,
+        watch: &mut Vec<Process>,
+    ) -> Result<HandleKind> {
+        let ch = &mut st.tree.get_mut(id).ok_or(Errno::ENOENT)?.chan;
+        // Only asked when the rule refuses: a bound process may have exited.
+        let alive = |p: Process| self.procs.is_alive(p);
+        if matches!(ch.policy.rule, Rule::Pair | Rule::Exclusive) {
+            watch.push(me);
+        }
+        match kind {
+            FileKind::Policy => {
+                return Ok(HandleKind::Policy {
+                    of: Some(id),
+                    text: format!("{}\n", ch.policy).into_bytes(),
+                });
+            }
+            FileKind::Status => {
+                ch.prune_members(&alive);
+                return Ok(HandleKind::Text(
+                    status::mailbox(ch, &self.budget).into_bytes(),
+                ));
+            }
+            _ => {}
+        }
+        check_access(kind, access)?;
+        let reads = kind.receives() && access.read;
+        let writes = kind.sends() && access.write;
+        if reads {
+            ch.members.admit(ch.policy.rule, me, Role::Recv, &alive)?;
+        }
+        if writes {
+            ch.members.admit(ch.policy.rule, me, Role::Send, &alive)?;
+        }
+        if reads {
+            ch.open_recv(me);
+        }
+        ch.handles += 1;
+        let key = ChanKey::Mailbox(id);
+        Ok(self.message_handle(kind, access, key, key))
+    }
+
+    fn open_link(
+        &self,
+        st: &mut State,
+        opener: &Opener,
+        pid: u32,
+        kind: FileKind,
+        watch: &mut Vec<Process>,
+    ) -> Result<HandleKind> {
+        let Opener { me, access, facts } = *opener;
+        let PeerFacts { peer, may_send } = facts;
+        let peer_alive = peer.is_some();
+        // A peer that has exited may have left messages for `me`.
+        let peer = peer.or_else(|| st.links.sender_to(me, pid));
+        if matches!(kind, FileKind::Status | FileKind::Policy) {
+            let text = match peer {
+                Some(peer) => status::link(
+                    pid,
+                    peer_alive,
+                    st.links.get(me, peer),
+                    st.links.get(peer, me),
+                ),
+                None => status::link(pid, false, None, None),
+            };
+            return Ok(HandleKind::Text(text.into_bytes()));
+        }
+        check_access(kind, access)?;
+        let Some(peer) = peer else {
+            return Err(Errno::ESRCH.because("the peer has exited"));
+        };
+        let policy = self.link_policy();
+        let (to_peer, from_peer) = (
+            ChanKey::Link { from: me, to: peer },
+            ChanKey::Link { from: peer, to: me },
+        );
+        if kind.sends() && access.write {
+            if !peer_alive {
+                return Err(Errno::ESRCH.because("the peer has exited"));
+            }
+            if !may_send {
+                return Err(Errno::EPERM.because("kill(2) rule: not the same user"));
+            }
+            if st
+                .links
+                .get(me, peer)
+                .is_some_and(|ch| ch.ends.receiver_gone)
+            {
+                return Err(Errno::ESRCH.because("the peer has exited"));
+            }
+        }
+        if kind.sends() && access.write {
+            st.links.open(me, peer, policy).handles += 1;
+        }
+        if kind.receives() && access.read {
+            let ch = st.links.open(peer, me, policy);
+            ch.open_recv(me);
+            ch.handles += 1;
+        }
+        watch.extend([me, peer]);
+        Ok(self.message_handle(kind, access, from_peer, to_peer))
     }
 
     pub fn release(&self, h: u64) {
@@ -168,25 +234,25 @@ impl Hub {
             return;
         };
         let State { tree, links, .. } = &mut *st;
-        let chan = match &handle.kind {
-            HandleKind::Recv { chan, .. } | HandleKind::Send { chan, .. } => *chan,
-            HandleKind::Text(_) | HandleKind::Policy { .. } => return,
-        };
-        if let Some(ch) = chan_mut(tree, links, chan) {
-            ch.handles -= 1;
-            if let Some(kh) = handle.poll {
-                ch.unwatch(kh);
-            }
-            if let HandleKind::Recv { cursor, .. } = &handle.kind {
-                if cursor.partial() {
+        for (chan, reads) in handle.kind.channels() {
+            if let Some(ch) = chan_mut(tree, links, chan) {
+                ch.handles -= 1;
+                if let Some(kh) = handle.poll {
+                    ch.unwatch(kh);
+                }
+                if let HandleKind::Recv { cursor, .. } = &handle.kind
+                    && cursor.partial()
+                {
                     ch.counters.truncated += 1;
                 }
-                ch.close_recv(handle.owner, &mut fx);
+                if reads {
+                    ch.close_recv(handle.owner, &mut fx);
+                }
             }
-        }
-        // The last descriptor of a link one of whose ends has exited.
-        if let ChanKey::Link { from, to } = chan {
-            links.reclaim(from, to);
+            // The last descriptor of a link one of whose ends has exited.
+            if let ChanKey::Link { from, to } = chan {
+                links.reclaim(from, to);
+            }
         }
         self.finish(st, fx);
     }

@@ -6,15 +6,18 @@
 use super::errno::Errno;
 use log::debug;
 
+use super::framing::{self, Framing};
+use super::handles::Handles;
 use super::handles::{HandleKind, ReadBehind};
 use super::message::{Message, Payload, ReceiptTag};
 use super::policy::{self, Rule};
 use super::process::Process;
 use super::receipts::{ReceiptBook, ReceiptRead};
 use super::receiver_rule::Role;
+use super::tree::Tree;
 use super::waiter::{Effects, Outcome, ReceiptWait, RecvWait, Replier, SendWait};
 use super::waiters::Place;
-use super::{Hub, Io, State, chan_mut, check, gone};
+use super::{ChanKey, Hub, Io, MailboxId, State, chan_mut, check, gone};
 
 impl Hub {
     /// A read request of `size` bytes.
@@ -121,11 +124,88 @@ impl Hub {
                         handle: io.handle,
                         reader: owner,
                         size,
+                        framing: Framing::Stream,
                         reply,
                     },
                     fx,
                 );
             }
+            HandleKind::Packets {
+                recv: Some(key),
+                framing,
+                ..
+            } => {
+                let (key, framing) = (*key, *framing);
+                // The continuation of a read(2) that a whole message filled.
+                if io.offset > 0 {
+                    return fx.reply(reply, Outcome::empty());
+                }
+                let ch = check!(fx, reply, chan_mut(tree, links, key).ok_or(gone(key)));
+                // Only asked when the rule refuses: a bound process may have exited.
+                let alive = |p: Process| self.procs.is_alive(p);
+                check!(
+                    fx,
+                    reply,
+                    ch.members.admit(ch.policy.rule, owner, Role::Recv, &alive)
+                );
+                match ch.peek_len(owner) {
+                    Some(len) if !framing.fits(len, size) => fx.reply(
+                        reply,
+                        Outcome::Error(
+                            Errno::EMSGSIZE.because("the next message is larger than the buffer"),
+                        ),
+                    ),
+                    Some(_) => {
+                        let first = ch.take(owner, fx).expect("the message peeked at");
+                        if framing == Framing::Packet {
+                            let len = first.len();
+                            return fx.reply(reply, Outcome::Slice(first.payload, 0..len));
+                        }
+                        // As many whole messages as the buffer holds.
+                        let mut out = Vec::new();
+                        framing::push_frame(&mut out, first.payload.bytes());
+                        while let Some(len) = ch.peek_len(owner)
+                            && out.len() + framing::HEADER + len <= size as usize
+                        {
+                            let msg = ch.take(owner, fx).expect("the message peeked at");
+                            framing::push_frame(&mut out, msg.payload.bytes());
+                        }
+                        fx.reply(reply, Outcome::Bytes(out));
+                    }
+                    None if ch.ends.sender_gone => fx.reply(
+                        reply,
+                        Outcome::Error(
+                            Errno::ESRCH.because("the peer has exited and sent nothing more"),
+                        ),
+                    ),
+                    None if io.nonblock => fx.reply(
+                        reply,
+                        Outcome::Error(Errno::EAGAIN.because("O_NONBLOCK: nothing to receive")),
+                    ),
+                    None if *shut_down => fx.reply(
+                        reply,
+                        Outcome::Error(Errno::ENOTCONN.because("the daemon is stopping")),
+                    ),
+                    None => {
+                        waiters.park(&io, Place::Chan(key, None), fx);
+                        ch.park_receiver(
+                            RecvWait {
+                                id: io.req,
+                                handle: io.handle,
+                                reader: owner,
+                                size,
+                                framing,
+                                reply,
+                            },
+                            fx,
+                        );
+                    }
+                }
+            }
+            HandleKind::Packets { recv: None, .. } => fx.reply(
+                reply,
+                Outcome::Error(Errno::EBADF.because("opened for writing only")),
+            ),
             HandleKind::Send { receipts: None, .. } => {
                 fx.reply(reply, Outcome::Error(Errno::EBADF.into()))
             }
@@ -192,123 +272,170 @@ impl Hub {
             return fx.reply(reply, Outcome::Error(Errno::EBADF.into()));
         };
         let owner = handle.owner;
-        match &mut handle.kind {
+        // One write(2) is one message (on `batch`, one or more whole
+        // frames). A write(2) too large for one FUSE request arrives as
+        // several; on this kernel a request carries at most
+        // fs.fuse.max_pages_limit (256) pages, and its first chunk is then at
+        // least 256 pages less the buffer's offset into its first page:
+        // always more than the hard maximum of 255 pages, so that chunk is
+        // refused below and the kernel sends no more. A continuation (offset
+        // > 0, since files are FOPEN_STREAM) is therefore only ever part of
+        // an oversized write. An O_APPEND write arrives at the file's size.
+        let too_big =
+            || Outcome::Error(Errno::EMSGSIZE.because("larger than the maximum message size"));
+        let (key, frames, book) = match &mut handle.kind {
             HandleKind::Policy { of, .. } => {
-                let current = match of {
-                    None => tree.default_policy,
-                    Some(id) => check!(
-                        fx,
-                        reply,
-                        tree.get(*id).map(|m| m.chan.policy).ok_or(Errno::EIDRM)
-                    ),
-                };
-                let new = match policy::parse(data, &current, self.config.hard_max_message) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        debug!("policy write refused: {e}");
-                        return fx.reply(
-                            reply,
-                            Outcome::Error(Errno::EINVAL.because("not a valid policy")),
-                        );
-                    }
-                };
-                match of {
-                    None => tree.default_policy = new,
-                    Some(id) => {
-                        let id = *id;
-                        let openers = handles.openers(id);
-                        if matches!(new.rule, Rule::Pair | Rule::Exclusive) {
-                            fx.watch.extend(openers.iter().map(|(p, _)| *p));
-                        }
-                        let ch = &mut tree.get_mut(id).expect("mailbox").chan;
-                        ch.set_policy(new, openers, fx);
-                    }
-                }
-                fx.reply(reply, Outcome::Written(data.len() as u32));
+                let of = *of;
+                return self.write_policy(tree, handles, fx, of, data, reply);
             }
             HandleKind::Send {
                 chan,
                 receipts,
                 append,
             } => {
-                // One write(2) is one message. A write(2) too large for one
-                // FUSE request arrives as several; on this kernel a request
-                // carries at most fs.fuse.max_pages_limit (256) pages, and its
-                // first chunk is then at least 256 pages less the buffer's
-                // offset into its first page: always more than the hard maximum
-                // of 255 pages, so that chunk is refused below and the kernel
-                // sends no more. A continuation (offset > 0, since files are
-                // FOPEN_STREAM) is therefore only ever part of an oversized
-                // write. An O_APPEND write arrives at the file's size instead.
-                let key = *chan;
-                let ch = check!(fx, reply, chan_mut(tree, links, key).ok_or(gone(key)));
-                let continued = io.offset > 0 && !*append;
-                if continued || data.len() > ch.policy.max_message_size {
-                    return fx.reply(
-                        reply,
-                        Outcome::Error(
-                            Errno::EMSGSIZE.because("larger than the maximum message size"),
-                        ),
-                    );
+                if io.offset > 0 && !*append {
+                    return fx.reply(reply, too_big());
                 }
-                if ch.ends.receiver_gone {
-                    return fx.reply(
-                        reply,
-                        Outcome::Error(Errno::ESRCH.because("the peer has exited")),
-                    );
+                (*chan, vec![data], receipts.as_mut())
+            }
+            HandleKind::Packets {
+                send: Some(chan),
+                framing,
+                append,
+                ..
+            } => {
+                if io.offset > 0 && !*append {
+                    return fx.reply(reply, too_big());
                 }
-                // Only asked when the rule refuses: a bound process may have exited.
-                let alive = |p: Process| self.procs.is_alive(p);
-                check!(
-                    fx,
+                let frames = match framing {
+                    Framing::Batch => check!(fx, reply, framing::parse(data)),
+                    _ => vec![data],
+                };
+                (*chan, frames, None)
+            }
+            _ => return fx.reply(reply, Outcome::Error(Errno::EBADF.into())),
+        };
+        let ch = check!(fx, reply, chan_mut(tree, links, key).ok_or(gone(key)));
+        let largest = frames.iter().map(|f| f.len()).max().unwrap_or(0);
+        if largest > ch.policy.max_message_size {
+            return fx.reply(reply, too_big());
+        }
+        // A batch goes in whole: it may not need more room than there can be.
+        if frames.len() > ch.policy.capacity.unwrap_or(usize::MAX).max(1) {
+            return fx.reply(
+                reply,
+                Outcome::Error(
+                    Errno::EMSGSIZE.because("batch: more frames than the mailbox's capacity"),
+                ),
+            );
+        }
+        if ch.ends.receiver_gone {
+            return fx.reply(
+                reply,
+                Outcome::Error(Errno::ESRCH.because("the peer has exited")),
+            );
+        }
+        // Only asked when the rule refuses: a bound process may have exited.
+        let alive = |p: Process| self.procs.is_alive(p);
+        check!(
+            fx,
+            reply,
+            ch.members.admit(ch.policy.rule, owner, Role::Send, &alive)
+        );
+        let writable = ch.writable_for(frames.len(), largest);
+        if !writable && io.nonblock {
+            return fx.reply(
+                reply,
+                Outcome::Error(Errno::EAGAIN.because("O_NONBLOCK: the mailbox is full")),
+            );
+        }
+        if !writable && *shut_down {
+            return fx.reply(
+                reply,
+                Outcome::Error(Errno::ENOTCONN.because("the daemon is stopping")),
+            );
+        }
+        // All payloads or none: a refusal drops (and releases) those made.
+        let payloads = check!(
+            fx,
+            reply,
+            frames
+                .iter()
+                .map(|f| Payload::new(f, &self.budget))
+                .collect::<Result<Vec<_>, _>>()
+        );
+        let receipt = match book.map(ReceiptBook::issue).transpose() {
+            Ok(seq) => seq.map(|seq| ReceiptTag {
+                handle: io.handle,
+                seq,
+            }),
+            Err(e) => return fx.reply(reply, Outcome::Error(e)),
+        };
+        let msgs: Vec<Message> = payloads
+            .into_iter()
+            .map(|payload| Message {
+                payload,
+                sender: owner,
+                receipt,
+                order: 0,
+            })
+            .collect();
+        if writable {
+            ch.accept_all(msgs, fx);
+            return fx.reply(reply, Outcome::Written(data.len() as u32));
+        }
+        waiters.park(&io, Place::Chan(key, None), fx);
+        ch.park_sender(
+            SendWait {
+                id: io.req,
+                msgs,
+                written: data.len() as u32,
+                reply,
+            },
+            fx,
+        );
+    }
+
+    /// A write of a `policy` file (`of` None: the root's).
+    fn write_policy(
+        &self,
+        tree: &mut Tree,
+        handles: &Handles,
+        fx: &mut Effects,
+        of: Option<MailboxId>,
+        data: &[u8],
+        reply: Box<dyn Replier>,
+    ) {
+        let current = match of {
+            None => tree.default_policy,
+            Some(id) => check!(
+                fx,
+                reply,
+                tree.get(id).map(|m| m.chan.policy).ok_or(Errno::EIDRM)
+            ),
+        };
+        let new = match policy::parse(data, &current, self.config.hard_max_message) {
+            Ok(p) => p,
+            Err(e) => {
+                debug!("policy write refused: {e}");
+                return fx.reply(
                     reply,
-                    ch.members.admit(ch.policy.rule, owner, Role::Send, &alive)
-                );
-                let writable = ch.writable();
-                if !writable && io.nonblock {
-                    return fx.reply(
-                        reply,
-                        Outcome::Error(Errno::EAGAIN.because("O_NONBLOCK: the mailbox is full")),
-                    );
-                }
-                if !writable && *shut_down {
-                    return fx.reply(
-                        reply,
-                        Outcome::Error(Errno::ENOTCONN.because("the daemon is stopping")),
-                    );
-                }
-                let payload = check!(fx, reply, Payload::new(data, &self.budget));
-                let receipt = match receipts.as_mut().map(ReceiptBook::issue).transpose() {
-                    Ok(seq) => seq.map(|seq| ReceiptTag {
-                        handle: io.handle,
-                        seq,
-                    }),
-                    Err(e) => return fx.reply(reply, Outcome::Error(e)),
-                };
-                let msg = Message {
-                    payload,
-                    sender: owner,
-                    receipt,
-                    order: 0,
-                };
-                if writable {
-                    ch.accept(msg, fx);
-                    return fx.reply(reply, Outcome::Written(data.len() as u32));
-                }
-                waiters.park(&io, Place::Chan(key, None), fx);
-                ch.park_sender(
-                    SendWait {
-                        id: io.req,
-                        msg,
-                        reply,
-                    },
-                    fx,
+                    Outcome::Error(Errno::EINVAL.because("not a valid policy")),
                 );
             }
-            HandleKind::Recv { .. } | HandleKind::Text(_) => {
-                fx.reply(reply, Outcome::Error(Errno::EBADF.into()))
+        };
+        match of {
+            None => tree.default_policy = new,
+            Some(id) => {
+                let openers = handles.openers(id);
+                if matches!(new.rule, Rule::Pair | Rule::Exclusive) {
+                    fx.watch.extend(openers.iter().map(|(p, _)| *p));
+                }
+                let ch = &mut tree.get_mut(id).expect("mailbox").chan;
+                ch.set_policy(new, openers, fx);
             }
         }
+        fx.reply(reply, Outcome::Written(data.len() as u32));
     }
 
     /// Poll readiness (`libc::POLLIN` etc.) of a descriptor; `kh`, when
@@ -330,37 +457,48 @@ impl Hub {
         let Some(handle) = handles.get_mut(h) else {
             return perr;
         };
-        let (key, mut ready) = match &handle.kind {
+        let owner = handle.owner;
+        // (channel, read from it, ready already): receipts on `send` are a
+        // line or the end of file; a `recv` holding a message is readable.
+        let (chans, mut ready): (Vec<(ChanKey, bool)>, u32) = match &handle.kind {
             HandleKind::Text(_) | HandleKind::Policy { .. } => return pin | pout,
             HandleKind::Recv { cursor, .. } if cursor.current.is_some() || cursor.eof => {
                 return pin;
             }
-            HandleKind::Recv { chan, .. } => (*chan, 0),
-            // Receipts: a line, or the end of file, is ready.
             HandleKind::Send { chan, receipts, .. } => (
-                *chan,
+                vec![(*chan, false)],
                 if receipts.as_ref().is_some_and(ReceiptBook::readable) {
                     pin
                 } else {
                     0
                 },
             ),
+            HandleKind::Packets {
+                recv: Some(r),
+                send: Some(w),
+                ..
+            } => (vec![(*r, true), (*w, false)], 0),
+            other => (other.channels(), 0),
         };
-        let Some(ch) = chan_mut(tree, links, key) else {
-            return pin | pout | perr;
-        };
-        if let HandleKind::Recv { .. } = handle.kind {
-            if ch.readable_for(handle.owner) {
+        for (key, reads) in chans {
+            let Some(ch) = chan_mut(tree, links, key) else {
+                return pin | pout | perr;
+            };
+            if !reads {
+                if ch.writable() {
+                    ready |= pout;
+                }
+            } else if ch.readable_for(owner) {
                 ready |= pin;
             } else if ch.ends.sender_gone {
                 ready |= pin | phup;
             }
-        } else if ch.writable() {
-            ready |= pout;
+            if let Some(kh) = kh {
+                ch.watch(kh);
+            }
         }
-        if let Some(kh) = kh {
-            ch.watch(kh);
-            handle.poll = Some(kh);
+        if kh.is_some() {
+            handle.poll = kh;
         }
         ready
     }

@@ -15,7 +15,7 @@ use super::policy::Policy;
 /// The parent of top-level mailboxes.
 pub const ROOT: MailboxId = 0;
 /// Names a mailbox may not have: its parent's files.
-pub const MAILBOX_FILES: [&str; 4] = ["send", "recv", "policy", "status"];
+pub const MAILBOX_FILES: [&str; 6] = ["send", "recv", "policy", "status", "packets", "batch"];
 /// Names taken at the top of the mount.
 pub const ROOT_NAMES: [&str; 2] = ["proc", "policy"];
 pub const NAME_MAX: usize = 255;
@@ -24,8 +24,8 @@ pub const NAME_MAX: usize = 255;
 /// past the bound, `mkdir` fails with `ENOSPC`.
 pub const MAILBOX_COST: usize = 1024;
 /// Mailbox ids are numbered from 1 and never reused; past this, `mkdir`
-/// fails with `ENOSPC` (inode numbers hold 37 bits of them).
-pub const MAX_MAILBOX_ID: MailboxId = (1 << 37) - 1;
+/// fails with `ENOSPC` (inode numbers hold 35 bits of them).
+pub const MAX_MAILBOX_ID: MailboxId = (1 << 35) - 1;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FileKind {
@@ -33,18 +33,34 @@ pub enum FileKind {
     Recv,
     Policy,
     Status,
+    /// One whole message per read or write.
+    Packets,
+    /// Framed messages, many per read or write.
+    Batch,
 }
 
 impl FileKind {
-    pub const ALL: [FileKind; 4] = [
+    pub const ALL: [FileKind; 6] = [
         FileKind::Send,
         FileKind::Recv,
         FileKind::Policy,
         FileKind::Status,
+        FileKind::Packets,
+        FileKind::Batch,
     ];
 
     pub fn name(self) -> &'static str {
         MAILBOX_FILES[self as usize]
+    }
+
+    /// Files a write sends a message on.
+    pub fn sends(self) -> bool {
+        matches!(self, FileKind::Send | FileKind::Packets | FileKind::Batch)
+    }
+
+    /// Files a read receives a message from.
+    pub fn receives(self) -> bool {
+        matches!(self, FileKind::Recv | FileKind::Packets | FileKind::Batch)
     }
 
     pub fn from_name(name: &OsStr) -> Option<FileKind> {
@@ -67,17 +83,19 @@ pub struct Mailbox {
     pub parent: MailboxId,
     pub children: BTreeMap<OsString, MailboxId>,
     pub dir: Attr,
-    pub files: [Attr; 4],
+    pub files: [Attr; 6],
     pub chan: Channel,
 }
 
 /// The modes of a new mailbox's files, from its directory's mode: `send`
 /// gets the write bits (and the matching read bits, for receipts), `recv`
-/// and `status` the read bits, `policy` owner-write plus the read bits.
-pub fn file_modes(dir_mode: u32) -> [u32; 4] {
+/// and `status` the read bits, `policy` owner-write plus the read bits,
+/// `packets` and `batch` what `send` and `recv` have together.
+pub fn file_modes(dir_mode: u32) -> [u32; 6] {
     let w = dir_mode & 0o222;
     let r = dir_mode & 0o444;
-    [w | (w << 1), r, 0o200 | r, r]
+    let send = w | (w << 1);
+    [send, r, 0o200 | r, r, send | r, send | r]
 }
 
 pub struct Tree {

@@ -10,6 +10,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use crate::hub::errno::{Errno, Refusal};
+use crate::hub::framing::Framing;
 use crate::hub::message::{Message, Payload, ReceiptTag};
 use crate::hub::process::Process;
 
@@ -47,20 +48,30 @@ pub trait Replier: Send {
 
 pub type WaiterId = u64;
 
-/// A blocked read of a `recv` file.
+/// A blocked read of a `recv`, `packets` or `batch` file.
 pub struct RecvWait {
     pub id: WaiterId,
     pub handle: u64,
     pub reader: Process,
     pub size: u32,
+    pub framing: Framing,
     pub reply: Box<dyn Replier>,
 }
 
-/// A blocked write of a `send` file, with the message it carries.
+/// A blocked write, with the messages it carries: one, or a batch's
+/// frames, which go in together or not at all.
 pub struct SendWait {
     pub id: WaiterId,
-    pub msg: Message,
+    pub msgs: Vec<Message>,
+    /// The bytes the write is answered with once it completes.
+    pub written: u32,
     pub reply: Box<dyn Replier>,
+}
+
+impl SendWait {
+    pub fn sender(&self) -> Process {
+        self.msgs[0].sender
+    }
 }
 
 /// A blocked read of receipts on a read-write `send` descriptor.

@@ -138,10 +138,22 @@ fn names_and_nesting() {
 
 #[test]
 fn file_modes_from_the_directory() {
-    assert_eq!(file_modes(0o755), [0o600, 0o444, 0o644, 0o444]);
-    assert_eq!(file_modes(0o775), [0o660, 0o444, 0o644, 0o444]);
-    assert_eq!(file_modes(0o700), [0o600, 0o400, 0o600, 0o400]);
-    assert_eq!(file_modes(0o733), [0o666, 0o400, 0o600, 0o400]);
+    assert_eq!(
+        file_modes(0o755),
+        [0o600, 0o444, 0o644, 0o444, 0o644, 0o644]
+    );
+    assert_eq!(
+        file_modes(0o775),
+        [0o660, 0o444, 0o644, 0o444, 0o664, 0o664]
+    );
+    assert_eq!(
+        file_modes(0o700),
+        [0o600, 0o400, 0o600, 0o400, 0o600, 0o600]
+    );
+    assert_eq!(
+        file_modes(0o733),
+        [0o666, 0o400, 0o600, 0o400, 0o666, 0o666]
+    );
 }
 
 #[test]
