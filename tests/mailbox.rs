@@ -1051,7 +1051,14 @@ fn file_modes_follow_the_directory_mode() {
         w | (w << 1),
         "send = write bits + matching read bits"
     );
-    assert_eq!(mode(&b.join("recv")), r, "recv = read bits");
+    assert_eq!(
+        mode(&b.join("recv")),
+        w << 1,
+        "recv = read bits of the classes that may send"
+    );
+    for f in ["packets", "batch"] {
+        assert_eq!(mode(&b.join(f)), w | (w << 1), "{f} = send's bits");
+    }
     assert_eq!(
         mode(&b.join("policy")),
         0o200 | r,
@@ -1116,11 +1123,17 @@ fn write_only_mailbox_lets_others_send_but_not_receive() {
 fn chmod_on_send_and_recv_is_enforced() {
     let m = Mount::new();
     let b = mkbox_mode(&m, "ch", 0o755);
-    // Default for 0755: send 0600 (only the owner sends), recv 0444.
+    // Default for 0755: send 0600 and recv 0400 (a private mailbox).
     let o = m.sh_as_nobody("echo x > \"$M/ch/send\"", T);
     assert!(
         !o.status.success(),
         "send is owner-only by default: {}",
+        show(&o)
+    );
+    let o = m.sh_as_nobody("cat \"$M/ch/recv\"", T);
+    assert!(
+        !o.status.success(),
+        "recv is owner-only by default: {}",
         show(&o)
     );
     fs::set_permissions(b.join("send"), fs::Permissions::from_mode(0o622)).unwrap();
@@ -1130,10 +1143,11 @@ fn chmod_on_send_and_recv_is_enforced() {
         "after chmod 622 send, nobody may send: {}",
         show(&o)
     );
+    fs::set_permissions(b.join("recv"), fs::Permissions::from_mode(0o444)).unwrap();
     let o = m.sh_as_nobody("cat \"$M/ch/recv\"", T);
     assert!(
         o.status.success(),
-        "recv 0444 lets nobody receive: {}",
+        "after chmod 444 recv, nobody may receive: {}",
         show(&o)
     );
     assert_eq!(o.stdout, b"x\n");

@@ -87,15 +87,18 @@ pub struct Mailbox {
     pub chan: Channel,
 }
 
-/// The modes of a new mailbox's files, from its directory's mode: `send`
-/// gets the write bits (and the matching read bits, for receipts), `recv`
-/// and `status` the read bits, `policy` owner-write plus the read bits,
-/// `packets` and `batch` what `send` and `recv` have together.
+/// The modes of a new mailbox's files, from its directory's mode. A
+/// receive consumes, so only those who may send may receive: `send` gets
+/// the directory's write bits (plus the matching read bits, for receipts),
+/// `recv` the read bits of those same classes, `packets` and `batch` both;
+/// `status` gets the directory's read bits, `policy` owner-write plus the
+/// read bits. So 0755 is private, 0775 shared with the group, 01777 with
+/// everyone.
 pub fn file_modes(dir_mode: u32) -> [u32; 6] {
     let w = dir_mode & 0o222;
     let r = dir_mode & 0o444;
     let send = w | (w << 1);
-    [send, r, 0o200 | r, r, send | r, send | r]
+    [send, w << 1, 0o200 | r, r, send, send]
 }
 
 pub struct Tree {

@@ -125,7 +125,7 @@ fn names_and_nesting() {
     let (dir, _) = hub.attr(b, None).unwrap();
     assert_eq!((dir.mode, dir.uid, dir.gid), (0o750, 5, 6));
     assert_eq!(hub.attr(b, Some(FileKind::Send)).unwrap().0.mode, 0o600);
-    assert_eq!(hub.attr(b, Some(FileKind::Recv)).unwrap().0.mode, 0o440);
+    assert_eq!(hub.attr(b, Some(FileKind::Recv)).unwrap().0.mode, 0o400);
     assert_eq!(
         hub.rename(ROOT, OsStr::new("a"), b, OsStr::new("x")),
         Err(Errno::EINVAL.into())
@@ -138,22 +138,18 @@ fn names_and_nesting() {
 
 #[test]
 fn file_modes_from_the_directory() {
-    assert_eq!(
-        file_modes(0o755),
-        [0o600, 0o444, 0o644, 0o444, 0o644, 0o644]
-    );
-    assert_eq!(
-        file_modes(0o775),
-        [0o660, 0o444, 0o644, 0o444, 0o664, 0o664]
-    );
-    assert_eq!(
-        file_modes(0o700),
-        [0o600, 0o400, 0o600, 0o400, 0o600, 0o600]
-    );
-    assert_eq!(
-        file_modes(0o733),
-        [0o666, 0o400, 0o600, 0o400, 0o666, 0o666]
-    );
+    // [send, recv, policy, status, packets, batch]: only who may send may
+    // receive, so 0755 is private, 0775 shared with the group.
+    let cases = [
+        (0o755, [0o600, 0o400, 0o644, 0o444, 0o600, 0o600]),
+        (0o775, [0o660, 0o440, 0o644, 0o444, 0o660, 0o660]),
+        (0o1777, [0o666, 0o444, 0o644, 0o444, 0o666, 0o666]),
+        (0o700, [0o600, 0o400, 0o600, 0o400, 0o600, 0o600]),
+        (0o733, [0o666, 0o444, 0o600, 0o400, 0o666, 0o666]),
+    ];
+    for (dir, files) in cases {
+        assert_eq!(file_modes(dir), files, "{dir:o}");
+    }
 }
 
 #[test]
