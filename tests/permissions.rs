@@ -6,7 +6,6 @@
 mod common;
 use common::*;
 
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::Duration;
