@@ -354,3 +354,22 @@ fn packets_on_a_direct_link() {
     let o = reader.wait_timeout(DEADLINE);
     assert_eq!(out_str(&o), "over the link", "{}", show(&o));
 }
+
+/// An `O_APPEND` descriptor (`exec 3>>box/send`, Python's `open(p, 'a')`)
+/// sends one message per write, as any other: the kernel puts each write at
+/// the file's size, which is no continuation of an earlier one.
+#[test]
+fn append_descriptors_send_one_message_per_write() {
+    let m = Mount::new();
+    let b = mkbox(&m, "app");
+    let o = m.sh(
+        r#"exec 3>>"$M/app/send"; echo a >&3; echo b >&3; exec 4>>"$M/app/packets"; echo c >&4"#,
+        DEADLINE,
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(count(&b, "messages"), 3);
+    let mut r = open_with(&b.join("packets"), true, false, libc::O_NONBLOCK).unwrap();
+    for want in [&b"a\n"[..], b"b\n", b"c\n"] {
+        assert_eq!(read1(&mut r, 100).unwrap(), want);
+    }
+}

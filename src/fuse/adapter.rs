@@ -22,10 +22,19 @@ use log::debug;
 use crate::hub::attrs::Meta;
 use crate::hub::{Access, Caller, FileKind, Hub, Io, MailboxId, ROOT, Target};
 
-/// Mailbox names are only changed through this mount, so the kernel may
-/// cache them; `proc/` answers differ per caller and per moment.
+/// Mailbox names and attributes only change through this mount (the
+/// kernel sees its own mkdir, rmdir, rename and chmod), so it may cache
+/// them; `proc/` answers differ per caller and per moment.
 const TREE_TTL: Duration = Duration::from_secs(1);
 const NO_TTL: Duration = Duration::ZERO;
+
+/// A node's attributes, how long the kernel may cache its name (entry) and
+/// how long its attributes.
+struct Cached {
+    attr: FileAttr,
+    entry_ttl: Duration,
+    attr_ttl: Duration,
+}
 
 /// The one place refusals reach the kernel: logged (at `debug`, with what
 /// was asked) and turned into the caller's errno.
@@ -107,8 +116,8 @@ impl IpcFs {
         }
     }
 
-    /// The attributes of `node` and how long the kernel may cache its entry.
-    fn attr_of(&self, req: &Request, node: Node) -> Result<(FileAttr, Duration), Refusal> {
+    /// The attributes of `node` and how long the kernel may cache them.
+    fn attr_of(&self, req: &Request, node: Node) -> Result<Cached, Refusal> {
         let hub = &self.hub;
         let file = FileType::RegularFile;
         let dir = FileType::Directory;
@@ -128,13 +137,18 @@ impl IpcFs {
             Node::MailboxFile(id, k) => (file, hub.mailbox_meta(id, Some(k))?, TREE_TTL),
             Node::MailboxOwn(..) | Node::PeerOwn(..) => unreachable!("canonical"),
         };
-        // A send entry is looked up anew by each caller (see inode.rs).
-        let ttl = if node != node.canonical() {
+        // A file written to is looked up anew by each caller (see
+        // inode.rs); its attributes are as stable as the others'.
+        let entry_ttl = if node != node.canonical() {
             NO_TTL
         } else {
             ttl
         };
-        Ok((self.file_attr(node, kind, meta), ttl))
+        Ok(Cached {
+            attr: self.file_attr(node, kind, meta),
+            entry_ttl,
+            attr_ttl: ttl,
+        })
     }
 
     fn lookup_node(&self, req: &Request, parent: Node, name: &OsStr) -> Result<Node, Refusal> {
@@ -270,7 +284,7 @@ impl Filesystem for IpcFs {
             .lookup_node(req, parent, name)
             .and_then(|n| self.attr_of(req, n))
         {
-            Ok((attr, ttl)) => reply.entry(&ttl, &attr, Generation(0)),
+            Ok(c) => reply.entry_with_ttls(&c.attr_ttl, &c.entry_ttl, &c.attr, Generation(0)),
             Err(e) => reply.error(err(&"lookup", e)),
         }
     }
@@ -287,7 +301,7 @@ impl Filesystem for IpcFs {
             .ok_or(Refusal::from(Errno::ENOENT))
             .and_then(|n| self.attr_of(req, n))
         {
-            Ok((attr, _)) => reply.attr(&NO_TTL, &attr),
+            Ok(c) => reply.attr(&c.attr_ttl, &c.attr),
             Err(e) => reply.error(err(&"getattr", e)),
         }
     }
@@ -324,7 +338,7 @@ impl Filesystem for IpcFs {
             _ => Err(Errno::EPERM.into()),
         };
         match result.and_then(|()| self.attr_of(req, node)) {
-            Ok((attr, _)) => reply.attr(&NO_TTL, &attr),
+            Ok(c) => reply.attr(&c.attr_ttl, &c.attr),
             Err(e) => reply.error(err(&"setattr", e)),
         }
     }
@@ -363,7 +377,7 @@ impl Filesystem for IpcFs {
             .and_then(|p| self.hub.mkdir(p, name, mode & !umask, req.uid(), req.gid()))
             .and_then(|id| self.attr_of(req, Node::Mailbox(id)));
         match result {
-            Ok((attr, ttl)) => reply.entry(&ttl, &attr, Generation(0)),
+            Ok(c) => reply.entry_with_ttls(&c.attr_ttl, &c.entry_ttl, &c.attr, Generation(0)),
             Err(e) => reply.error(err(&"mkdir", e)),
         }
     }

@@ -382,7 +382,7 @@ impl Hub {
             .collect();
         if writable {
             ch.accept_all(msgs, fx);
-            return fx.reply(reply, Outcome::Written(data.len() as u32));
+            return fx.reply_last(reply, Outcome::Written(data.len() as u32));
         }
         waiters.park(&io, Place::Chan(key, None), fx);
         ch.park_sender(

@@ -86,6 +86,9 @@ pub struct ReceiptWait {
 #[derive(Default)]
 pub struct Effects {
     pub replies: Vec<(Box<dyn Replier>, Outcome)>,
+    /// Replies sent after all others: the writer whose message woke a
+    /// reader is answered after that reader, who is the one waiting.
+    pub last: Vec<(Box<dyn Replier>, Outcome)>,
     /// Poll handles to notify.
     pub notify: Vec<u64>,
     /// Messages handed to blocked readers; the reader's handle takes them.
@@ -109,9 +112,14 @@ impl Effects {
         self.replies.push((to, outcome));
     }
 
+    /// Answers after every other reply (see [`Effects::last`]).
+    pub fn reply_last(&mut self, to: Box<dyn Replier>, outcome: Outcome) {
+        self.last.push((to, outcome));
+    }
+
     /// Sends the replies and notifications. Call without holding the core's lock.
     pub fn run(self, notify: &dyn Fn(u64)) {
-        for (to, outcome) in self.replies {
+        for (to, outcome) in self.replies.into_iter().chain(self.last) {
             to.reply(outcome);
         }
         for kh in self.notify {
