@@ -55,6 +55,7 @@ fn serve(s: &Settings) -> Result<(), String> {
             default_policy: s.default_policy,
             hard_max_message: s.hard_max_message,
             max_memory: s.max_memory,
+            user_share: s.user_share,
             uid: unsafe { libc::getuid() },
             gid: unsafe { libc::getgid() },
         },

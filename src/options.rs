@@ -51,9 +51,15 @@ pub struct Cli {
     #[arg(long, value_name = "BYTES")]
     pub max_message_size: Option<String>,
 
-    /// Bound on all message bytes the daemon holds (K, M, G suffixes) [default: 256M].
+    /// Bound on what the daemon holds: messages, mailboxes, links, open
+    /// descriptors, blocked calls (K, M, G suffixes) [default: 256M].
     #[arg(long, value_name = "BYTES")]
     pub max_memory: Option<String>,
+
+    /// The most of --max-memory one user other than root and the mounting
+    /// user may hold (K, M, G suffixes) [default: a quarter of it].
+    #[arg(long, value_name = "BYTES")]
+    pub user_share: Option<String>,
 
     /// FUSE event-loop threads [default: 2].
     #[arg(long, value_name = "N")]
@@ -61,7 +67,7 @@ pub struct Cli {
 
     /// Mount options, comma-separated: FUSE options, and the options above
     /// as allow_other, default_policy=, capacity=, max_message_size=,
-    /// max_memory=, threads=.
+    /// max_memory=, user_share=, threads=.
     #[arg(short = 'o', value_name = "OPTS")]
     pub options: Vec<String>,
 }
@@ -74,6 +80,8 @@ pub struct Settings {
     pub default_policy: Policy,
     pub hard_max_message: usize,
     pub max_memory: usize,
+    /// The most one user held to a share may hold.
+    pub user_share: usize,
     pub threads: usize,
     pub mount_options: Vec<MountOption>,
 }
@@ -126,6 +134,7 @@ impl Settings {
                 "capacity" => cli.capacity = Some(need(value)?),
                 "max_message_size" => cli.max_message_size = Some(need(value)?),
                 "max_memory" => cli.max_memory = Some(need(value)?),
+                "user_share" => cli.user_share = Some(need(value)?),
                 "threads" => {
                     let v = need(value)?;
                     cli.threads = Some(
@@ -206,6 +215,12 @@ impl Settings {
                 .filter(|n| *n > 0)
                 .ok_or(format!("--max-memory {text}: not a size"))?,
         };
+        let user_share = match &cli.user_share {
+            None => max_memory / 4,
+            Some(text) => policy::parse_size(text)
+                .filter(|n| *n > 0)
+                .ok_or(format!("--user-share {text}: not a size"))?,
+        };
         let threads = cli.threads.unwrap_or(2);
         if threads == 0 || threads > 64 {
             return Err(format!("--threads {threads}: must be between 1 and 64"));
@@ -217,6 +232,7 @@ impl Settings {
             default_policy,
             hard_max_message: hard_max,
             max_memory,
+            user_share,
             threads,
             mount_options,
         })

@@ -153,3 +153,47 @@ fn rmdir_and_direct_sends_follow_ownership_and_the_kill_rule() {
     assert!(!may(&m, Who::Member, &send), "another user, same group");
     assert!(!may(&m, Who::Other, &send), "another user");
 }
+
+/// One user cannot take what the others need (issue 11): with
+/// `--max-memory 4M`, a user other than root and the mounting user holds at
+/// most a quarter of it (`--user-share`), and root can still make mailboxes
+/// and send when that user has flooded its own.
+#[test]
+fn a_flooding_user_is_held_to_its_share() {
+    let m = Mount::with_args(&["--max-memory", "4M"]);
+    assert!(may(&m, Who::Other, r#"mkdir -m 700 "$M/flood""#));
+    assert!(may(
+        &m,
+        Who::Other,
+        r#"echo capacity=unlimited > "$M/flood/policy""#
+    ));
+    // 64 KiB messages until the share is used up.
+    let o = {
+        let (uid, gid) = Who::Other.ids();
+        let mut cmd = Command::new("bash");
+        cmd.arg("-c")
+            .arg(
+                r#"n=0; while head -c 65536 /dev/zero > "$M/flood/send" 2>/dev/null; do n=$((n+1)); [ $n -ge 200 ] && break; done; echo $n"#,
+            )
+            .env("M", m.path())
+            .current_dir("/")
+            .uid(uid)
+            .gid(gid);
+        Bg::spawn(cmd, "flood").wait_timeout(T)
+    };
+    let accepted: usize = out_str(&o).trim().parse().expect("a count");
+    println!("nobody's flood: {accepted} messages of 64 KiB accepted");
+    assert!(accepted > 0, "{}", show(&o));
+    assert!(
+        accepted * 65536 <= 1 << 20,
+        "{accepted} messages of 64 KiB pass a 1 MiB share"
+    );
+    // Root is not starved.
+    assert!(may(
+        &m,
+        Who::Root,
+        r#"mkdir "$M/roots" && echo mine > "$M/roots/send""#
+    ));
+    let used = num(&status_map(&m.p("proc/status")), "memory-used");
+    assert!(used <= 4 << 20, "memory-used {used}");
+}

@@ -40,7 +40,7 @@ fn policy(rule: Rule, cap: Option<usize>) -> Policy {
 fn msg(text: &str, from: u32) -> Message {
     let budget = Arc::new(MemoryBudget::new(1 << 20));
     Message {
-        payload: Payload::new(text.as_bytes(), &budget).unwrap(),
+        payload: Payload::new(text.as_bytes(), &budget, 0).unwrap(),
         sender: p(from),
         receipt: None,
         order: 0,

@@ -5,6 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+use super::accounting::Charge;
 use super::framing::Framing;
 use super::message::Message;
 use super::process::Process;
@@ -99,6 +100,10 @@ pub enum HandleKind {
 
 pub struct Handle {
     pub owner: Process,
+    /// The user who opened it: what it sends is charged to that user.
+    pub uid: u32,
+    /// What the descriptor holds of the memory bound.
+    _charge: Charge,
     pub kind: HandleKind,
     /// The kernel's poll handle for this descriptor, once it has polled.
     pub poll: Option<u64>,
@@ -134,12 +139,14 @@ impl HandleKind {
 impl Handles {
     /// Records a new descriptor; handle numbers grow, so they give the
     /// order of opening.
-    pub fn insert(&mut self, owner: Process, kind: HandleKind) -> u64 {
+    pub fn insert(&mut self, owner: Process, uid: u32, kind: HandleKind, charge: Charge) -> u64 {
         self.last += 1;
         self.map.insert(
             self.last,
             Handle {
                 owner,
+                uid,
+                _charge: charge,
                 kind,
                 poll: None,
             },

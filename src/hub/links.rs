@@ -6,8 +6,11 @@ use std::collections::{BTreeSet, HashMap};
 
 use log::info;
 
+use std::sync::Arc;
+
+use super::accounting::{Charge, LINK_COST, MemoryBudget};
 use super::channel::Channel;
-use super::errno::Errno;
+use super::errno::{Errno, Result};
 use super::policy::Policy;
 use super::process::Process;
 use super::waiter::Effects;
@@ -16,6 +19,9 @@ use super::waiter::Effects;
 pub struct Links {
     /// `(from, to)`: what `from` sends to `to`.
     map: HashMap<(Process, Process), Channel>,
+    /// What each channel holds of the memory bound, charged to the user
+    /// whose open made it.
+    charges: HashMap<(Process, Process), Charge>,
     /// Messages dropped because their receiver exited, mount-wide.
     pub dropped_on_exit: u64,
 }
@@ -29,11 +35,24 @@ impl Links {
         self.map.get_mut(&(from, to))
     }
 
-    /// The channel from `from` to `to`, created with `policy` if need be.
-    pub fn open(&mut self, from: Process, to: Process, policy: Policy) -> &mut Channel {
-        self.map
+    /// The channel from `from` to `to`, created with `policy` if need be
+    /// and charged to `uid` (`ENOBUFS` past its share).
+    pub fn open(
+        &mut self,
+        from: Process,
+        to: Process,
+        policy: Policy,
+        budget: &Arc<MemoryBudget>,
+        uid: u32,
+    ) -> Result<&mut Channel> {
+        if !self.map.contains_key(&(from, to)) {
+            let charge = budget.charge(uid, LINK_COST)?;
+            self.charges.insert((from, to), charge);
+        }
+        Ok(self
+            .map
             .entry((from, to))
-            .or_insert_with(|| Channel::new(policy))
+            .or_insert_with(|| Channel::new(policy)))
     }
 
     pub fn len(&self) -> usize {
@@ -110,6 +129,8 @@ impl Links {
             }
             !((ch.ends.sender_gone || ch.ends.receiver_gone) && ch.is_idle())
         });
+        let map = &self.map;
+        self.charges.retain(|key, _| map.contains_key(key));
         self.dropped_on_exit += dropped_total;
     }
 
@@ -122,6 +143,7 @@ impl Links {
             .is_some_and(|ch| (ch.ends.sender_gone || ch.ends.receiver_gone) && ch.is_idle())
         {
             self.map.remove(&(from, to));
+            self.charges.remove(&(from, to));
         }
     }
 }

@@ -3,37 +3,32 @@
 
 use std::sync::Arc;
 
-use crate::hub::accounting::MemoryBudget;
+use crate::hub::accounting::{Charge, MESSAGE_OVERHEAD, MemoryBudget};
 use crate::hub::errno::Result;
 use crate::hub::process::Process;
 
-/// Message bytes, accounted in the daemon's [`MemoryBudget`] for as long as
-/// any copy of the message exists.
+/// Message bytes, charged to the sender's user in the daemon's
+/// [`MemoryBudget`] (with [`MESSAGE_OVERHEAD`]) for as long as any copy of
+/// the message exists.
 #[derive(Debug)]
 pub struct Payload {
     bytes: Box<[u8]>,
-    budget: Arc<MemoryBudget>,
+    _charge: Charge,
 }
 
 impl Payload {
-    /// Copies `data` into a new payload, or fails with `ENOBUFS` when the
-    /// daemon's memory bound would be passed.
-    pub fn new(data: &[u8], budget: &Arc<MemoryBudget>) -> Result<Arc<Payload>> {
-        budget.reserve(data.len())?;
+    /// Copies `data`, sent by user `uid`, into a new payload, or fails with
+    /// `ENOBUFS` when the memory bound, or the user's share, would be passed.
+    pub fn new(data: &[u8], budget: &Arc<MemoryBudget>, uid: u32) -> Result<Arc<Payload>> {
+        let charge = budget.charge(uid, data.len() + MESSAGE_OVERHEAD)?;
         Ok(Arc::new(Payload {
             bytes: data.into(),
-            budget: Arc::clone(budget),
+            _charge: charge,
         }))
     }
 
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
-    }
-}
-
-impl Drop for Payload {
-    fn drop(&mut self) {
-        self.budget.release(self.bytes.len());
     }
 }
 

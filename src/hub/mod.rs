@@ -48,7 +48,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use log::{debug, info};
 
-use self::accounting::MemoryBudget;
+use self::accounting::{MemoryBudget, Shares};
 use self::channel::Channel;
 use self::errno::{Errno, Refusal, Result};
 use self::framing::Framing;
@@ -130,6 +130,8 @@ pub struct Config {
     /// The largest message any policy may allow.
     pub hard_max_message: usize,
     pub max_memory: usize,
+    /// The most one user other than root and `uid` may hold of `max_memory`.
+    pub user_share: usize,
     /// Owner of the mount's root and root policy.
     pub uid: u32,
     pub gid: u32,
@@ -259,7 +261,14 @@ impl Hub {
                 shut_down: false,
             }),
             procs: Arc::from(procs),
-            budget: Arc::new(MemoryBudget::new(config.max_memory)),
+            budget: Arc::new(MemoryBudget::with_shares(
+                config.max_memory,
+                Some(Shares {
+                    exempt: [0, config.uid],
+                    per_user: config.user_share,
+                    others_total: config.max_memory / 4 * 3,
+                }),
+            )),
             config,
             notifier: OnceLock::new(),
         }
@@ -392,7 +401,7 @@ impl Hub {
     /// get `EIDRM`.
     pub fn rmdir(&self, parent: MailboxId, name: &OsStr) -> Result<()> {
         let mut st = self.lock();
-        let (mut mailbox, path) = st.tree.rmdir(parent, name, &self.budget)?;
+        let (mut mailbox, path) = st.tree.rmdir(parent, name)?;
         let mut fx = Effects::default();
         let dropped = mailbox.chan.drain(Errno::EIDRM, &mut fx);
         if dropped > 0 {

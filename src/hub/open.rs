@@ -2,6 +2,7 @@
 //! the kill(2) rule for links), the descriptor each open makes, and what a
 //! close leaves behind (truncated messages, broadcast copies, idle links).
 
+use super::accounting::HANDLE_COST;
 use super::errno::{Errno, Result};
 use super::framing::Framing;
 use super::handles::{Cursor, HandleKind};
@@ -18,6 +19,7 @@ use super::{
 #[derive(Clone, Copy)]
 struct Opener {
     me: Process,
+    uid: u32,
     access: Access,
     facts: PeerFacts,
 }
@@ -53,7 +55,13 @@ impl Hub {
         let facts = PeerFacts { peer, may_send };
         let mut watch = Vec::new();
         let mut st = self.lock();
-        let result = self.open_locked(&mut st, me, target, access, facts, &mut watch);
+        // A status snapshot is taken before its own descriptor is charged.
+        let result = self
+            .open_locked(&mut st, caller, target, access, facts, &mut watch)
+            .and_then(|kind| {
+                let charge = self.budget.charge(caller.uid, HANDLE_COST)?;
+                Ok(st.handles.insert(me, caller.uid, kind, charge))
+            });
         drop(st);
         for p in watch {
             // pidfd_open and epoll_ctl, unless already watched.
@@ -65,12 +73,13 @@ impl Hub {
     fn open_locked(
         &self,
         st: &mut State,
-        me: Process,
+        caller: Caller,
         target: Target,
         access: Access,
         facts: PeerFacts,
         watch: &mut Vec<Process>,
-    ) -> Result<u64> {
+    ) -> Result<HandleKind> {
+        let me = caller.process;
         let kind = match target {
             Target::RootPolicy => HandleKind::Policy {
                 of: None,
@@ -79,11 +88,16 @@ impl Hub {
             Target::DaemonStatus => HandleKind::Text(self.daemon_status(st).into_bytes()),
             Target::Mailbox(id, kind) => self.open_mailbox(st, me, id, kind, access, watch)?,
             Target::Link(pid, kind) => {
-                let opener = Opener { me, access, facts };
+                let opener = Opener {
+                    me,
+                    uid: caller.uid,
+                    access,
+                    facts,
+                };
                 self.open_link(st, &opener, pid, kind, watch)?
             }
         };
-        Ok(st.handles.insert(me, kind))
+        Ok(kind)
     }
 
     /// What a descriptor of a message file is, once its channels admit it.
@@ -174,7 +188,12 @@ impl Hub {
         kind: FileKind,
         watch: &mut Vec<Process>,
     ) -> Result<HandleKind> {
-        let Opener { me, access, facts } = *opener;
+        let Opener {
+            me,
+            uid,
+            access,
+            facts,
+        } = *opener;
         let PeerFacts { peer, may_send } = facts;
         let peer_alive = peer.is_some();
         // A peer that has exited may have left messages for `me`.
@@ -216,10 +235,10 @@ impl Hub {
             }
         }
         if kind.sends() && access.write {
-            st.links.open(me, peer, policy).handles += 1;
+            st.links.open(me, peer, policy, &self.budget, uid)?.handles += 1;
         }
         if kind.receives() && access.read {
-            let ch = st.links.open(peer, me, policy);
+            let ch = st.links.open(peer, me, policy, &self.budget, uid)?;
             ch.open_recv(me);
             ch.handles += 1;
         }

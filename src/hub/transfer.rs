@@ -3,6 +3,7 @@
 //! parked (see [`super::waiters`]) and answered later by whichever
 //! operation changes what it waits for.
 
+use super::accounting::PARK_COST;
 use super::errno::Errno;
 use log::debug;
 
@@ -46,7 +47,7 @@ impl Hub {
         let Some(handle) = handles.get_mut(io.handle) else {
             return fx.reply(reply, Outcome::Error(Errno::EBADF.into()));
         };
-        let owner = handle.owner;
+        let (owner, uid) = (handle.owner, handle.uid);
         match &mut handle.kind {
             HandleKind::Text(text) | HandleKind::Policy { text, .. } => {
                 let start = (io.offset as usize).min(text.len());
@@ -74,7 +75,8 @@ impl Hub {
                             ),
                         );
                     }
-                    waiters.park(&io, Place::Behind(io.handle), fx);
+                    let charge = check!(fx, reply, self.budget.charge(uid, PARK_COST));
+                    waiters.park(&io, Place::Behind(io.handle), charge, fx);
                     behind.push_back(ReadBehind {
                         id: io.req,
                         size,
@@ -116,7 +118,8 @@ impl Hub {
                         Outcome::Error(Errno::ENOTCONN.because("the daemon is stopping")),
                     );
                 }
-                waiters.park(&io, Place::Chan(key, Some(io.handle)), fx);
+                let charge = check!(fx, reply, self.budget.charge(uid, PARK_COST));
+                waiters.park(&io, Place::Chan(key, Some(io.handle)), charge, fx);
                 *reading = true;
                 ch.park_receiver(
                     RecvWait {
@@ -187,7 +190,8 @@ impl Hub {
                         Outcome::Error(Errno::ENOTCONN.because("the daemon is stopping")),
                     ),
                     None => {
-                        waiters.park(&io, Place::Chan(key, None), fx);
+                        let charge = check!(fx, reply, self.budget.charge(uid, PARK_COST));
+                        waiters.park(&io, Place::Chan(key, None), charge, fx);
                         ch.park_receiver(
                             RecvWait {
                                 id: io.req,
@@ -227,7 +231,8 @@ impl Hub {
                         Outcome::Error(Errno::ENOTCONN.because("the daemon is stopping")),
                     ),
                     ReceiptRead::Pending => {
-                        waiters.park(&io, Place::Receipts(io.handle), fx);
+                        let charge = check!(fx, reply, self.budget.charge(uid, PARK_COST));
+                        waiters.park(&io, Place::Receipts(io.handle), charge, fx);
                         book.waiters.push_back(ReceiptWait {
                             id: io.req,
                             size,
@@ -271,7 +276,7 @@ impl Hub {
         let Some(handle) = handles.get_mut(io.handle) else {
             return fx.reply(reply, Outcome::Error(Errno::EBADF.into()));
         };
-        let owner = handle.owner;
+        let (owner, uid) = (handle.owner, handle.uid);
         // One write(2) is one message (on `batch`, one or more whole
         // frames). A write(2) too large for one FUSE request arrives as
         // several; on this kernel a request carries at most
@@ -361,7 +366,7 @@ impl Hub {
             reply,
             frames
                 .iter()
-                .map(|f| Payload::new(f, &self.budget))
+                .map(|f| Payload::new(f, &self.budget, uid))
                 .collect::<Result<Vec<_>, _>>()
         );
         let receipt = match book.map(ReceiptBook::issue).transpose() {
@@ -384,7 +389,8 @@ impl Hub {
             ch.accept_all(msgs, fx);
             return fx.reply_last(reply, Outcome::Written(data.len() as u32));
         }
-        waiters.park(&io, Place::Chan(key, None), fx);
+        let charge = check!(fx, reply, self.budget.charge(uid, PARK_COST));
+        waiters.park(&io, Place::Chan(key, None), charge, fx);
         ch.park_sender(
             SendWait {
                 id: io.req,

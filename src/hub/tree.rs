@@ -7,9 +7,11 @@ use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 
 use super::MailboxId;
-use super::accounting::MemoryBudget;
+use std::sync::Arc;
+
+use super::accounting::{Charge, MemoryBudget};
 use super::channel::Channel;
-use super::errno::{Errno, Result};
+use super::errno::{Errno, Refusal, Result};
 use super::policy::Policy;
 
 /// The parent of top-level mailboxes.
@@ -85,6 +87,8 @@ pub struct Mailbox {
     pub dir: Attr,
     pub files: [Attr; 6],
     pub chan: Channel,
+    /// What the mailbox holds of the memory bound, charged to its creator.
+    _charge: Charge,
 }
 
 /// The modes of a new mailbox's files, from its directory's mode. A
@@ -194,7 +198,7 @@ impl Tree {
         parent: MailboxId,
         name: &OsStr,
         dir: Attr,
-        budget: &MemoryBudget,
+        budget: &Arc<MemoryBudget>,
     ) -> Result<MailboxId> {
         check_name(parent, name)?;
         let children = self.children(parent).ok_or(Errno::ENOENT)?;
@@ -204,9 +208,10 @@ impl Tree {
         if self.last >= MAX_MAILBOX_ID {
             return Err(Errno::ENOSPC.because("mailbox ids are used up"));
         }
-        budget
-            .reserve(MAILBOX_COST)
-            .map_err(|_| Errno::ENOSPC.because("--max-memory would be passed"))?;
+        let charge = budget.charge(dir.uid, MAILBOX_COST).map_err(|r| Refusal {
+            errno: Errno::ENOSPC,
+            ..r
+        })?;
         self.last += 1;
         let id = self.last;
         let dir = Attr {
@@ -223,6 +228,7 @@ impl Tree {
                 dir,
                 files,
                 chan: Channel::new(self.default_policy),
+                _charge: charge,
             },
         );
         self.children_mut(parent)
@@ -232,13 +238,8 @@ impl Tree {
     }
 
     /// Takes out a mailbox that has no child mailboxes; returns it with
-    /// its path. Its memory share goes back to `budget`.
-    pub fn rmdir(
-        &mut self,
-        parent: MailboxId,
-        name: &OsStr,
-        budget: &MemoryBudget,
-    ) -> Result<(Mailbox, String)> {
+    /// its path (its memory share goes back when it is dropped).
+    pub fn rmdir(&mut self, parent: MailboxId, name: &OsStr) -> Result<(Mailbox, String)> {
         let id = self.lookup(parent, name).ok_or(Errno::ENOENT)?;
         if !self.mailboxes[&id].children.is_empty() {
             return Err(Errno::ENOTEMPTY.because("it holds mailboxes"));
@@ -246,7 +247,6 @@ impl Tree {
         let path = self.path(id);
         self.children_mut(parent).expect("parent").remove(name);
         let mailbox = self.mailboxes.remove(&id).expect("mailbox");
-        budget.release(MAILBOX_COST);
         Ok((mailbox, path))
     }
 

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use super::accounting::Charge;
 use super::waiter::{Effects, WaiterId};
 use super::{ChanKey, Io};
 
@@ -29,7 +30,8 @@ pub struct Parked {
 
 #[derive(Default)]
 pub struct Waiters {
-    parked: HashMap<WaiterId, Parked>,
+    /// Each with what it holds of the memory bound.
+    parked: HashMap<WaiterId, (Parked, Charge)>,
     /// Parked requests whose interrupt came from a signal that does not end
     /// calls (`SIGCHLD`…): the kernel sends no second interrupt, so the
     /// watcher looks at these threads itself.
@@ -45,19 +47,20 @@ pub struct Waiters {
 impl Waiters {
     /// Records a parked request; one whose interrupt came first is looked
     /// at as soon as the lock is released.
-    pub fn park(&mut self, io: &Io, place: Place, fx: &mut Effects) {
-        self.parked.insert(io.req, Parked { tid: io.tid, place });
+    pub fn park(&mut self, io: &Io, place: Place, charge: Charge, fx: &mut Effects) {
+        self.parked
+            .insert(io.req, (Parked { tid: io.tid, place }, charge));
         if !self.early.is_empty() && self.early.remove(&io.req).is_some() {
             fx.suspects.push(io.req);
         }
     }
 
     pub fn get(&self, id: WaiterId) -> Option<Parked> {
-        self.parked.get(&id).copied()
+        self.parked.get(&id).map(|(p, _)| *p)
     }
 
     pub fn unpark(&mut self, id: WaiterId) -> Option<Parked> {
-        self.parked.remove(&id)
+        self.parked.remove(&id).map(|(p, _)| p)
     }
 
     pub fn len(&self) -> usize {

@@ -92,8 +92,8 @@ fn rmdir_wakes_everyone_with_eidrm() {
     assert_eq!(read(&hub, r, 1, 10, false).got(), Got::Err(libc::EIDRM));
     assert_eq!(
         hub.memory_used(),
-        0,
-        "dropped messages give their memory back"
+        2 * HANDLE_COST,
+        "dropped messages and ended waits give their memory back"
     );
 }
 
@@ -154,10 +154,17 @@ fn file_modes_from_the_directory() {
 
 #[test]
 fn memory_bound_refuses_with_enobufs() {
-    let (hub, w) = hub("capacity=unlimited");
+    // A mailbox, two descriptors and ten 1000-byte messages, each with its
+    // overhead: exactly the bound.
+    let msg = 1000 + MESSAGE_OVERHEAD;
+    let (hub, w) = hub_with_memory(
+        "capacity=unlimited",
+        MAILBOX_COST + 2 * HANDLE_COST + 10 * msg,
+    );
     let a = w.spawn(1, 0);
     let id = mkbox(&hub, "flood");
     let s = send_fd(&hub, a, id, false);
+    let r = recv_fd(&hub, a, id);
     for _ in 0..10 {
         assert_eq!(
             write(&hub, s, 1, &[1; 1000], true).got(),
@@ -168,11 +175,15 @@ fn memory_bound_refuses_with_enobufs() {
         write(&hub, s, 1, &[1; 1], true).got(),
         Got::Err(libc::ENOBUFS)
     );
-    assert_eq!(hub.memory_used(), 10_000 + MAILBOX_COST);
-    let r = recv_fd(&hub, a, id);
+    assert_eq!(hub.memory_used(), MAILBOX_COST + 2 * HANDLE_COST + 10 * msg);
+    // Another descriptor would pass the bound too.
+    assert_eq!(
+        hub.open(a, Target::Mailbox(id, FileKind::Recv), acc(true, false)),
+        Err(Errno::ENOBUFS.into())
+    );
     read(&hub, r, 1, 1000, false);
     read(&hub, r, 1, 1000, false); // EOF releases the message
-    assert_eq!(hub.memory_used(), 9_000 + MAILBOX_COST);
+    assert_eq!(hub.memory_used(), MAILBOX_COST + 2 * HANDLE_COST + 9 * msg);
     assert_eq!(
         write(&hub, s, 1, &[1; 1000], true).got(),
         Got::Written(1000)
@@ -205,7 +216,12 @@ fn closed_descriptors_leave_no_poll_registrations() {
 
 #[test]
 fn unread_receipts_count_against_the_memory_bound() {
-    let (hub, w) = hub("capacity=unlimited");
+    // Room for the mailbox, two descriptors, one message in flight, and
+    // 10,000 bytes of receipts.
+    let (hub, w) = hub_with_memory(
+        "capacity=unlimited",
+        MAILBOX_COST + 2 * HANDLE_COST + 1 + MESSAGE_OVERHEAD + 10_000,
+    );
     let (a, b) = (w.spawn(1, 0), w.spawn(2, 0));
     let id = mkbox(&hub, "prod");
     // `exec 3<>box/send` used only to write: receipts never read.
@@ -224,7 +240,7 @@ fn unread_receipts_count_against_the_memory_bound() {
     for _ in 0..sent {
         assert_eq!(read(&hub, s, 1, 64, true).got(), Got::Data(b"2\n".to_vec()));
     }
-    assert_eq!(hub.memory_used(), MAILBOX_COST);
+    assert_eq!(hub.memory_used(), MAILBOX_COST + 2 * HANDLE_COST);
     hub.release(s);
 }
 

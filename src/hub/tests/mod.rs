@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::*;
+use crate::hub::accounting::{HANDLE_COST, LINK_COST, MESSAGE_OVERHEAD};
 use crate::hub::waiter::{Outcome, Replier, WaiterId};
 
 #[derive(Default)]
@@ -141,6 +142,11 @@ impl Answer {
 const MAX: usize = 1000;
 
 fn hub(policy: &str) -> (Hub, Arc<World>) {
+    // Room for 10,000 bytes beside one mailbox.
+    hub_with_memory(policy, 10_000 + MAILBOX_COST)
+}
+
+fn hub_with_memory(policy: &str, max_memory: usize) -> (Hub, Arc<World>) {
     let world = Arc::new(World::default());
     let base = Policy {
         rule: Rule::Arbitrary,
@@ -150,8 +156,8 @@ fn hub(policy: &str) -> (Hub, Arc<World>) {
     let config = Config {
         default_policy: policy::parse(policy.as_bytes(), &base, MAX).unwrap(),
         hard_max_message: MAX,
-        // Room for 10,000 bytes of messages beside one mailbox.
-        max_memory: 10_000 + MAILBOX_COST,
+        max_memory,
+        user_share: max_memory,
         uid: 0,
         gid: 0,
     };
