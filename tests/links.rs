@@ -547,3 +547,32 @@ fn poll_on_link_recv_fires_after_send() {
     let o = p.wait_timeout(SHORT);
     assert_eq!(out_str(&o), "sent\n", "{}", show(&o));
 }
+
+/// Link state lives only while it carries something: once a message has
+/// been received and both sides have closed their descriptors, nothing is
+/// left of the link, though both processes live on.
+#[test]
+fn an_idle_link_between_live_processes_is_reclaimed() {
+    let m = Mount::new();
+    let links0 = num(&proc_status(&m), "links");
+    let child = m.spawn_sh(&format!(
+        r#"read -r msg < "$M/proc/{}/recv" && echo "got $msg" > "$M/proc/{}/send"; exec sleep 60"#,
+        me(),
+        me()
+    ));
+    let mut f = open_with(&link(&m, child.pid(), "send"), false, true, 0).unwrap();
+    f.write_all(b"hi\n").unwrap();
+    drop(f);
+    let reply = within(SHORT, "the child's answer", {
+        let p = link(&m, child.pid(), "recv");
+        move || read_message(&mut std::fs::File::open(&p).unwrap()).unwrap()
+    });
+    assert_eq!(reply, b"got hi\n");
+    wait_until(SHORT, "no link state left", || {
+        num(&proc_status(&m), "links") == links0
+    });
+    assert!(
+        std::fs::read_to_string(format!("/proc/{}/stat", child.pid())).is_ok(),
+        "the child still lives"
+    );
+}

@@ -1,12 +1,14 @@
 //! Direct links (`proc/<pid>/`): one [`Channel`] per direction between two
-//! processes, created when a process opens a link file, and reclaimed once
-//! one end has exited and nothing uses the channel any more.
+//! processes. A channel exists only while it carries something — an open
+//! descriptor, a queued message, a blocked call — and is reclaimed as soon
+//! as it is idle; each is charged to the user whose open made it. An index
+//! by process keeps every question about one process (its peers, its exit)
+//! proportional to its own links, never to all of them.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use log::info;
-
-use std::sync::Arc;
 
 use super::accounting::{Charge, LINK_COST, MemoryBudget};
 use super::channel::Channel;
@@ -15,24 +17,30 @@ use super::policy::Policy;
 use super::process::Process;
 use super::waiter::Effects;
 
+struct Link {
+    chan: Channel,
+    /// What the channel holds of the memory bound.
+    _charge: Charge,
+}
+
 #[derive(Default)]
 pub struct Links {
     /// `(from, to)`: what `from` sends to `to`.
-    map: HashMap<(Process, Process), Channel>,
-    /// What each channel holds of the memory bound, charged to the user
-    /// whose open made it.
-    charges: HashMap<(Process, Process), Charge>,
+    map: HashMap<(Process, Process), Link>,
+    /// For each process with a channel, the processes at the other end
+    /// (with how many directions: 1 or 2).
+    index: HashMap<Process, HashMap<Process, u8>>,
     /// Messages dropped because their receiver exited, mount-wide.
     pub dropped_on_exit: u64,
 }
 
 impl Links {
     pub fn get(&self, from: Process, to: Process) -> Option<&Channel> {
-        self.map.get(&(from, to))
+        self.map.get(&(from, to)).map(|l| &l.chan)
     }
 
     pub fn get_mut(&mut self, from: Process, to: Process) -> Option<&mut Channel> {
-        self.map.get_mut(&(from, to))
+        self.map.get_mut(&(from, to)).map(|l| &mut l.chan)
     }
 
     /// The channel from `from` to `to`, created with `policy` if need be
@@ -47,12 +55,36 @@ impl Links {
     ) -> Result<&mut Channel> {
         if !self.map.contains_key(&(from, to)) {
             let charge = budget.charge(uid, LINK_COST)?;
-            self.charges.insert((from, to), charge);
+            self.map.insert(
+                (from, to),
+                Link {
+                    chan: Channel::new(policy),
+                    _charge: charge,
+                },
+            );
+            *self.index.entry(from).or_default().entry(to).or_default() += 1;
+            *self.index.entry(to).or_default().entry(from).or_default() += 1;
         }
-        Ok(self
-            .map
-            .entry((from, to))
-            .or_insert_with(|| Channel::new(policy)))
+        Ok(&mut self.map.get_mut(&(from, to)).expect("just made").chan)
+    }
+
+    fn remove(&mut self, from: Process, to: Process) {
+        if self.map.remove(&(from, to)).is_none() {
+            return;
+        }
+        for (a, b) in [(from, to), (to, from)] {
+            if let Some(others) = self.index.get_mut(&a) {
+                if let Some(n) = others.get_mut(&b) {
+                    *n -= 1;
+                    if *n == 0 {
+                        others.remove(&b);
+                    }
+                }
+                if others.is_empty() {
+                    self.index.remove(&a);
+                }
+            }
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -65,85 +97,73 @@ impl Links {
 
     /// How many processes have link state.
     pub fn processes(&self) -> usize {
-        let all: BTreeSet<Process> = self.map.keys().flat_map(|(a, b)| [*a, *b]).collect();
-        all.len()
+        self.index.len()
     }
 
     /// The peers `me` has link state with.
     pub fn peers(&self, me: Process) -> Vec<u32> {
         let set: BTreeSet<u32> = self
-            .map
-            .keys()
-            .filter_map(|(from, to)| {
-                if *from == me {
-                    Some(to.pid)
-                } else if *to == me {
-                    Some(from.pid)
-                } else {
-                    None
-                }
-            })
-            .collect();
+            .index
+            .get(&me)
+            .map(|others| others.keys().map(|p| p.pid).collect())
+            .unwrap_or_default();
         set.into_iter().collect()
     }
 
-    /// The process with pid `pid` that sent `me` messages (it may have
-    /// exited since: they keep `proc/<pid>` visible to `me`).
+    /// The process with pid `pid` that has a channel to `me` (it may have
+    /// exited since, leaving messages that keep `proc/<pid>` visible to `me`).
     pub fn sender_to(&self, me: Process, pid: u32) -> Option<Process> {
-        self.map
+        self.index
+            .get(&me)?
             .keys()
-            .find(|(from, to)| from.pid == pid && *to == me)
-            .map(|(from, _)| *from)
+            .copied()
+            .find(|from| from.pid == pid && self.map.contains_key(&(*from, me)))
     }
 
     /// Whether messages sent to `me` by pid `pid`, a process that has
     /// exited, still wait to be received.
     pub fn pending_from(&self, me: Process, pid: u32) -> bool {
-        self.map
-            .iter()
-            .any(|((from, to), ch)| from.pid == pid && *to == me && ch.messages() > 0)
+        self.sender_to(me, pid)
+            .and_then(|from| self.get(from, me))
+            .is_some_and(|ch| ch.messages() > 0)
     }
 
     /// `p` has exited: messages queued for it are dropped and counted, its
     /// blocked senders get `ESRCH`, readers of what it sent get `ESRCH`
     /// once nothing is left, and idle channels are reclaimed.
     pub fn exited(&mut self, p: Process, fx: &mut Effects) {
-        let mut dropped_total = 0;
-        self.map.retain(|(from, to), ch| {
-            if *to == p {
+        let others: Vec<Process> = self
+            .index
+            .get(&p)
+            .map(|o| o.keys().copied().collect())
+            .unwrap_or_default();
+        for q in others {
+            if let Some(ch) = self.get_mut(q, p) {
                 ch.ends.receiver_gone = true;
                 let n = ch.fail_senders_and_drop(Errno::ESRCH, fx);
                 if n > 0 {
                     info!(
                         "process {} exited: dropped {n} message(s) from {}",
-                        to.pid, from.pid
+                        p.pid, q.pid
                     );
                 }
-                dropped_total += n as u64;
+                self.dropped_on_exit += n as u64;
             }
-            if *from == p {
+            if let Some(ch) = self.get_mut(p, q) {
                 ch.ends.sender_gone = true;
                 if ch.messages() == 0 {
                     ch.fail_readers(Errno::ESRCH, fx);
                 }
             }
-            !((ch.ends.sender_gone || ch.ends.receiver_gone) && ch.is_idle())
-        });
-        let map = &self.map;
-        self.charges.retain(|key, _| map.contains_key(key));
-        self.dropped_on_exit += dropped_total;
+            self.reclaim(q, p);
+            self.reclaim(p, q);
+        }
     }
 
-    /// Drops the channel `from` → `to` if one of its ends has exited and
-    /// nothing uses it any more.
+    /// Drops the channel `from` → `to` if nothing uses it any more.
     pub fn reclaim(&mut self, from: Process, to: Process) {
-        if self
-            .map
-            .get(&(from, to))
-            .is_some_and(|ch| (ch.ends.sender_gone || ch.ends.receiver_gone) && ch.is_idle())
-        {
-            self.map.remove(&(from, to));
-            self.charges.remove(&(from, to));
+        if self.get(from, to).is_some_and(Channel::is_idle) {
+            self.remove(from, to);
         }
     }
 }

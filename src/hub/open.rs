@@ -268,7 +268,7 @@ impl Hub {
                     ch.close_recv(handle.owner, &mut fx);
                 }
             }
-            // The last descriptor of a link one of whose ends has exited.
+            // Link state lives only while it carries something.
             if let ChanKey::Link { from, to } = chan {
                 links.reclaim(from, to);
             }
