@@ -53,15 +53,12 @@ impl Links {
         budget: &Arc<MemoryBudget>,
         uid: u32,
     ) -> Result<&mut Channel> {
-        if !self.map.contains_key(&(from, to)) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.map.entry((from, to)) {
             let charge = budget.charge(uid, LINK_COST)?;
-            self.map.insert(
-                (from, to),
-                Link {
-                    chan: Channel::new(policy),
-                    _charge: charge,
-                },
-            );
+            slot.insert(Link {
+                chan: Channel::new(policy),
+                _charge: charge,
+            });
             *self.index.entry(from).or_default().entry(to).or_default() += 1;
             *self.index.entry(to).or_default().entry(from).or_default() += 1;
         }
