@@ -16,6 +16,9 @@ use ipcfs::options::{Cli, Settings, hard_max_message};
 use ipcfs::os::mountinfo;
 use ipcfs::os::processes::OsProcesses;
 
+/// How much must have been freed before the daemon gives memory back.
+const TRIM_AFTER: usize = 8 << 20;
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(
         env_logger::Env::default().default_filter_or("ipcfs=warn,fuser=off"),
@@ -86,7 +89,22 @@ fn serve(s: &Settings) -> Result<(), String> {
     let watcher = Arc::clone(&hub);
     std::thread::Builder::new()
         .name("ipcfs-watch".into())
-        .spawn(move || watcher.watch(&|| false))
+        .spawn(move || {
+            // Exits, and calls kept waiting after a signal; and memory given
+            // back to the system once much of it has been freed (the
+            // allocator keeps freed memory otherwise).
+            let mut high = 0;
+            loop {
+                watcher.watch_once(std::time::Duration::from_millis(100));
+                let used = watcher.memory_used();
+                high = high.max(used);
+                if high - used > TRIM_AFTER {
+                    // SAFETY: malloc_trim only returns free heap memory.
+                    unsafe { libc::malloc_trim(0) };
+                    high = used;
+                }
+            }
+        })
         .map_err(|e| format!("cannot start the watcher thread: {e}"))?;
 
     let on_signal = Arc::clone(&hub);

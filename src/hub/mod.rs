@@ -472,8 +472,7 @@ impl Hub {
         })
     }
 
-    /// Bytes held for messages, daemon-wide.
-    #[cfg(test)]
+    /// What the daemon holds of `--max-memory`.
     pub fn memory_used(&self) -> usize {
         self.budget.used()
     }

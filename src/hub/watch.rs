@@ -143,16 +143,10 @@ impl Hub {
         self.finish(st, fx);
     }
 
-    /// Runs the watcher until `stop` says so: reports process exits as
-    /// their pidfds signal them, and every 100 ms looks at the requests
-    /// kept waiting after an interrupt (usually none).
-    pub fn watch(&self, stop: &dyn Fn() -> bool) {
-        while !stop() {
-            self.watch_once(Duration::from_millis(100));
-        }
-    }
-
-    /// One round of [`Hub::watch`], waiting up to `timeout` for exits.
+    /// One round of the watcher (the daemon runs it in a loop): reports
+    /// process exits as their pidfds signal them, waiting up to `timeout`
+    /// for one, then looks at the calls kept waiting after an interrupt
+    /// (usually none).
     pub fn watch_once(&self, timeout: Duration) {
         for p in self.procs.exits(timeout) {
             self.exited(p);
