@@ -51,6 +51,7 @@ impl Waiters {
         self.parked
             .insert(io.req, (Parked { tid: io.tid, place }, charge));
         if !self.early.is_empty() && self.early.remove(&io.req).is_some() {
+            log::debug!("request {}: its interrupt came before it parked", io.req);
             fx.suspects.push(io.req);
         }
     }

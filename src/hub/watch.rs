@@ -26,7 +26,10 @@ impl Hub {
             let mut st = self.lock();
             match st.waiters.get(req) {
                 Some(p) => p.tid,
-                None => return st.waiters.remember_early(req),
+                None => {
+                    debug!("interrupt for request {req}: not parked (answered, or on its way)");
+                    return st.waiters.remember_early(req);
+                }
             }
         };
         // Which signal? One read of /proc/<tid>/status, off the lock.
