@@ -53,13 +53,30 @@ impl Hub {
             _ => false,
         };
         let facts = PeerFacts { peer, may_send };
+        // A descriptor of a message file is charged before it is admitted,
+        // so that a refusal leaves no receiver or rule slot behind; a status
+        // or policy snapshot (no side effects) is taken before its own
+        // descriptor is charged, so that it shows what the others hold.
+        let snapshot = matches!(target, Target::RootPolicy | Target::DaemonStatus)
+            || matches!(
+                target,
+                Target::Mailbox(_, FileKind::Status | FileKind::Policy)
+                    | Target::Link(_, FileKind::Status | FileKind::Policy)
+            );
+        let early = if snapshot {
+            None
+        } else {
+            Some(self.budget.charge(caller.uid, HANDLE_COST)?)
+        };
         let mut watch = Vec::new();
         let mut st = self.lock();
-        // A status snapshot is taken before its own descriptor is charged.
         let result = self
             .open_locked(&mut st, caller, target, access, facts, &mut watch)
             .and_then(|kind| {
-                let charge = self.budget.charge(caller.uid, HANDLE_COST)?;
+                let charge = match early {
+                    Some(charge) => charge,
+                    None => self.budget.charge(caller.uid, HANDLE_COST)?,
+                };
                 Ok(st.handles.insert(me, caller.uid, kind, charge))
             });
         drop(st);

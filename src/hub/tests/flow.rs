@@ -273,3 +273,29 @@ fn receipt_read_after_rmdir_is_eidrm() {
     assert_eq!(read(&hub, s, 1, 64, true).got(), Got::Err(libc::EIDRM));
     assert_eq!(write(&hub, s, 1, b"x", true).got(), Got::Err(libc::EIDRM));
 }
+
+#[test]
+fn an_open_refused_at_the_memory_bound_leaves_no_receiver_behind() {
+    // Room for the mailbox and one descriptor only.
+    let (hub, w) = hub_with_memory("broadcast", MAILBOX_COST + HANDLE_COST);
+    let (a, b) = (w.spawn(1, 0), w.spawn(2, 0));
+    let id = mkbox(&hub, "full");
+    let r = recv_fd(&hub, a, id);
+    assert_eq!(
+        hub.open(b, Target::Mailbox(id, FileKind::Recv), acc(true, false)),
+        Err(Errno::ENOBUFS.into())
+    );
+    hub.release(r);
+    assert_eq!(status_of_free(&hub, id), "0");
+}
+
+/// The `receivers` of a mailbox's status, read with the budget full: the
+/// snapshot is taken before its own descriptor is charged.
+fn status_of_free(hub: &Hub, id: MailboxId) -> String {
+    let who = Caller {
+        process: Process { pid: 1, start: 10 },
+        uid: 0,
+        gid: 0,
+    };
+    status_of(hub, id, who)["receivers"].clone()
+}
