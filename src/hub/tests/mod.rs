@@ -2,6 +2,7 @@
 //! This file is the harness; the tests are in the files beside it.
 
 mod flow;
+mod model;
 mod rules;
 mod signals_and_exits;
 
