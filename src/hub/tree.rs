@@ -24,7 +24,7 @@ pub const NAME_MAX: usize = 255;
 /// What a mailbox holds of `--max-memory` (about what it costs the daemon),
 /// so that `mkdir` in a loop cannot grow the daemon without bound either:
 /// past the bound, `mkdir` fails with `ENOSPC`.
-pub const MAILBOX_COST: usize = 1024;
+pub const MAILBOX_COST: usize = 2048;
 /// Mailbox ids are numbered from 1 and never reused; past this, `mkdir`
 /// fails with `ENOSPC` (inode numbers hold 35 bits of them).
 pub const MAX_MAILBOX_ID: MailboxId = (1 << 35) - 1;
