@@ -29,6 +29,9 @@ pub const HANDLE_COST: usize = 1024;
 pub const LINK_COST: usize = 2048;
 /// What a parked request costs the daemon (its waiter and its reply).
 pub const PARK_COST: usize = 512;
+/// What status and policy snapshots may hold past the bound, so that a
+/// full daemon can still be looked at (64 descriptors of 1 KiB).
+pub const SNAPSHOT_OVERDRAFT: usize = 64 * 1024;
 
 /// Who is held to a share, and how much.
 #[derive(Clone, Copy, Debug)]
@@ -53,6 +56,8 @@ pub struct MemoryBudget {
     used: AtomicUsize,
     shares: Option<Shares>,
     held: Mutex<Held>,
+    /// What snapshots hold past the bound.
+    overdraft: AtomicUsize,
 }
 
 /// A part of the budget held by `uid`; given back when dropped.
@@ -61,11 +66,19 @@ pub struct Charge {
     budget: Arc<MemoryBudget>,
     uid: u32,
     bytes: usize,
+    /// Held past the bound (a snapshot's).
+    overdraft: bool,
 }
 
 impl Drop for Charge {
     fn drop(&mut self) {
-        self.budget.release_for(self.uid, self.bytes);
+        if self.overdraft {
+            self.budget
+                .overdraft
+                .fetch_sub(self.bytes, Ordering::Relaxed);
+        } else {
+            self.budget.release_for(self.uid, self.bytes);
+        }
     }
 }
 
@@ -81,6 +94,7 @@ impl MemoryBudget {
             used: AtomicUsize::new(0),
             shares,
             held: Mutex::new(Held::default()),
+            overdraft: AtomicUsize::new(0),
         }
     }
 
@@ -170,6 +184,27 @@ impl MemoryBudget {
             budget: Arc::clone(self),
             uid,
             bytes: n,
+            overdraft: false,
+        })
+    }
+
+    /// Like [`MemoryBudget::charge`], for a status or policy snapshot: past
+    /// the bound it may still hold up to [`SNAPSHOT_OVERDRAFT`] in all.
+    pub fn charge_snapshot(self: &Arc<Self>, uid: u32, n: usize) -> Result<Charge> {
+        let refused = match self.charge(uid, n) {
+            Ok(charge) => return Ok(charge),
+            Err(e) => e,
+        };
+        let over = self.overdraft.fetch_add(n, Ordering::Relaxed) + n;
+        if over > SNAPSHOT_OVERDRAFT {
+            self.overdraft.fetch_sub(n, Ordering::Relaxed);
+            return Err(refused);
+        }
+        Ok(Charge {
+            budget: Arc::clone(self),
+            uid,
+            bytes: n,
+            overdraft: true,
         })
     }
 }

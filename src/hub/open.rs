@@ -75,7 +75,7 @@ impl Hub {
             .and_then(|kind| {
                 let charge = match early {
                     Some(charge) => charge,
-                    None => self.budget.charge(caller.uid, HANDLE_COST)?,
+                    None => self.budget.charge_snapshot(caller.uid, HANDLE_COST)?,
                 };
                 Ok(st.handles.insert(me, caller.uid, kind, charge))
             });

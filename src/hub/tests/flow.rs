@@ -299,3 +299,20 @@ fn status_of_free(hub: &Hub, id: MailboxId) -> String {
     };
     status_of(hub, id, who)["receivers"].clone()
 }
+
+#[test]
+fn status_can_be_read_when_the_daemon_is_full() {
+    let (hub, w) = hub_with_memory("arbitrary", MAILBOX_COST + HANDLE_COST);
+    let a = w.spawn(1, 0);
+    let id = mkbox(&hub, "full");
+    let _s = send_fd(&hub, a, id, false);
+    assert_eq!(
+        hub.open(a, Target::Mailbox(id, FileKind::Recv), acc(true, false)),
+        Err(Errno::ENOBUFS.into()),
+        "the bound is reached"
+    );
+    assert_eq!(
+        status_of(&hub, id, a)["memory-used"],
+        (MAILBOX_COST + HANDLE_COST).to_string()
+    );
+}
