@@ -1960,6 +1960,19 @@ struct FloodFigures {
 }
 
 impl FloodFigures {
+    /// Figures of a flood about to start on `m`'s daemon.
+    fn new(what: &'static str, unit: &'static str, m: &Mount) -> FloodFigures {
+        FloodFigures {
+            what,
+            unit,
+            accepted: Vec::new(),
+            refusal: 0,
+            rss_before: proc_kb(m.daemon_pid(), "VmRSS"),
+            rss_after: Vec::new(),
+            used_peak: 0,
+        }
+    }
+
     fn print(&self, m: &Mount) {
         let peak = proc_kb(m.daemon_pid(), "VmHWM");
         println!(
@@ -2005,15 +2018,7 @@ fn flood_small_messages() {
     let b = mailbox(&m, "box", "capacity=unlimited");
     let mut res = Reserve::new(b.join("send"));
     let base = memory_used(&mut res, &m);
-    let mut fig = FloodFigures {
-        what: "(a) 1-byte messages",
-        unit: "messages",
-        accepted: Vec::new(),
-        refusal: 0,
-        rss_before: proc_kb(m.daemon_pid(), "VmRSS"),
-        rss_after: Vec::new(),
-        used_peak: 0,
-    };
+    let mut fig = FloodFigures::new("(a) 1-byte messages", "messages", &m);
     for round in 0..flood_rounds() {
         let mut f = open_with(&b.join("send"), false, true, libc::O_NONBLOCK).unwrap();
         let mut n = 0u64;
@@ -2075,15 +2080,7 @@ fn flood_mailboxes() {
     let mut m = flood_mount();
     let mut res = Reserve::new(mailbox(&m, "reserve", "").join("send"));
     let base = memory_used(&mut res, &m);
-    let mut fig = FloodFigures {
-        what: "(b) mailboxes",
-        unit: "mkdirs",
-        accepted: Vec::new(),
-        refusal: 0,
-        rss_before: proc_kb(m.daemon_pid(), "VmRSS"),
-        rss_after: Vec::new(),
-        used_peak: 0,
-    };
+    let mut fig = FloodFigures::new("(b) mailboxes", "mkdirs", &m);
     for round in 0..flood_rounds() {
         let mut n = 0u64;
         let err = loop {
@@ -2126,15 +2123,7 @@ fn flood_links() {
         .map(|t| t.pid().to_string())
         .collect::<Vec<_>>()
         .join(" ");
-    let mut fig = FloodFigures {
-        what: "(c) direct links",
-        unit: "proc/<pid>/recv opens",
-        accepted: Vec::new(),
-        refusal: 0,
-        rss_before: proc_kb(m.daemon_pid(), "VmRSS"),
-        rss_after: Vec::new(),
-        used_peak: 0,
-    };
+    let mut fig = FloodFigures::new("(c) direct links", "proc/<pid>/recv opens", &m);
     let mut links_at_bound = 0;
     for round in 0..flood_rounds() {
         let mut linkers: Vec<Kid> = Vec::new();
@@ -2189,15 +2178,7 @@ fn flood_descriptors() {
     let b = mailbox(&m, "box", "");
     let mut res = Reserve::new(b.join("send"));
     let base = memory_used(&mut res, &m);
-    let mut fig = FloodFigures {
-        what: "(d) open descriptors",
-        unit: "opens",
-        accepted: Vec::new(),
-        refusal: 0,
-        rss_before: proc_kb(m.daemon_pid(), "VmRSS"),
-        rss_after: Vec::new(),
-        used_peak: 0,
-    };
+    let mut fig = FloodFigures::new("(d) open descriptors", "opens", &m);
     for round in 0..flood_rounds() {
         let mut openers: Vec<Kid> = Vec::new();
         let mut opened = 0u64;
@@ -2248,15 +2229,7 @@ fn flood_parked_readers() {
     let b = mailbox(&m, "box", "");
     let mut res = Reserve::new(b.join("send"));
     let base = memory_used(&mut res, &m);
-    let mut fig = FloodFigures {
-        what: "(e) parked readers",
-        unit: "parked reads",
-        accepted: Vec::new(),
-        refusal: 0,
-        rss_before: proc_kb(m.daemon_pid(), "VmRSS"),
-        rss_after: Vec::new(),
-        used_peak: 0,
-    };
+    let mut fig = FloodFigures::new("(e) parked readers", "parked reads", &m);
     for round in 0..flood_rounds() {
         let mut parkers: Vec<Kid> = Vec::new();
         let mut refusals: Vec<i32> = Vec::new();

@@ -288,6 +288,9 @@ impl Hub {
         // an oversized write. An O_APPEND write arrives at the file's size.
         let too_big =
             || Outcome::Error(Errno::EMSGSIZE.because("larger than the maximum message size"));
+        // One message is the write itself; only a batch needs a list.
+        let whole = std::slice::from_ref(&data);
+        let batch: Vec<&[u8]>;
         let (key, frames, book) = match &mut handle.kind {
             HandleKind::Policy { of, .. } => {
                 let of = *of;
@@ -301,7 +304,7 @@ impl Hub {
                 if io.offset > 0 && !*append {
                     return fx.reply(reply, too_big());
                 }
-                (*chan, vec![data], receipts.as_mut())
+                (*chan, whole, receipts.as_mut())
             }
             HandleKind::Packets {
                 send: Some(chan),
@@ -313,8 +316,11 @@ impl Hub {
                     return fx.reply(reply, too_big());
                 }
                 let frames = match framing {
-                    Framing::Batch => check!(fx, reply, framing::parse(data)),
-                    _ => vec![data],
+                    Framing::Batch => {
+                        batch = check!(fx, reply, framing::parse(data));
+                        &batch[..]
+                    }
+                    _ => whole,
                 };
                 (*chan, frames, None)
             }
@@ -360,31 +366,33 @@ impl Hub {
                 Outcome::Error(Errno::ENOTCONN.because("the daemon is stopping")),
             );
         }
-        // All payloads or none: a refusal drops (and releases) those made.
-        let payloads = check!(
+        // All messages or none: a refusal drops (and releases) those made.
+        let mut msgs = check!(
             fx,
             reply,
             frames
                 .iter()
-                .map(|f| Payload::new(f, &self.budget, uid))
+                .map(|f| {
+                    Payload::new(f, &self.budget, uid).map(|payload| Message {
+                        payload,
+                        sender: owner,
+                        receipt: None,
+                        order: 0,
+                    })
+                })
                 .collect::<Result<Vec<_>, _>>()
         );
-        let receipt = match book.map(ReceiptBook::issue).transpose() {
-            Ok(seq) => seq.map(|seq| ReceiptTag {
-                handle: io.handle,
-                seq,
-            }),
+        // Receipts exist only on `send`: one message.
+        match book.map(ReceiptBook::issue).transpose() {
+            Ok(Some(seq)) => {
+                msgs[0].receipt = Some(ReceiptTag {
+                    handle: io.handle,
+                    seq,
+                })
+            }
+            Ok(None) => {}
             Err(e) => return fx.reply(reply, Outcome::Error(e)),
-        };
-        let msgs: Vec<Message> = payloads
-            .into_iter()
-            .map(|payload| Message {
-                payload,
-                sender: owner,
-                receipt,
-                order: 0,
-            })
-            .collect();
+        }
         if writable {
             ch.accept_all(msgs, fx);
             return fx.reply_last(reply, Outcome::Written(data.len() as u32));
