@@ -373,3 +373,47 @@ fn append_descriptors_send_one_message_per_write() {
         assert_eq!(read1(&mut r, 100).unwrap(), want);
     }
 }
+
+/// A write blocked on `packets` or `batch` (a rendezvous with nobody
+/// receiving) is parked in the daemon like any sender: the writer sleeps
+/// interruptibly, `O_NONBLOCK` gets `EAGAIN` at once, SIGKILL ends it, and
+/// nothing of it is sent.
+#[test]
+fn blocked_packets_and_batch_writers_are_killable_and_send_nothing() {
+    let m = Mount::new();
+    let b = mkbox(&m, "rv");
+    set_policy(&b.join("policy"), "capacity=0");
+    let writers: Vec<Bg> = [
+        r#"exec printf one > "$M/rv/packets""#,
+        r#"exec printf '\003\000\000\000two' > "$M/rv/batch""#,
+    ]
+    .iter()
+    .map(|script| m.spawn_sh(script))
+    .collect();
+    wait_status(&b.join("status"), "senders-waiting", "2");
+    for w in &writers {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", w.pid())).unwrap();
+        let state = stat.rsplit_once(')').unwrap().1.trim_start().chars().next();
+        assert_eq!(state, Some('S'), "writer {} sleeps interruptibly", w.pid());
+    }
+    for file in ["packets", "batch"] {
+        let p = b.join(file);
+        let data = if file == "batch" {
+            frames(&[b"x"])
+        } else {
+            b"x".to_vec()
+        };
+        let r = within(DEADLINE, "O_NONBLOCK write", move || {
+            open_with(&p, false, true, libc::O_NONBLOCK).and_then(|mut f| f.write(&data))
+        });
+        assert_errno(r, libc::EAGAIN, "O_NONBLOCK write on a full rendezvous");
+    }
+    for w in writers {
+        w.signal(libc::SIGKILL);
+        let o = w.wait_timeout(DEADLINE);
+        assert_eq!(o.status.signal(), Some(libc::SIGKILL), "{}", show(&o));
+    }
+    wait_status(&b.join("status"), "senders-waiting", "0");
+    assert_eq!(count(&b, "sent"), 0, "killed writers sent nothing");
+    assert_eq!(count(&b, "messages"), 0);
+}
