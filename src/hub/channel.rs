@@ -77,8 +77,8 @@ fn largest(msgs: &[Message]) -> usize {
 
 /// A blocked reader whose buffer cannot hold the message it would get.
 fn too_small(w: RecvWait, fx: &mut Effects) {
-    fx.unparked.push(w.id);
-    fx.reply(
+    fx.answer(
+        w.id,
         w.reply,
         Outcome::Error(Errno::EMSGSIZE.because("the next message is larger than the buffer")),
     );
@@ -197,6 +197,17 @@ impl Channel {
         }
         self.pump(fx);
         self.changed(fx);
+    }
+
+    /// May `p` act in `role` under this channel's rule? `alive` is asked
+    /// only when the rule would refuse (see [`Membership::admit`]).
+    pub fn admit(
+        &mut self,
+        p: Process,
+        role: Role,
+        alive: &dyn Fn(Process) -> bool,
+    ) -> crate::hub::errno::Result<()> {
+        self.members.admit(self.policy.rule, p, role, alive)
     }
 
     /// Frees the `pair`/`exclusive` slots of processes that have exited.
@@ -417,8 +428,7 @@ impl Channel {
             }
             let w = self.send_waiters.pop_front().expect("sender");
             self.accept_all(w.msgs, fx);
-            fx.unparked.push(w.id);
-            fx.reply(w.reply, Outcome::Written(w.written));
+            fx.answer(w.id, w.reply, Outcome::Written(w.written));
         }
     }
 
@@ -443,10 +453,10 @@ impl Channel {
             (None, Some(_)) => self.shared.pop_front(),
             (None, None) if self.rendezvous_ready() => {
                 let mut w = self.send_waiters.pop_front()?;
-                fx.unparked.push(w.id);
                 self.counters.sent += 1;
-                fx.reply(w.reply, Outcome::Written(w.written));
-                w.msgs.pop()
+                let msg = w.msgs.pop();
+                fx.answer(w.id, w.reply, Outcome::Written(w.written));
+                msg
             }
             (None, None) => None,
         }?;
@@ -509,8 +519,7 @@ impl Channel {
     /// Answers blocked readers with `err` (the peer of a link has gone).
     pub fn fail_readers(&mut self, err: Errno, fx: &mut Effects) {
         for w in self.recv_waiters.drain(..) {
-            fx.unparked.push(w.id);
-            fx.reply(w.reply, Outcome::Error(err.into()));
+            fx.answer(w.id, w.reply, Outcome::Error(err.into()));
         }
         self.changed(fx);
     }
@@ -520,9 +529,8 @@ impl Channel {
     /// how many were dropped.
     pub fn fail_senders_and_drop(&mut self, err: Errno, fx: &mut Effects) -> usize {
         for w in self.send_waiters.drain(..) {
-            fx.unparked.push(w.id);
             w.msgs.iter().for_each(|m| unsent(fx, m));
-            fx.reply(w.reply, Outcome::Error(err.into()));
+            fx.answer(w.id, w.reply, Outcome::Error(err.into()));
         }
         let mut dropped: Vec<Message> = self.shared.drain(..).collect();
         for slot in self.receivers.values_mut() {
@@ -553,8 +561,8 @@ impl Channel {
             .partition(|w| allowed(w.reader, Role::Recv));
         self.recv_waiters = keep;
         for w in refuse {
-            fx.unparked.push(w.id);
-            fx.reply(
+            fx.answer(
+                w.id,
                 w.reply,
                 Outcome::Error(Errno::EBUSY.because("the new rule refuses this receiver")),
             );
@@ -565,9 +573,9 @@ impl Channel {
             .partition(|w| allowed(w.sender(), Role::Send));
         self.send_waiters = keep;
         for w in refuse {
-            fx.unparked.push(w.id);
             w.msgs.iter().for_each(|m| unsent(fx, m));
-            fx.reply(
+            fx.answer(
+                w.id,
                 w.reply,
                 Outcome::Error(Errno::EBUSY.because("the new rule refuses this sender")),
             );

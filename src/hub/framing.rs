@@ -9,6 +9,9 @@
 //!   a read as many whole messages as fit.
 
 use super::errno::{Errno, Result};
+use super::handles::Cursor;
+use super::message::Message;
+use super::waiter::Outcome;
 
 /// The bytes of a frame's length.
 pub const HEADER: usize = 4;
@@ -28,6 +31,46 @@ impl Framing {
             Framing::Stream => true,
             Framing::Packet => len <= size as usize,
             Framing::Batch => HEADER + len <= size as usize,
+        }
+    }
+}
+
+/// How `msg`, the message a read of `size` bytes receives, becomes that
+/// read's answer: the one place for every framing, used alike by a read
+/// answered at once and by a parked read that a send answers later.
+///
+/// - `recv`: the message becomes the descriptor's current one (`cursor`),
+///   served from its start; later reads get the rest, then the end of file;
+/// - `packets`: the whole message;
+/// - `batch`: its frame, followed by the frames of the messages `more`
+///   gives while they fit (`more(room)` takes the next message only if its
+///   frame fits in `room` bytes; a parked read is given none).
+pub fn deliver(
+    framing: Framing,
+    cursor: Option<&mut Cursor>,
+    msg: Message,
+    size: u32,
+    more: &mut dyn FnMut(usize) -> Option<Message>,
+) -> Outcome {
+    match framing {
+        Framing::Stream => match cursor {
+            Some(cursor) => {
+                cursor.current = Some((msg, 0));
+                cursor.serve(0, size).expect("a current message")
+            }
+            None => Outcome::Error(Errno::EBADF.because("its descriptor was closed")),
+        },
+        Framing::Packet => {
+            let len = msg.len();
+            Outcome::Slice(msg.payload, 0..len)
+        }
+        Framing::Batch => {
+            let mut out = Vec::with_capacity(HEADER + msg.len());
+            push_frame(&mut out, msg.payload.bytes());
+            while let Some(next) = more((size as usize).saturating_sub(out.len())) {
+                push_frame(&mut out, next.payload.bytes());
+            }
+            Outcome::Bytes(out)
         }
     }
 }

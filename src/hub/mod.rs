@@ -51,13 +51,13 @@ use log::{debug, info};
 use self::accounting::{MemoryBudget, Shares};
 use self::channel::Channel;
 use self::errno::{Errno, Refusal, Result};
-use self::framing::Framing;
 use self::handles::{HandleKind, Handles};
 use self::links::Links;
 use self::policy::{Policy, Rule};
 use self::process::{Process, Processes};
+use self::receiver_rule::Role;
 use self::tree::Tree;
-use self::waiter::{Effects, Outcome, WaiterId};
+use self::waiter::{Effects, WaiterId};
 use self::waiters::{Place, Waiters};
 
 pub use self::tree::{
@@ -167,22 +167,11 @@ impl State {
             }
         }
         for (w, msg) in std::mem::take(&mut fx.handoffs) {
-            let len = msg.len();
-            let out = match w.framing {
-                Framing::Packet => Outcome::Slice(msg.payload, 0..len),
-                Framing::Batch => {
-                    let mut out = Vec::with_capacity(framing::HEADER + len);
-                    framing::push_frame(&mut out, msg.payload.bytes());
-                    Outcome::Bytes(out)
-                }
-                Framing::Stream => match self.handles.recv_mut(w.handle) {
-                    Some(HandleKind::Recv { cursor, .. }) => {
-                        cursor.current = Some((msg, 0));
-                        cursor.serve(0, w.size).expect("a current message")
-                    }
-                    _ => Outcome::Error(Errno::EBADF.because("its descriptor was closed")),
-                },
+            let cursor = match self.handles.recv_mut(w.handle) {
+                Some(HandleKind::Recv { cursor, .. }) => Some(cursor),
+                _ => None,
             };
+            let out = framing::deliver(w.framing, cursor, msg, w.size, &mut |_| None);
             fx.reply(w.reply, out);
         }
         let resolved = std::mem::take(&mut fx.receipts)
@@ -449,6 +438,14 @@ impl Hub {
     /// visible to `me` until they are.
     pub fn pending_from_exited(&self, me: Process, pid: u32) -> bool {
         self.lock().links.pending_from(me, pid)
+    }
+
+    /// Whether `p` may act in `role` on `ch`, under its receiver rule. The
+    /// system is asked whether a bound process lives (a system call under
+    /// the lock) only when the rule would refuse: that process may have
+    /// exited before the event of its exit arrived.
+    fn admit(&self, ch: &mut Channel, p: Process, role: Role) -> Result<()> {
+        ch.admit(p, role, &|q| self.procs.is_alive(q))
     }
 
     fn link_policy(&self) -> Policy {

@@ -160,8 +160,6 @@ impl Hub {
         watch: &mut Vec<Process>,
     ) -> Result<HandleKind> {
         let ch = &mut st.tree.get_mut(id).ok_or(Errno::ENOENT)?.chan;
-        // Only asked when the rule refuses: a bound process may have exited.
-        let alive = |p: Process| self.procs.is_alive(p);
         if matches!(ch.policy.rule, Rule::Pair | Rule::Exclusive) {
             watch.push(me);
         }
@@ -173,7 +171,9 @@ impl Hub {
                 });
             }
             FileKind::Status => {
-                ch.prune_members(&alive);
+                // The status shows live holders only (a system call each
+                // under the lock: only when a status is opened).
+                ch.prune_members(&|p| self.procs.is_alive(p));
                 return Ok(HandleKind::Text(
                     status::mailbox(ch, &self.budget).into_bytes(),
                 ));
@@ -184,10 +184,10 @@ impl Hub {
         let reads = kind.receives() && access.read;
         let writes = kind.sends() && access.write;
         if reads {
-            ch.members.admit(ch.policy.rule, me, Role::Recv, &alive)?;
+            self.admit(ch, me, Role::Recv)?;
         }
         if writes {
-            ch.members.admit(ch.policy.rule, me, Role::Send, &alive)?;
+            self.admit(ch, me, Role::Send)?;
         }
         if reads {
             ch.open_recv(me);

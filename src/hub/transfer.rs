@@ -4,7 +4,7 @@
 //! operation changes what it waits for.
 
 use super::accounting::PARK_COST;
-use super::errno::Errno;
+use super::errno::{Errno, Refusal};
 use log::debug;
 
 use super::framing::{self, Framing};
@@ -12,13 +12,22 @@ use super::handles::Handles;
 use super::handles::{HandleKind, ReadBehind};
 use super::message::{Message, Payload, ReceiptTag};
 use super::policy::{self, Rule};
-use super::process::Process;
 use super::receipts::{ReceiptBook, ReceiptRead};
 use super::receiver_rule::Role;
 use super::tree::Tree;
 use super::waiter::{Effects, Outcome, ReceiptWait, RecvWait, Replier, SendWait};
-use super::waiters::Place;
+use super::waiters::{Place, Waiters};
 use super::{ChanKey, Hub, Io, MailboxId, State, chan_mut, check, gone};
+
+/// A read that found nothing to receive: whose it is, where it would
+/// wait, and whether it may.
+struct Idle {
+    uid: u32,
+    place: Place,
+    /// Nothing more will come: the peer has exited.
+    ended: Option<Refusal>,
+    shut_down: bool,
+}
 
 impl Hub {
     /// A read request of `size` bytes.
@@ -44,15 +53,24 @@ impl Hub {
             waiters,
             shut_down,
         } = st;
+        let shut_down = *shut_down;
         let Some(handle) = handles.get_mut(io.handle) else {
             return fx.reply(reply, Outcome::Error(Errno::EBADF.into()));
         };
         let (owner, uid) = (handle.owner, handle.uid);
-        match &mut handle.kind {
+        let idle = |place, ended| Idle {
+            uid,
+            place,
+            ended,
+            shut_down,
+        };
+        // The channel a message read receives from, how its bytes are
+        // framed, and (`recv`) the descriptor's place in its message.
+        let (key, framing, mut cursor) = match &mut handle.kind {
             HandleKind::Text(text) | HandleKind::Policy { text, .. } => {
                 let start = (io.offset as usize).min(text.len());
                 let end = text.len().min(start + size as usize);
-                fx.reply(reply, Outcome::Bytes(text[start..end].to_vec()));
+                return fx.reply(reply, Outcome::Bytes(text[start..end].to_vec()));
             }
             HandleKind::Recv {
                 chan,
@@ -66,152 +84,39 @@ impl Hub {
                 if *reading {
                     // Another read of this descriptor waits for the next
                     // message: this one goes on from where that one stops.
-                    if io.nonblock {
-                        return fx.reply(
+                    let place = Place::Behind(io.handle);
+                    let why = "O_NONBLOCK: another read of this descriptor waits";
+                    if let Some(reply) = self.wait(waiters, fx, &io, idle(place, None), why, reply)
+                    {
+                        behind.push_back(ReadBehind {
+                            id: io.req,
+                            size,
                             reply,
-                            Outcome::Error(
-                                Errno::EAGAIN
-                                    .because("O_NONBLOCK: another read of this descriptor waits"),
-                            ),
-                        );
+                        });
                     }
-                    let charge = check!(fx, reply, self.budget.charge(uid, PARK_COST));
-                    waiters.park(&io, Place::Behind(io.handle), charge, fx);
-                    behind.push_back(ReadBehind {
-                        id: io.req,
-                        size,
-                        reply,
-                    });
                     return;
                 }
-                let key = *chan;
-                let ch = check!(fx, reply, chan_mut(tree, links, key).ok_or(gone(key)));
-                // Only asked when the rule refuses: a bound process may have exited.
-                let alive = |p: Process| self.procs.is_alive(p);
-                check!(
-                    fx,
-                    reply,
-                    ch.members.admit(ch.policy.rule, owner, Role::Recv, &alive)
-                );
-                if let Some(msg) = ch.take(owner, fx) {
-                    cursor.current = Some((msg, 0));
-                    let out = cursor.serve(0, size).expect("a current message");
-                    return fx.reply(reply, out);
-                }
-                if ch.ends.sender_gone {
-                    return fx.reply(
-                        reply,
-                        Outcome::Error(
-                            Errno::ESRCH.because("the peer has exited and sent nothing more"),
-                        ),
-                    );
-                }
-                if io.nonblock {
-                    return fx.reply(
-                        reply,
-                        Outcome::Error(Errno::EAGAIN.because("O_NONBLOCK: nothing to receive")),
-                    );
-                }
-                if *shut_down {
-                    return fx.reply(
-                        reply,
-                        Outcome::Error(Errno::ENOTCONN.because("the daemon is stopping")),
-                    );
-                }
-                let charge = check!(fx, reply, self.budget.charge(uid, PARK_COST));
-                waiters.park(&io, Place::Chan(key, Some(io.handle)), charge, fx);
-                *reading = true;
-                ch.park_receiver(
-                    RecvWait {
-                        id: io.req,
-                        handle: io.handle,
-                        reader: owner,
-                        size,
-                        framing: Framing::Stream,
-                        reply,
-                    },
-                    fx,
-                );
+                (*chan, Framing::Stream, Some((cursor, reading)))
             }
             HandleKind::Packets {
                 recv: Some(key),
                 framing,
                 ..
             } => {
-                let (key, framing) = (*key, *framing);
                 // The continuation of a read(2) that a whole message filled.
                 if io.offset > 0 {
                     return fx.reply(reply, Outcome::empty());
                 }
-                let ch = check!(fx, reply, chan_mut(tree, links, key).ok_or(gone(key)));
-                // Only asked when the rule refuses: a bound process may have exited.
-                let alive = |p: Process| self.procs.is_alive(p);
-                check!(
-                    fx,
-                    reply,
-                    ch.members.admit(ch.policy.rule, owner, Role::Recv, &alive)
-                );
-                match ch.peek_len(owner) {
-                    Some(len) if !framing.fits(len, size) => fx.reply(
-                        reply,
-                        Outcome::Error(
-                            Errno::EMSGSIZE.because("the next message is larger than the buffer"),
-                        ),
-                    ),
-                    Some(_) => {
-                        let first = ch.take(owner, fx).expect("the message peeked at");
-                        if framing == Framing::Packet {
-                            let len = first.len();
-                            return fx.reply(reply, Outcome::Slice(first.payload, 0..len));
-                        }
-                        // As many whole messages as the buffer holds.
-                        let mut out = Vec::new();
-                        framing::push_frame(&mut out, first.payload.bytes());
-                        while let Some(len) = ch.peek_len(owner)
-                            && out.len() + framing::HEADER + len <= size as usize
-                        {
-                            let msg = ch.take(owner, fx).expect("the message peeked at");
-                            framing::push_frame(&mut out, msg.payload.bytes());
-                        }
-                        fx.reply(reply, Outcome::Bytes(out));
-                    }
-                    None if ch.ends.sender_gone => fx.reply(
-                        reply,
-                        Outcome::Error(
-                            Errno::ESRCH.because("the peer has exited and sent nothing more"),
-                        ),
-                    ),
-                    None if io.nonblock => fx.reply(
-                        reply,
-                        Outcome::Error(Errno::EAGAIN.because("O_NONBLOCK: nothing to receive")),
-                    ),
-                    None if *shut_down => fx.reply(
-                        reply,
-                        Outcome::Error(Errno::ENOTCONN.because("the daemon is stopping")),
-                    ),
-                    None => {
-                        let charge = check!(fx, reply, self.budget.charge(uid, PARK_COST));
-                        waiters.park(&io, Place::Chan(key, None), charge, fx);
-                        ch.park_receiver(
-                            RecvWait {
-                                id: io.req,
-                                handle: io.handle,
-                                reader: owner,
-                                size,
-                                framing,
-                                reply,
-                            },
-                            fx,
-                        );
-                    }
-                }
+                (*key, *framing, None)
             }
-            HandleKind::Packets { recv: None, .. } => fx.reply(
-                reply,
-                Outcome::Error(Errno::EBADF.because("opened for writing only")),
-            ),
+            HandleKind::Packets { recv: None, .. } => {
+                return fx.reply(
+                    reply,
+                    Outcome::Error(Errno::EBADF.because("opened for writing only")),
+                );
+            }
             HandleKind::Send { receipts: None, .. } => {
-                fx.reply(reply, Outcome::Error(Errno::EBADF.into()))
+                return fx.reply(reply, Outcome::Error(Errno::EBADF.into()));
             }
             HandleKind::Send {
                 chan,
@@ -222,22 +127,18 @@ impl Hub {
                     return fx.reply(reply, Outcome::empty());
                 }
                 match book.read(size as usize) {
-                    ReceiptRead::Pending if io.nonblock => fx.reply(
-                        reply,
-                        Outcome::Error(Errno::EAGAIN.because("O_NONBLOCK: no receipt yet")),
-                    ),
-                    ReceiptRead::Pending if *shut_down => fx.reply(
-                        reply,
-                        Outcome::Error(Errno::ENOTCONN.because("the daemon is stopping")),
-                    ),
                     ReceiptRead::Pending => {
-                        let charge = check!(fx, reply, self.budget.charge(uid, PARK_COST));
-                        waiters.park(&io, Place::Receipts(io.handle), charge, fx);
-                        book.waiters.push_back(ReceiptWait {
-                            id: io.req,
-                            size,
-                            reply,
-                        });
+                        let place = Place::Receipts(io.handle);
+                        let why = "O_NONBLOCK: no receipt yet";
+                        if let Some(reply) =
+                            self.wait(waiters, fx, &io, idle(place, None), why, reply)
+                        {
+                            book.waiters.push_back(ReceiptWait {
+                                id: io.req,
+                                size,
+                                reply,
+                            });
+                        }
                     }
                     // Nothing more to read, and the mailbox is gone: EIDRM,
                     // like any other I/O on a descriptor opened before rmdir.
@@ -246,6 +147,95 @@ impl Hub {
                     }
                     other => fx.reply(reply, other.into_outcome().expect("not pending")),
                 }
+                return;
+            }
+        };
+        let ch = check!(fx, reply, chan_mut(tree, links, key).ok_or(gone(key)));
+        check!(fx, reply, self.admit(ch, owner, Role::Recv));
+        match ch.peek_len(owner) {
+            Some(len) if !framing.fits(len, size) => fx.reply(
+                reply,
+                Outcome::Error(
+                    Errno::EMSGSIZE.because("the next message is larger than the buffer"),
+                ),
+            ),
+            Some(_) => {
+                let first = ch.take(owner, fx).expect("the message peeked at");
+                // A batch read takes as many whole messages as fit.
+                let mut more = |room: usize| match ch.peek_len(owner) {
+                    Some(len) if framing::HEADER + len <= room => ch.take(owner, fx),
+                    _ => None,
+                };
+                let cursor = cursor.take().map(|(c, _)| c);
+                let out = framing::deliver(framing, cursor, first, size, &mut more);
+                fx.reply(reply, out);
+            }
+            None => {
+                let ended = ch
+                    .ends
+                    .sender_gone
+                    .then(|| Errno::ESRCH.because("the peer has exited and sent nothing more"));
+                // A `recv` read waits on the channel for its descriptor.
+                let place = Place::Chan(key, cursor.is_some().then_some(io.handle));
+                let why = "O_NONBLOCK: nothing to receive";
+                let Some(reply) = self.wait(waiters, fx, &io, idle(place, ended), why, reply)
+                else {
+                    return;
+                };
+                if let Some((_, reading)) = cursor {
+                    *reading = true;
+                }
+                ch.park_receiver(
+                    RecvWait {
+                        id: io.req,
+                        handle: io.handle,
+                        reader: owner,
+                        size,
+                        framing,
+                        reply,
+                    },
+                    fx,
+                );
+            }
+        }
+    }
+
+    /// The tail of every read that finds nothing to receive yet (`recv`,
+    /// `packets`, `batch`, receipts, a read behind another of its
+    /// descriptor): an error if it may not wait — its peer has gone, it is
+    /// `O_NONBLOCK` (`why`), the daemon is stopping — else it parks, charged
+    /// to the descriptor's user, and its reply is given back, to be queued
+    /// where it waits.
+    fn wait(
+        &self,
+        waiters: &mut Waiters,
+        fx: &mut Effects,
+        io: &Io,
+        idle: Idle,
+        why: &'static str,
+        reply: Box<dyn Replier>,
+    ) -> Option<Box<dyn Replier>> {
+        let refusal = if let Some(ended) = idle.ended {
+            Some(ended)
+        } else if io.nonblock {
+            Some(Errno::EAGAIN.because(why))
+        } else if idle.shut_down {
+            Some(Errno::ENOTCONN.because("the daemon is stopping"))
+        } else {
+            None
+        };
+        let result = match refusal {
+            Some(r) => Err(r),
+            None => self.budget.charge(idle.uid, PARK_COST),
+        };
+        match result {
+            Ok(charge) => {
+                waiters.park(io, idle.place, charge, fx);
+                Some(reply)
+            }
+            Err(r) => {
+                fx.reply(reply, Outcome::Error(r));
+                None
             }
         }
     }
@@ -346,13 +336,7 @@ impl Hub {
                 Outcome::Error(Errno::ESRCH.because("the peer has exited")),
             );
         }
-        // Only asked when the rule refuses: a bound process may have exited.
-        let alive = |p: Process| self.procs.is_alive(p);
-        check!(
-            fx,
-            reply,
-            ch.members.admit(ch.policy.rule, owner, Role::Send, &alive)
-        );
+        check!(fx, reply, self.admit(ch, owner, Role::Send));
         let writable = ch.writable_for(frames.len(), largest);
         if !writable && io.nonblock {
             return fx.reply(

@@ -112,6 +112,12 @@ impl Effects {
         self.replies.push((to, outcome));
     }
 
+    /// Answers the parked request `id`, which leaves its queue.
+    pub fn answer(&mut self, id: WaiterId, to: Box<dyn Replier>, outcome: Outcome) {
+        self.unparked.push(id);
+        self.replies.push((to, outcome));
+    }
+
     /// Answers after every other reply (see [`Effects::last`]).
     pub fn reply_last(&mut self, to: Box<dyn Replier>, outcome: Outcome) {
         self.last.push((to, outcome));
