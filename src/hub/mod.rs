@@ -5,7 +5,7 @@
 //! questions about processes go through [`Processes`], off the lock or
 //! visibly at the call.
 //!
-//! The rooms, one concern each:
+//! The modules, one concern each:
 //! - [`tree`]: names, nesting, modes (`mkdir`, `rmdir`, `rename`, `chmod`);
 //! - [`links`]: direct links between processes, and their reclaim;
 //! - [`handles`]: open descriptors;
