@@ -137,6 +137,16 @@ pub(crate) fn rule_run(rule: &str) {
         }
         for (r, _) in &mut recvs {
             if let Some(st) = r.try_wait() {
+                // Under pair the sender's STOP ends the receiver, and the
+                // receiver may end before the sender has: once the sender
+                // ends too, that is the end of the run (both exit statuses
+                // and the logs are checked below).
+                if stops_by_sender > 0 {
+                    for s in &mut senders {
+                        s.wait_ok(step());
+                    }
+                    return Some(());
+                }
                 panic!(
                     "{rule}: {} ended before the end ({}); stderr:\n{}",
                     r.what,
