@@ -385,7 +385,12 @@ fn case() -> impl Strategy<Value = (usize, Policy, Vec<u8>)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(4096))]
+    #![proptest_config(ProptestConfig {
+        cases: 4096,
+        // Shrunk failures are reported, not written beside the sources.
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
 
     /// `parse` accepts what the manual's grammar accepts, leaving the policy
     /// it says, and refuses the rest; what it accepts, shown, parses back.
