@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # ipcfs benchmark: builds the release binary, then runs the bench binary
-# benches/ipc.rs, which mounts ipcfs and "the floor" (a minimal fuser mount
+# benches/ipc/ (main.rs), which mounts ipcfs and "the floor" (a minimal fuser mount
 # built into the benchmark) on temporary directories and prints one table:
 # ping-pong round trips and one-way throughput for 64 B, 4 KiB, 64 KiB and
 # 1 MiB messages through ipcfs (send/recv, packets, batch, proc/<pid> links),

@@ -5,7 +5,7 @@
 //! policy  = word *( SP word ) [ "\n" ]
 //! word    = rule / "capacity=" ( NUMBER / "unlimited" ) / "max-message-size=" SIZE
 //! rule    = "arbitrary" / "pair" / "exclusive" / "broadcast"
-//! SIZE    = NUMBER [ "K" / "M" ]          ; KiB, MiB
+//! SIZE    = NUMBER [ "K" / "M" / "G" ]    ; KiB, MiB, GiB (or k, m, g)
 //! ```
 //! Words that are not given keep their current value.
 
@@ -177,119 +177,5 @@ pub fn parse(text: &[u8], current: &Policy, hard_max: usize) -> Result<Policy, P
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const HARD: usize = 1_044_480;
-    const BASE: Policy = Policy {
-        rule: Rule::Arbitrary,
-        capacity: Some(1024),
-        max_message_size: HARD,
-    };
-
-    fn ok(text: &str) -> Policy {
-        parse(text.as_bytes(), &BASE, HARD).unwrap()
-    }
-
-    fn err(text: &[u8]) -> PolicyError {
-        parse(text, &BASE, HARD).unwrap_err()
-    }
-
-    #[test]
-    fn shows_what_it_accepts() {
-        assert_eq!(
-            BASE.to_string(),
-            "arbitrary capacity=1024 max-message-size=1044480"
-        );
-        assert_eq!(ok(&BASE.to_string()), BASE);
-        let p = ok("broadcast capacity=unlimited max-message-size=64K\n");
-        assert_eq!(
-            p.to_string(),
-            "broadcast capacity=unlimited max-message-size=65536"
-        );
-        assert_eq!(ok(&p.to_string()), p);
-    }
-
-    #[test]
-    fn rule_alone_keeps_buffering() {
-        for r in Rule::ALL {
-            let p = ok(&format!("{r}\n"));
-            assert_eq!(p.rule, r);
-            assert_eq!(p.capacity, BASE.capacity);
-        }
-    }
-
-    #[test]
-    fn options_alone_keep_rule() {
-        let p = ok("capacity=0");
-        assert_eq!((p.rule, p.capacity), (Rule::Arbitrary, Some(0)));
-        let p = ok("  max-message-size=512K\tpair ");
-        assert_eq!((p.rule, p.max_message_size), (Rule::Pair, 512 << 10));
-    }
-
-    #[test]
-    fn rejected_forms() {
-        assert_eq!(err(b""), PolicyError::Empty);
-        assert_eq!(err(b"\n"), PolicyError::Empty);
-        assert_eq!(err(b"   "), PolicyError::Empty);
-        assert_eq!(err(b"bogus"), PolicyError::UnknownWord("bogus".into()));
-        assert_eq!(
-            err(b"Arbitrary"),
-            PolicyError::UnknownWord("Arbitrary".into())
-        );
-        assert_eq!(err(b"arbitrary x"), PolicyError::UnknownWord("x".into()));
-        assert_eq!(
-            err(b"arbitrary\n\n"),
-            PolicyError::UnknownWord("arbitrary\n".into())
-        );
-        assert_eq!(err(b"arbitrary pair"), PolicyError::TwoRules);
-        assert_eq!(
-            err(b"capacity=1 capacity=2"),
-            PolicyError::Repeated("capacity")
-        );
-        assert_eq!(
-            err(b"max-message-size=1 max-message-size=2"),
-            PolicyError::Repeated("max-message-size")
-        );
-        assert_eq!(err(b"capacity=abc"), PolicyError::BadNumber("abc".into()));
-        assert_eq!(err(b"capacity="), PolicyError::BadNumber("".into()));
-        assert_eq!(err(b"capacity=-1"), PolicyError::BadNumber("-1".into()));
-        assert_eq!(
-            err(b"capacity=99999999999999999999999"),
-            PolicyError::BadNumber("99999999999999999999999".into())
-        );
-        assert_eq!(
-            err(b"max-message-size=1X"),
-            PolicyError::BadNumber("1X".into())
-        );
-        assert_eq!(
-            err(b"max-message-size=0"),
-            PolicyError::SizeOutOfRange { size: 0, max: HARD }
-        );
-        assert_eq!(
-            err(b"max-message-size=2M"),
-            PolicyError::SizeOutOfRange {
-                size: 2 << 20,
-                max: HARD
-            }
-        );
-        assert_eq!(err(b"pair\0"), PolicyError::UnknownWord("pair\0".into()));
-        assert_eq!(err(b"\xff\xfe"), PolicyError::NotUtf8);
-        assert_eq!(err(&vec![b' '; MAX_POLICY_TEXT + 1]), PolicyError::TooLong);
-        assert_eq!(err(&vec![b'a'; 1 << 20]), PolicyError::TooLong);
-    }
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("4096"), Some(4096));
-        assert_eq!(parse_size("4K"), Some(4096));
-        assert_eq!(parse_size("256M"), Some(256 << 20));
-        assert_eq!(parse_size("1G"), Some(1 << 30));
-        assert_eq!(parse_size("M"), None);
-        assert_eq!(parse_size(""), None);
-        assert_eq!(parse_size("1.5M"), None);
-        assert_eq!(parse_capacity("unlimited"), Some(None));
-        assert_eq!(parse_capacity("0"), Some(Some(0)));
-        assert_eq!(parse_capacity("+1"), None);
-    }
-}
+#[path = "policy_tests.rs"]
+mod tests;

@@ -1,0 +1,493 @@
+//! A reference model of the core, and a property test that runs random
+//! operations of several processes against both and compares everything
+//! they show.
+//!
+//! The model (`Model`, in `reference.rs`) is written from ipcfs(7), not from
+//! the core: per mailbox a queue of messages, a policy, a map from receiving
+//! process to its own queue (broadcast copies), the pair and the exclusive
+//! holder, the blocked readers in waiting order, and the four counters; per
+//! descriptor its kind, its process and, for `recv`, the message it is in the
+//! middle of. Each operation is applied to the real [`Hub`] (fake processes,
+//! no mount) and to the model, and the test compares: the data and errno of
+//! every reply (also of blocked reads answered later), the outcome of
+//! `mkdir`/`rmdir`/`open`, the text of `status` descriptors, and after every
+//! operation each mailbox's `status` (every key but
+//! `memory-used`/`memory-limit`) and the names in the tree.
+//!
+//! Operations, from 4 process slots (a slot's process is replaced by a new
+//! pid when it exits) on the mailboxes `a`, `b` (both made first) and `a/c`:
+//! `mkdir`, `rmdir`; `open` of `send`, `recv`, `packets` and `batch`
+//! (read-only, write-only, read-write) and `status`; writes (one message, a
+//! batch of frames, a malformed batch); reads, non-blocking and blocking;
+//! close; writes of a mailbox's or the root's `policy` (any rule, capacity
+//! 0-3 or unlimited, max-message-size, invalid texts); an interrupt of a
+//! blocked read; a process exit (`World::exit`, then `Hub::watch_once`).
+//! Reads and writes mostly name an open descriptor that can do them, now and
+//! then any descriptor ever opened (closed, or of another kind: `EBADF`).
+//! 512 cases of up to 80 operations run in a few seconds.
+//!
+//! What the model leaves out, so that it can predict every result exactly:
+//! - Writes are all `O_NONBLOCK`: no sender ever blocks, so blocked senders,
+//!   rendezvous hand-over from a blocked sender, `pump` and sender receipts
+//!   (read-write `send`) are not covered; capacity 0 is covered only as
+//!   `EAGAIN` or as a hand-over to a blocked reader.
+//! - A process exit first interrupts its blocked reads and closes all its
+//!   descriptors (as the kernel does for a process that shares none), so no
+//!   descriptor outlives its process: the pruning of exited members that
+//!   an inherited descriptor would need is not covered. Pids are not reused.
+//! - A descriptor with a blocked read is not closed (the kernel sends no
+//!   release while a request is in flight): such a close is skipped.
+//! - At most one read waits behind the blocked read of a `recv`
+//!   descriptor (a third blocking read of it is skipped), so the order in
+//!   which the core resumes such reads never matters.
+//! - Memory is not bounded (`--max-memory` of 1 GiB): no `ENOBUFS`/`ENOSPC`.
+//! - No direct links (`proc/`), no rename, no chmod, no poll, no shutdown,
+//!   no read or write continuations (every request is at offset 0).
+//! - All processes are root: permissions are the kernel's, not the core's.
+//!
+//! This file is the harness that runs both and compares (`Run`) and the
+//! property; `operations.rs` holds the operations and their strategies,
+//! `reference.rs` the model.
+
+mod operations;
+mod reference;
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use super::*;
+use operations::{ANY_FD, Kind, NEVER, Op, SLOTS, op};
+use reference::{Model, Pol, frame};
+
+fn show(got: &Got) -> String {
+    match got {
+        Got::Data(d) => format!("Data(b\"{}\")", d.escape_ascii()),
+        Got::Err(e) => Errno(*e).name().to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn outcome<T: std::fmt::Debug>(r: &std::result::Result<T, i32>) -> String {
+    match r {
+        Ok(v) => format!("Ok({v:?})"),
+        Err(e) => Errno(*e).name().to_string(),
+    }
+}
+
+fn errno_of<T>(r: std::result::Result<T, errno::Refusal>) -> std::result::Result<T, i32> {
+    r.map_err(|e| e.errno.0)
+}
+
+/// A status text as compared: every key but the memory figures.
+fn comparable(status: impl IntoIterator<Item = (String, String)>) -> BTreeMap<String, String> {
+    status
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("memory-"))
+        .collect()
+}
+
+struct Run {
+    hub: Hub,
+    world: Arc<World>,
+    model: Model,
+    callers: [Caller; SLOTS],
+    /// The real id each name had last (stale once removed).
+    ids: BTreeMap<&'static str, MailboxId>,
+    /// The real handle of each model descriptor.
+    handles: Vec<u64>,
+    /// Blocked reads not answered yet.
+    pending: BTreeMap<u64, Answer>,
+    messages: usize,
+    trace: Vec<String>,
+}
+
+impl Run {
+    fn new() -> Run {
+        let (hub, world) = hub_with_memory("arbitrary", 1 << 30);
+        let callers = std::array::from_fn(|i| world.spawn(i as u32 + 1, 0));
+        let default = hub.config().default_policy;
+        let model = Model::new(Pol {
+            rule: Rule::Arbitrary,
+            capacity: Some(8),
+            max: MAX,
+        });
+        assert_eq!(
+            (default.rule, default.capacity, default.max_message_size),
+            (Rule::Arbitrary, Some(8), MAX),
+            "the harness's default policy"
+        );
+        Run {
+            hub,
+            world,
+            model,
+            callers,
+            ids: BTreeMap::new(),
+            handles: Vec::new(),
+            pending: BTreeMap::new(),
+            messages: 0,
+            trace: Vec::new(),
+        }
+    }
+
+    fn fail(&self, what: String) -> TestCaseError {
+        TestCaseError::fail(format!(
+            "{what}\n--- operations as run:\n{}",
+            self.trace.join("\n")
+        ))
+    }
+
+    fn check<T: PartialEq + std::fmt::Debug>(
+        &self,
+        what: &str,
+        real: T,
+        model: T,
+    ) -> std::result::Result<(), TestCaseError> {
+        if real == model {
+            Ok(())
+        } else {
+            Err(self.fail(format!(
+                "{what}: the core says {real:?}, the model {model:?}"
+            )))
+        }
+    }
+
+    /// Compares two status texts, naming the keys that differ.
+    fn check_status(
+        &self,
+        what: &str,
+        real: BTreeMap<String, String>,
+        model: BTreeMap<String, String>,
+    ) -> std::result::Result<(), TestCaseError> {
+        if real == model {
+            return Ok(());
+        }
+        let keys: std::collections::BTreeSet<&String> = real.keys().chain(model.keys()).collect();
+        let diff: Vec<String> = keys
+            .into_iter()
+            .filter(|k| real.get(*k) != model.get(*k))
+            .map(|k| {
+                format!(
+                    "{k}: the core says {:?}, the model {:?}",
+                    real.get(k),
+                    model.get(k)
+                )
+            })
+            .collect();
+        Err(self.fail(format!("{what}: {}", diff.join("; "))))
+    }
+
+    fn id_of(&self, name: &str) -> MailboxId {
+        self.ids.get(name).copied().unwrap_or(NEVER)
+    }
+
+    /// (parent id, leaf name) of a mailbox name.
+    fn place(&self, name: &'static str) -> (MailboxId, &'static str) {
+        match name.split_once('/') {
+            Some((parent, leaf)) => (self.id_of(parent), leaf),
+            None => (ROOT, name),
+        }
+    }
+
+    fn describe(&self, fd: usize) -> String {
+        let f = &self.model.fds[fd];
+        let name = self
+            .model
+            .by_name
+            .iter()
+            .find(|(_, m)| **m == f.mbox)
+            .map_or("(removed)", |(n, _)| n);
+        let closed = if f.open { "" } else { " closed" };
+        format!("fd{fd}[pid {} {:?} on {name}{closed}]", f.pid, f.kind)
+    }
+
+    /// The bytes of a write: fresh letters for each message.
+    fn frames(&mut self, lens: &[usize]) -> Vec<Vec<u8>> {
+        lens.iter()
+            .map(|len| {
+                self.messages += 1;
+                (0..*len)
+                    .map(|i| b'a' + ((self.messages * 3 + i) % 26) as u8)
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Runs `ops`, after making the mailboxes `a` and `b`.
+    fn run(&mut self, ops: &[Op]) -> std::result::Result<(), TestCaseError> {
+        for name in ["a", "b"] {
+            self.trace.push(format!("(first) Mkdir({name:?})"));
+            self.step(&Op::Mkdir(name))?;
+        }
+        for (i, op) in ops.iter().enumerate() {
+            self.trace.push(format!("#{i} {op:?}"));
+            self.step(op)?;
+            self.settle()?;
+            self.compare_tree()?;
+        }
+        Ok(())
+    }
+
+    fn note(&mut self, line: String) {
+        if let Some(last) = self.trace.last_mut() {
+            last.push_str("\n     ");
+            last.push_str(&line);
+        }
+    }
+
+    fn step(&mut self, op: &Op) -> std::result::Result<(), TestCaseError> {
+        match op {
+            Op::Mkdir(name) => {
+                let (parent, leaf) = self.place(name);
+                let real = errno_of(self.hub.mkdir(parent, OsStr::new(leaf), 0o755, 0, 0));
+                let model = self.model.mkdir(name);
+                self.note(format!("-> {}", outcome(&real)));
+                if let Ok(id) = real {
+                    self.ids.insert(name, id);
+                }
+                self.check("mkdir", real.map(|_| ()), model)
+            }
+            Op::Rmdir(name) => {
+                let (parent, leaf) = self.place(name);
+                let real = errno_of(self.hub.rmdir(parent, OsStr::new(leaf)));
+                let model = self.model.rmdir(name);
+                self.note(format!("-> {}", outcome(&real)));
+                self.check("rmdir", real, model)
+            }
+            Op::Open { who, name, kind } => {
+                let caller = self.callers[*who];
+                let (file, access) = kind.target();
+                let target = Target::Mailbox(self.id_of(name), file);
+                let real = errno_of(self.hub.open(caller, target, access));
+                let model = self.model.open(caller.process.pid, name, *kind);
+                if let Ok(h) = real {
+                    self.handles.push(h);
+                }
+                let shown = model.map(|fd| self.describe(fd));
+                self.note(format!("-> {}", outcome(&shown)));
+                self.check("open", real.is_ok(), model.is_ok())?;
+                self.check("open", real.err(), model.err())
+            }
+            Op::Write { fd, lens, cut } => {
+                let Some(fd) = self.pick(*fd, Kind::sends) else {
+                    return Ok(());
+                };
+                let frames = self.frames(lens);
+                let data = match self.model.fds[fd].kind {
+                    Kind::Batch(_) => {
+                        let mut out = Vec::new();
+                        for f in &frames {
+                            frame(&mut out, f);
+                        }
+                        if *cut {
+                            out.pop();
+                        }
+                        out
+                    }
+                    _ => frames.concat(),
+                };
+                let pid = self.model.fds[fd].pid;
+                let real = write(&self.hub, self.handles[fd], pid, &data, true).got();
+                let model = self.model.write(fd, &frames, *cut, data.len());
+                self.note(format!(
+                    "{} writes b\"{}\" -> {}",
+                    self.describe(fd),
+                    data.escape_ascii(),
+                    show(&real)
+                ));
+                self.check("write", real, model)
+            }
+            Op::Read { fd, size, block } => {
+                let Some(fd) = self.pick(*fd, |k| k.receives() || k == Kind::Status) else {
+                    return Ok(());
+                };
+                let f = &self.model.fds[fd];
+                let pid = f.pid;
+                if f.open && f.kind == Kind::Status {
+                    let real = read(&self.hub, self.handles[fd], pid, 4096, true).got();
+                    let Got::Data(text) = real else {
+                        return Err(self.fail(format!("status read: {real:?}")));
+                    };
+                    let text = String::from_utf8(text).expect("status is text");
+                    let real = comparable(text.lines().map(|l| {
+                        let (k, v) = l.split_once(": ").expect("key: value");
+                        (k.to_string(), v.to_string())
+                    }));
+                    self.note(format!("{} reads its snapshot", self.describe(fd)));
+                    let snapshot = self.model.fds[fd].snapshot.clone();
+                    return self.check_status("status descriptor", real, snapshot);
+                }
+                if *block && f.kind == Kind::Recv && f.open && !f.behind.is_empty() {
+                    self.note("skipped: a second read behind a blocked read".into());
+                    return Ok(());
+                }
+                let a = Answer::default();
+                let model = self.model.read(fd, *size, *block, a.req());
+                self.hub.read(
+                    io(&a, self.handles[fd], pid, 0, !block),
+                    *size,
+                    Box::new(a.clone()),
+                );
+                let real = a.got();
+                self.note(format!(
+                    "{} reads (req {}) -> {}",
+                    self.describe(fd),
+                    a.req(),
+                    show(&real)
+                ));
+                if model == Got::Parked {
+                    self.pending.insert(a.req(), a);
+                }
+                self.check("read", real, model)
+            }
+            Op::Close { fd } => {
+                let Some(fd) = self.pick(*fd, |_| true) else {
+                    return Ok(());
+                };
+                if self.model.has_parked(fd) {
+                    self.note("skipped: a read of it is blocked".into());
+                    return Ok(());
+                }
+                self.note(format!("closes {}", self.describe(fd)));
+                self.hub.release(self.handles[fd]);
+                self.model.close(fd);
+                Ok(())
+            }
+            Op::Policy { who, name, text } => {
+                let caller = self.callers[*who];
+                let target = match name {
+                    None => Target::RootPolicy,
+                    Some(n) => Target::Mailbox(self.id_of(n), FileKind::Policy),
+                };
+                let bytes = text.render();
+                let real = match self.hub.open(caller, target, acc(true, true)) {
+                    Err(e) => Got::Err(e.errno.0),
+                    Ok(h) => {
+                        let got = write(&self.hub, h, caller.process.pid, bytes.as_bytes(), true);
+                        self.hub.release(h);
+                        got.got()
+                    }
+                };
+                let model = self.model.policy(*name, text);
+                self.note(format!("{:?} -> {}", bytes, show(&real)));
+                self.check("policy", real, model)
+            }
+            Op::Interrupt { nth } => {
+                let parked = self.model.parked();
+                if parked.is_empty() {
+                    return Ok(());
+                }
+                let (req, pid) = parked[nth % parked.len()];
+                self.note(format!("interrupts req {req} of pid {pid}"));
+                self.interrupt(req, pid);
+                Ok(())
+            }
+            Op::Exit { who } => self.exit(*who),
+        }
+    }
+
+    /// The descriptor an operation names: `fd` below [`ANY_FD`] picks
+    /// among the open descriptors that `suits` (none: the operation is
+    /// skipped), above it among all descriptors ever opened, closed ones
+    /// and those of other kinds too.
+    fn pick(&self, fd: usize, suits: impl Fn(Kind) -> bool) -> Option<usize> {
+        let fds = &self.model.fds;
+        let suitable: Vec<usize> = (0..fds.len())
+            .filter(|i| fds[*i].open && suits(fds[*i].kind))
+            .collect();
+        if fd < ANY_FD {
+            (!suitable.is_empty()).then(|| suitable[fd % suitable.len()])
+        } else {
+            (!fds.is_empty()).then(|| fd % fds.len())
+        }
+    }
+
+    fn interrupt(&mut self, req: u64, pid: u32) {
+        self.world.signal(pid);
+        self.hub.interrupt(req);
+        self.model.interrupt(req);
+    }
+
+    /// A process exits: its blocked reads are interrupted, its descriptors
+    /// closed, its exit reported; a new process takes its slot.
+    fn exit(&mut self, who: usize) -> std::result::Result<(), TestCaseError> {
+        let pid = self.callers[who].process.pid;
+        while let Some(&(req, _)) = self.model.parked().iter().find(|(_, p)| *p == pid) {
+            self.note(format!("interrupts req {req}"));
+            self.interrupt(req, pid);
+            self.settle()?;
+        }
+        for fd in 0..self.model.fds.len() {
+            if self.model.fds[fd].pid == pid && self.model.fds[fd].open {
+                self.note(format!("closes {}", self.describe(fd)));
+                self.hub.release(self.handles[fd]);
+                self.model.close(fd);
+            }
+        }
+        self.world.exit(pid);
+        self.hub.watch_once(Duration::ZERO);
+        self.model.exited(pid);
+        self.callers[who] = self.world.spawn(pid + 10, 0);
+        Ok(())
+    }
+
+    /// Compares the blocked reads: those the model answered, and those
+    /// still waiting.
+    fn settle(&mut self) -> std::result::Result<(), TestCaseError> {
+        for (req, model) in self.model.finish() {
+            let Some(a) = self.pending.remove(&req) else {
+                return Err(self.fail(format!("the model answered req {req}, never parked")));
+            };
+            let real = a.got();
+            self.note(format!("blocked read req {req} -> {}", show(&real)));
+            self.check(&format!("blocked read req {req}"), real, model)?;
+        }
+        for (req, a) in &self.pending {
+            self.check(&format!("blocked read req {req}"), a.got(), Got::Parked)?;
+        }
+        Ok(())
+    }
+
+    /// Compares each mailbox's status and the names in the tree.
+    fn compare_tree(&self) -> std::result::Result<(), TestCaseError> {
+        let names = |parent: MailboxId| {
+            self.hub
+                .children(parent)
+                .into_iter()
+                .map(|(n, _)| n.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+        };
+        let mut real = names(ROOT);
+        if self.model.by_name.contains_key("a") {
+            real.extend(names(self.id_of("a")).iter().map(|n| format!("a/{n}")));
+        }
+        real.sort();
+        let model: Vec<String> = self.model.by_name.keys().map(|n| n.to_string()).collect();
+        self.check("mailboxes", real, model)?;
+        for (name, m) in &self.model.by_name {
+            let real = comparable(status_of(&self.hub, self.id_of(name), self.callers[0]));
+            self.check_status(
+                &format!("status of {name}"),
+                real,
+                self.model.boxes[*m].status(),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 512,
+        // Shrunk failures are reported, not written beside the sources.
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn the_core_agrees_with_the_model(ops in prop::collection::vec(op(), 1..80)) {
+        Run::new().run(&ops)?;
+    }
+}

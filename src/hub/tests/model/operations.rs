@@ -1,0 +1,232 @@
+//! The operations of the model test and their strategies: what a process
+//! slot may do (mkdir, rmdir, open, write, read, close, policy writes,
+//! interrupts, exits) and how proptest draws sequences of them.
+
+use proptest::prelude::*;
+
+use super::reference::Pol;
+use super::*;
+
+/// Process slots; slot `i` runs pid `i + 1`, then `i + 11`, `i + 21`… after
+/// each exit.
+pub(super) const SLOTS: usize = 4;
+/// Descriptor numbers in operations are below `ANY_FD + 2`; see [`Run::pick`].
+pub(super) const ANY_FD: usize = 14;
+/// A mailbox id the core never gives (above its largest).
+pub(super) const NEVER: MailboxId = MAX_MAILBOX_ID + 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Dir {
+    R,
+    W,
+    RW,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Kind {
+    Send,
+    Recv,
+    Packets(Dir),
+    Batch(Dir),
+    Status,
+}
+
+impl Kind {
+    /// Reads of it receive (it counts as a receiver).
+    pub(super) fn receives(self) -> bool {
+        match self {
+            Kind::Recv => true,
+            Kind::Packets(d) | Kind::Batch(d) => d != Dir::W,
+            Kind::Send | Kind::Status => false,
+        }
+    }
+
+    /// Writes to it send.
+    pub(super) fn sends(self) -> bool {
+        match self {
+            Kind::Send => true,
+            Kind::Packets(d) | Kind::Batch(d) => d != Dir::R,
+            Kind::Recv | Kind::Status => false,
+        }
+    }
+
+    /// The file and the access an `open` of it asks for.
+    pub(super) fn target(self) -> (FileKind, Access) {
+        let file = match self {
+            Kind::Send => FileKind::Send,
+            Kind::Recv => FileKind::Recv,
+            Kind::Packets(_) => FileKind::Packets,
+            Kind::Batch(_) => FileKind::Batch,
+            Kind::Status => FileKind::Status,
+        };
+        (
+            file,
+            acc(self.receives() || self == Kind::Status, self.sends()),
+        )
+    }
+}
+
+/// The text written to a `policy` file.
+#[derive(Clone, Debug)]
+pub(super) enum Text {
+    Set {
+        rule: Option<Rule>,
+        capacity: Option<Option<usize>>,
+        max: Option<usize>,
+    },
+    Bad(&'static str),
+}
+
+pub(super) const BAD_TEXTS: [&str; 5] = [
+    "pair exclusive",
+    "capacity=x",
+    "capacity=1 capacity=2",
+    "max-message-size=2000",
+    "fifo",
+];
+
+impl Text {
+    pub(super) fn render(&self) -> String {
+        match self {
+            Text::Bad(t) => format!("{t}\n"),
+            Text::Set {
+                rule,
+                capacity,
+                max,
+            } => {
+                let mut words = Vec::new();
+                if let Some(r) = rule {
+                    words.push(r.name().to_string());
+                }
+                match capacity {
+                    Some(Some(n)) => words.push(format!("capacity={n}")),
+                    Some(None) => words.push("capacity=unlimited".into()),
+                    None => {}
+                }
+                if let Some(m) = max {
+                    words.push(format!("max-message-size={m}"));
+                }
+                format!("{}\n", words.join(" "))
+            }
+        }
+    }
+
+    /// The policy that `current` becomes, or `None` for `EINVAL`.
+    pub(super) fn apply(&self, current: Pol) -> Option<Pol> {
+        match *self {
+            Text::Bad(_)
+            | Text::Set {
+                rule: None,
+                capacity: None,
+                max: None,
+            } => None,
+            Text::Set {
+                rule,
+                capacity,
+                max,
+            } => Some(Pol {
+                rule: rule.unwrap_or(current.rule),
+                capacity: capacity.unwrap_or(current.capacity),
+                max: max.unwrap_or(current.max),
+            }),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(super) enum Op {
+    Mkdir(&'static str),
+    Rmdir(&'static str),
+    Open {
+        who: usize,
+        name: &'static str,
+        kind: Kind,
+    },
+    /// One message of the frames' bytes on `send`/`packets`; the frames
+    /// on `batch` (`cut`: its last byte missing, a malformed batch).
+    Write {
+        fd: usize,
+        lens: Vec<usize>,
+        cut: bool,
+    },
+    Read {
+        fd: usize,
+        size: u32,
+        block: bool,
+    },
+    Close {
+        fd: usize,
+    },
+    /// `name` None: the root policy.
+    Policy {
+        who: usize,
+        name: Option<&'static str>,
+        text: Text,
+    },
+    /// Interrupts the `nth` blocked read (modulo their number).
+    Interrupt {
+        nth: usize,
+    },
+    Exit {
+        who: usize,
+    },
+}
+
+pub(super) fn kind() -> impl Strategy<Value = Kind> {
+    let dir = prop::sample::select(&[Dir::RW, Dir::R, Dir::W][..]);
+    prop_oneof![
+        3 => Just(Kind::Send),
+        3 => Just(Kind::Recv),
+        2 => dir.clone().prop_map(Kind::Packets),
+        2 => dir.prop_map(Kind::Batch),
+        1 => Just(Kind::Status),
+    ]
+}
+
+/// Mostly the two mailboxes made first; `a/c` now and then.
+pub(super) fn name() -> impl Strategy<Value = &'static str> {
+    prop_oneof![5 => Just("a"), 2 => Just("b"), 1 => Just("a/c")]
+}
+
+pub(super) fn text() -> impl Strategy<Value = Text> {
+    let capacity = prop_oneof![4 => (0usize..4).prop_map(Some), 1 => Just(None)];
+    prop_oneof![
+        6 => (
+            prop::option::weighted(0.7, prop::sample::select(&Rule::ALL[..])),
+            prop::option::of(capacity),
+            prop::option::weighted(0.3, prop::sample::select(&[3usize, 6, MAX][..])),
+        )
+            .prop_map(|(rule, capacity, max)| Text::Set {
+                rule,
+                capacity,
+                max
+            }),
+        1 => prop::sample::select(&BAD_TEXTS[..]).prop_map(Text::Bad),
+    ]
+}
+
+pub(super) fn op() -> impl Strategy<Value = Op> {
+    let fd = 0usize..ANY_FD + 2;
+    prop_oneof![
+        2 => name().prop_map(Op::Mkdir),
+        1 => name().prop_map(Op::Rmdir),
+        6 => (0..SLOTS, name(), kind()).prop_map(|(who, name, kind)| Op::Open {
+            who,
+            name,
+            kind
+        }),
+        8 => (
+            fd.clone(),
+            prop::collection::vec(1usize..=8, 1..=3),
+            prop::bool::weighted(0.1),
+        )
+            .prop_map(|(fd, lens, cut)| Op::Write { fd, lens, cut }),
+        9 => (fd.clone(), 1u32..=24, prop::bool::weighted(0.3))
+            .prop_map(|(fd, size, block)| Op::Read { fd, size, block }),
+        2 => fd.prop_map(|fd| Op::Close { fd }),
+        3 => (0..SLOTS, prop::option::weighted(0.85, name()), text())
+            .prop_map(|(who, name, text)| Op::Policy { who, name, text }),
+        1 => (0usize..4).prop_map(|nth| Op::Interrupt { nth }),
+        1 => (0..SLOTS).prop_map(|who| Op::Exit { who }),
+    ]
+}
