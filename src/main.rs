@@ -1,19 +1,20 @@
 //! The `ipcfs` command: parses options, mounts, serves, and unmounts on a
 //! signal.
 
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use fuser::{Config as FuseConfig, PollHandle, Session, SessionACL};
-use log::{error, info};
+use fuser::{Config as FuseConfig, MountOption, PollHandle, Session, SessionACL, SessionUnmounter};
+use log::{error, info, warn};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use ipcfs::fuse::adapter::IpcFs;
 use ipcfs::hub::{Config, Hub};
 use ipcfs::options::{Cli, Settings, hard_max_message};
-use ipcfs::os::mountinfo;
+use ipcfs::os::mountinfo::{self, MountKey};
 use ipcfs::os::processes::OsProcesses;
 
 /// How much must have been freed before the daemon gives memory back.
@@ -74,17 +75,46 @@ fn serve(s: &Settings) -> Result<(), String> {
     config.n_threads = Some(s.threads);
     config.clone_fd = s.threads > 1;
 
+    // Two ipcfs stacked on one path would serve only the top one, and
+    // whoever unmounts by path would take the wrong one: refuse instead
+    // (ipcfs(1), EXIT STATUS). Another filesystem on top of an ipcfs, or an
+    // ipcfs on top of another filesystem, is fine.
+    let names = fs_names(&s.mount_options);
+    if let Ok(entries) = mountinfo::read()
+        && mountinfo::topmost_at(&entries, &mp_path)
+            .is_some_and(|top| names.iter().any(|n| top.is_fuse_named(n)))
+    {
+        return Err(format!(
+            "cannot mount on {}: an ipcfs is already mounted there",
+            mp.display()
+        ));
+    }
+
     // Signals are caught before mounting, so none is missed in between.
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
         .map_err(|e| format!("cannot catch signals: {e}"))?;
     let mut session = Session::new(IpcFs::new(Arc::clone(&hub)), mp, &config)
         .map_err(|e| format!("cannot mount {}: {e}", mp.display()))?;
+    // Our mount, just made, is the topmost FUSE mount at the path. It is
+    // read from mountinfo, not by stat(2) of the mountpoint, which would
+    // wait for this very session to answer before it runs.
+    let ours = mountinfo::read().ok().and_then(|entries| {
+        mountinfo::topmost_at(&entries, &mp_path)
+            .filter(|e| e.is_fuse())
+            .map(|e| e.key())
+    });
+    if ours.is_none() {
+        warn!(
+            "cannot find the mount at {} in /proc/self/mountinfo: a lazy unmount will go unnoticed while descriptors stay open",
+            mp_path.display()
+        );
+    }
     let notifier = session.notifier();
     hub.set_notifier(Box::new(move |kh| {
         let _ = notifier.poll(PollHandle(kh));
     }));
     let mut unmounter = session.unmount_callable();
-    info!("mounted {} ({})", mp.display(), s.default_policy);
+    info!("mounted at {}", mp_path.display());
 
     let watcher = Arc::clone(&hub);
     std::thread::Builder::new()
@@ -108,41 +138,50 @@ fn serve(s: &Settings) -> Result<(), String> {
         .map_err(|e| format!("cannot start the watcher thread: {e}"))?;
 
     let on_signal = Arc::clone(&hub);
-    let mp_name = mp.display().to_string();
-    let mp_watch = mp_path.clone();
+    let mp_name = mp_path.clone();
     std::thread::Builder::new()
         .name("ipcfs-signals".into())
         .spawn(move || {
             if let Some(sig) = signals.forever().next() {
-                info!("signal {sig}: unmounting {mp_name}");
+                info!("signal {sig}: stopping {}", mp_name.display());
                 on_signal.shutdown();
-                // Detach lazily: descriptors just answered may not be closed yet.
-                if let Err(e) = detach(&mp_path).or_else(|_| unmounter.unmount()) {
-                    error!("unmounting {mp_name}: {e}");
+                match ours {
+                    Some(key) => unmount_ours(key, &mp_name, &mut unmounter),
+                    // Not knowing which mount is ours, leave it to fuser,
+                    // which unmounts only while our connection lives.
+                    None => {
+                        if let Err(e) = unmounter.unmount() {
+                            error!("unmounting {}: {e}", mp_name.display());
+                        }
+                    }
                 }
-                // Descriptors still open on the detached mount are cut off
-                // when /dev/fuse closes with this process.
+                // Descriptors still open on the detached (or covered) mount
+                // are cut off when /dev/fuse closes with this process.
                 std::process::exit(0);
             }
         })
         .map_err(|e| format!("cannot start the signal thread: {e}"))?;
 
     // A lazy unmount with descriptors still open does not end the session
-    // until they close; blocked callers would wait for ever. Watch for it.
-    let on_unmount = Arc::clone(&hub);
-    std::thread::Builder::new()
-        .name("ipcfs-mount".into())
-        .spawn(move || {
-            loop {
-                std::thread::sleep(std::time::Duration::from_millis(250));
-                if !mountinfo::still_mounted(&mp_watch) {
-                    info!("{} was unmounted", mp_watch.display());
-                    on_unmount.shutdown();
-                    std::process::exit(0);
+    // until they close; blocked callers would wait for ever. Watch for it:
+    // for our mount, not the path, where another may be mounted by now.
+    if let Some(key) = ours {
+        let on_unmount = Arc::clone(&hub);
+        let mp_watch = mp_path.clone();
+        std::thread::Builder::new()
+            .name("ipcfs-mount".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(std::time::Duration::from_millis(250));
+                    if !mountinfo::still_mounted(key) {
+                        info!("{} was unmounted", mp_watch.display());
+                        on_unmount.shutdown();
+                        std::process::exit(0);
+                    }
                 }
-            }
-        })
-        .map_err(|e| format!("cannot start the mount watcher thread: {e}"))?;
+            })
+            .map_err(|e| format!("cannot start the mount watcher thread: {e}"))?;
+    }
 
     let result = session.run();
     hub.shutdown();
@@ -151,8 +190,63 @@ fn serve(s: &Settings) -> Result<(), String> {
     Ok(())
 }
 
+/// The names an ipcfs mount goes by in mountinfo: `ipcfs`, and the fsname
+/// and subtype this one was given (`-o fsname=`, `-o subtype=`).
+fn fs_names(options: &[MountOption]) -> Vec<String> {
+    let mut names = vec![mountinfo::NAME.to_string()];
+    for o in options {
+        if let MountOption::FSName(n) | MountOption::Subtype(n) = o {
+            names.push(n.clone());
+        }
+    }
+    names
+}
+
+/// On a signal: unmounts our mount, `key`, and nothing else, once.
+/// Gone already (an external unmount) is not an error. Covered by another
+/// mount, it is left alone: a detach would take the mount on top with it.
+/// (When the session ends by itself, fuser's teardown unmounts only while
+/// our connection lives: see vendor/README.md.)
+fn unmount_ours(key: MountKey, mp: &Path, unmounter: &mut SessionUnmounter) {
+    let gone = || info!("{} was unmounted already", mp.display());
+    let Ok(entries) = mountinfo::read() else {
+        // Cannot tell what is on top: fuser unmounts only while our
+        // connection lives.
+        if let Err(e) = unmounter.unmount() {
+            error!("unmounting {}: {e}", mp.display());
+        }
+        return;
+    };
+    let Some(entry) = mountinfo::find(&entries, key) else {
+        return gone();
+    };
+    // Where it is now (a `mount --move` may have carried it elsewhere).
+    let here = entry.path();
+    if mountinfo::topmost_at(&entries, here).map(|e| e.key()) != Some(key) {
+        warn!(
+            "{} is covered by another mount: leaving both mounted; the ipcfs below stops answering (ENOTCONN) as the daemon exits",
+            here.display()
+        );
+        return;
+    }
+    // Lazily: descriptors just answered may not be closed yet.
+    match detach(here) {
+        Ok(()) => {}
+        // Not root: only fusermount3 may unmount, and it too works by path,
+        // so it runs only when the first way was not permitted.
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            if let Err(e) = unmounter.unmount() {
+                error!("unmounting {}: {e}", here.display());
+            }
+        }
+        // Unmounted from outside between our look and our unmount.
+        Err(_) if !mountinfo::still_mounted(key) => gone(),
+        Err(e) => error!("unmounting {}: {e}", here.display()),
+    }
+}
+
 /// Lazily unmounts `path` (as root; others go through fusermount3).
-fn detach(path: &std::path::Path) -> std::io::Result<()> {
+fn detach(path: &Path) -> std::io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
     if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {

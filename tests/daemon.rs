@@ -301,3 +301,160 @@ fn capacity_unlimited_option() {
         "{text:?}"
     );
 }
+
+/// `umount -l` of a busy mount, then at once a new ipcfs on the same path:
+/// the old daemon watches its own mount, not the path, so it still exits
+/// and frees its blocked reader; the new mount keeps serving.
+#[test]
+fn a_new_mount_on_the_path_does_not_keep_a_lazily_unmounted_daemon() {
+    let mut old = Mount::new();
+    fs::create_dir(old.p("box")).unwrap();
+    let reader = old.spawn_sh("cat \"$M/box/recv\"");
+    wait_status(&old.p("box/status"), "receivers-waiting", "1");
+    let o = Command::new("umount")
+        .arg("-l")
+        .arg(old.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "umount -l: {}", show(&o));
+    let path = old.path().to_path_buf();
+    let argv = vec!["--allow-other".into(), path.to_string_lossy().into_owned()];
+    let new = Mount::spawn_raw(&argv, path, None);
+
+    let st = old.wait_daemon_exit(Duration::from_secs(5));
+    assert_eq!(st.code(), Some(0), "old daemon: {}", describe(&st));
+    let o = reader.wait_timeout(Duration::from_secs(5));
+    assert!(
+        !o.status.success(),
+        "the old mount's blocked reader gets an error: {}",
+        show(&o)
+    );
+    assert!(!old.is_mounted(), "the old mount is gone");
+    assert!(new.is_mounted(), "the old daemon left the new mount alone");
+    let o = new.sh("mkdir b && echo fresh > b/send && cat b/recv", T);
+    assert!(o.status.success(), "the new mount serves: {}", show(&o));
+    assert_eq!(o.stdout, b"fresh\n");
+}
+
+/// A second ipcfs on a path where one serves is refused (and mounts
+/// nothing); the first keeps serving.
+#[test]
+fn a_second_ipcfs_on_a_served_path_is_refused() {
+    let mut m = Mount::new();
+    fs::create_dir(m.p("box")).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ipcfs"));
+    cmd.arg("--allow-other").arg(m.path());
+    let o = Bg::spawn(cmd, "a second ipcfs on the same path").wait_timeout(T);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!(
+            "ipcfs: cannot mount on {}: an ipcfs is already mounted there",
+            m.path().display()
+        )),
+        "the error names the path and the cause: {err}"
+    );
+    assert_eq!(fuse_mounts_at(m.path()).len(), 1, "nothing was stacked");
+    assert!(m.daemon_exited().is_none(), "the first daemon still runs");
+    let o = m.sh("echo still > box/send && cat box/recv", T);
+    assert!(o.status.success(), "the first mount serves: {}", show(&o));
+    assert_eq!(o.stdout, b"still\n");
+}
+
+/// A tmpfs a test mounted (source `COVER_SOURCE`), unmounted when dropped.
+struct Cover(std::path::PathBuf);
+
+const COVER_SOURCE: &str = "ipcfs-test-cover";
+
+impl Cover {
+    fn mount(path: &std::path::Path) -> Cover {
+        let o = Command::new("mount")
+            .args(["-t", "tmpfs", COVER_SOURCE])
+            .arg(path)
+            .output()
+            .expect("run mount(8)");
+        assert!(o.status.success(), "mount -t tmpfs: {}", show(&o));
+        assert!(mounted_at(path, "tmpfs", COVER_SOURCE));
+        Cover(path.to_path_buf())
+    }
+}
+
+impl Drop for Cover {
+    fn drop(&mut self) {
+        // Only while it is there: else `umount` would take whatever is on top.
+        if mounted_at(&self.0, "tmpfs", COVER_SOURCE) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+}
+
+/// Another filesystem mounted on top of the ipcfs mount: on SIGTERM the
+/// daemon unmounts only its own mount, which it cannot without taking the
+/// one on top along, so it leaves both, warns and exits 0.
+#[test]
+fn sigterm_leaves_a_mount_on_top_of_ours_alone() {
+    let mut m = Mount::new();
+    fs::create_dir(m.p("box")).unwrap();
+    let _cover = Cover::mount(m.path());
+    m.signal_daemon(libc::SIGTERM);
+    let st = m.wait_daemon_exit(Duration::from_secs(5));
+    assert_eq!(st.code(), Some(0), "{}", describe(&st));
+    assert!(
+        mounted_at(m.path(), "tmpfs", COVER_SOURCE),
+        "the tmpfs on top stays mounted; daemon log:\n{}",
+        m.daemon_log()
+    );
+    let log = m.daemon_log();
+    assert!(
+        log.contains("WARN") && log.contains("is covered by another mount"),
+        "the daemon warns that its mount is covered: {log}"
+    );
+}
+
+/// SIGTERM right after an external `umount -l` of a busy mount: the mount
+/// is gone already, which is no error; the daemon exits 0 and logs none.
+#[test]
+fn sigterm_just_after_an_external_lazy_umount_logs_no_error() {
+    let mut m = Mount::new();
+    fs::create_dir(m.p("box")).unwrap();
+    // Keeps the detached mount, and so the connection, alive.
+    let holder = m.spawn_sh("exec sleep 60");
+    wait_until(T, "the holder runs in the mount", || {
+        fs::read_link(format!("/proc/{}/cwd", holder.pid())).is_ok_and(|p| p == m.path())
+    });
+    let o = Command::new("umount")
+        .arg("-l")
+        .arg(m.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "umount -l: {}", show(&o));
+    m.signal_daemon(libc::SIGTERM);
+    let st = m.wait_daemon_exit(Duration::from_secs(5));
+    assert_eq!(st.code(), Some(0), "{}", describe(&st));
+    let log = m.daemon_log();
+    assert!(!log.contains("ERROR"), "no error logged: {log}");
+    drop(holder);
+}
+
+/// An ipcfs mounted on a tmpfs, unmounted from outside: the session ends,
+/// and its teardown must not unmount the path once more (that took the
+/// tmpfs below).
+#[test]
+fn an_external_umount_leaves_the_filesystem_below_alone() {
+    let dir = tempfile::Builder::new()
+        .prefix("ipcfs-test.")
+        .tempdir()
+        .unwrap();
+    let path = dir.path().canonicalize().unwrap();
+    let _below = Cover::mount(&path);
+    let argv = vec![path.to_string_lossy().into_owned()];
+    let mut m = Mount::spawn_raw(&argv, path.clone(), None);
+    fs::create_dir(m.p("box")).unwrap();
+    unmount_externally(&mut m, &[]);
+    assert!(
+        mounted_at(&path, "tmpfs", COVER_SOURCE),
+        "the tmpfs below stays mounted; daemon log:\n{}",
+        m.daemon_log()
+    );
+    assert!(!m.is_mounted());
+}

@@ -40,6 +40,8 @@ pub struct Mount {
     child: Child,
     /// Set once the child has been reaped, so Drop never signals a reused pid.
     exited: Option<ExitStatus>,
+    /// The daemon's own mount: another may come to sit at the same path.
+    key: MountKey,
     /// The daemon's stderr goes here; printed if the test panics.
     log: tempfile::NamedTempFile,
 }
@@ -66,7 +68,8 @@ impl Mount {
     }
 
     /// Start the daemon with exactly `argv` (no implicit options) and wait until
-    /// `mountpoint` shows up in /proc/self/mountinfo as a FUSE mount.
+    /// a new FUSE mount shows up at `mountpoint` in /proc/self/mountinfo (one
+    /// that was not there before: another may already be mounted there).
     /// `mountpoint` need not exist (the daemon creates missing mountpoints);
     /// the caller is responsible for removing it if `dir` is None.
     pub fn spawn_raw(
@@ -83,6 +86,7 @@ impl Mount {
             .tempfile()
             .expect("create daemon log file");
         let stderr = log.reopen().expect("reopen daemon log file");
+        let before = fuse_mounts_at(&mountpoint);
         let child = Command::new(env!("CARGO_BIN_EXE_ipcfs"))
             .args(argv)
             .stdin(Stdio::null())
@@ -95,11 +99,16 @@ impl Mount {
             path: mountpoint,
             child,
             exited: None,
+            key: MountKey { id: 0, dev: 0 },
             log,
         };
         let start = Instant::now();
         loop {
-            if is_fuse_mounted(&m.path) {
+            if let Some(key) = fuse_mounts_at(&m.path)
+                .into_iter()
+                .find(|k| !before.contains(k))
+            {
+                m.key = key;
                 break;
             }
             if let Some(st) = m.child.try_wait().expect("try_wait on daemon") {
@@ -179,9 +188,9 @@ impl Mount {
         self.exited
     }
 
-    /// Whether the mountpoint is still listed as a FUSE mount.
+    /// Whether the daemon's own mount is still listed (wherever it is now).
     pub fn is_mounted(&self) -> bool {
-        is_fuse_mounted(&self.path)
+        mount_listed(self.key)
     }
 
     /// Run `bash -c script` with env `M`=mountpoint and cwd = mountpoint.
@@ -221,13 +230,22 @@ impl Drop for Mount {
             // SAFETY: kill(2) on our own child, which has not been reaped yet.
             unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGKILL) };
         }
-        // Detach the mount (harmless if the daemon already unmounted it).
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(&self.path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        // Detach the mount (harmless if the daemon already unmounted it), and
+        // any FUSE mount still at the path: a test may stack mounts there (a
+        // new daemon after a lazy unmount; one killed before it was refused),
+        // and each detach takes only the topmost. All are this test's own:
+        // the path is a fresh temporary directory.
+        for _ in 0..8 {
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(&self.path)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            if fuse_mounts_at(&self.path).is_empty() {
+                break;
+            }
+        }
         if self.exited.is_none() {
             let _ = self.child.wait();
         }
@@ -266,22 +284,68 @@ fn unescape_mountinfo(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Whether /proc/self/mountinfo lists `path` as a mount of fstype `fuse` or `fuse.*`.
-pub fn is_fuse_mounted(path: &Path) -> bool {
+/// One mount, for as long as it exists: its mount id and its device number
+/// (`major:minor` as one number, as mountinfo field 3 reads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MountKey {
+    pub id: u64,
+    pub dev: u64,
+}
+
+/// One line of /proc/self/mountinfo: (key, mount point, fstype, source).
+fn mountinfo_entries() -> Vec<(MountKey, String, String, String)> {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
+        return Vec::new();
     };
+    info.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let sep = fields.iter().position(|f| *f == "-")?;
+            let (major, minor) = fields.get(2)?.split_once(':')?;
+            let key = MountKey {
+                id: fields.first()?.parse().ok()?,
+                dev: (major.parse::<u64>().ok()? << 32) | minor.parse::<u64>().ok()?,
+            };
+            Some((
+                key,
+                unescape_mountinfo(fields.get(4)?),
+                fields.get(sep + 1)?.to_string(),
+                unescape_mountinfo(fields.get(sep + 2)?),
+            ))
+        })
+        .collect()
+}
+
+/// The FUSE mounts (fstype `fuse` or `fuse.*`) listed at `path`, in the
+/// order of /proc/self/mountinfo.
+pub fn fuse_mounts_at(path: &Path) -> Vec<MountKey> {
     let want = path.to_string_lossy();
-    info.lines().any(|line| {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = fields.iter().position(|f| *f == "-") else {
-            return false;
-        };
-        let (Some(mp), Some(fstype)) = (fields.get(4), fields.get(sep + 1)) else {
-            return false;
-        };
-        unescape_mountinfo(mp) == want && (*fstype == "fuse" || fstype.starts_with("fuse."))
-    })
+    mountinfo_entries()
+        .into_iter()
+        .filter(|(_, mp, fstype, _)| {
+            *mp == want && (fstype == "fuse" || fstype.starts_with("fuse."))
+        })
+        .map(|(key, ..)| key)
+        .collect()
+}
+
+/// Whether /proc/self/mountinfo lists `path` as a mount of fstype `fuse` or
+/// `fuse.*` (any one: see [`Mount::is_mounted`] for a daemon's own).
+pub fn is_fuse_mounted(path: &Path) -> bool {
+    !fuse_mounts_at(path).is_empty()
+}
+
+/// Whether the mount `key` is still listed, wherever it is.
+pub fn mount_listed(key: MountKey) -> bool {
+    mountinfo_entries().iter().any(|(k, ..)| *k == key)
+}
+
+/// Whether a mount of `fstype` from `source` is listed at `path`.
+pub fn mounted_at(path: &Path, fstype: &str, source: &str) -> bool {
+    let want = path.to_string_lossy();
+    mountinfo_entries()
+        .iter()
+        .any(|(_, mp, t, src)| *mp == want && t == fstype && src == source)
 }
 
 /// A background process (bash or other) in its own process group.

@@ -207,9 +207,15 @@ fn is_mounted(fuse_device: &DevFuse) -> bool {
         let res = poll(slice::from_mut(&mut poll_fd), PollTimeout::ZERO);
         break match res {
             Ok(0) => true,
+            // ipcfs: the kernel reports POLLERR when the connection is
+            // dead (unmounted or aborted), so only without it is the
+            // filesystem mounted, as libfuse's fuse_kern_unmount() reads it
+            // (fixed upstream after 0.18.0). Inverted, teardown unmounted by
+            // path after an external unmount, taking whatever was below or
+            // had come onto the path. See ../../README.md.
             Ok(1) => poll_fd
                 .revents()
-                .is_some_and(|r| r.contains(PollFlags::POLLERR)),
+                .is_some_and(|r| !r.contains(PollFlags::POLLERR)),
             Ok(_) => unreachable!(),
             Err(nix::errno::Errno::EINTR) => continue,
             Err(err) => {
