@@ -54,6 +54,16 @@ impl Mount {
     /// Mount with extra CLI args placed before the mountpoint, e.g.
     /// `&["--capacity", "2"]`. `--allow-other` is always given first.
     pub fn with_args(args: &[&str]) -> Mount {
+        Mount::with_nofile_opt(None, args)
+    }
+
+    /// Like `with_args`, with the daemon's RLIMIT_NOFILE (soft and hard)
+    /// set to `limit` before it starts.
+    pub fn with_nofile(limit: u64, args: &[&str]) -> Mount {
+        Mount::with_nofile_opt(Some(limit), args)
+    }
+
+    fn with_nofile_opt(nofile: Option<u64>, args: &[&str]) -> Mount {
         let dir = tempfile::Builder::new()
             .prefix("ipcfs-test.")
             .tempdir()
@@ -62,7 +72,7 @@ impl Mount {
         let mut argv: Vec<String> = vec!["--allow-other".into()];
         argv.extend(args.iter().map(|s| s.to_string()));
         argv.push(path.to_string_lossy().into_owned());
-        Mount::spawn_raw(&argv, path, Some(dir))
+        Mount::spawn_limited(&argv, path, Some(dir), nofile)
     }
 
     /// Start the daemon with exactly `argv` (no implicit options) and wait until
@@ -74,6 +84,15 @@ impl Mount {
         mountpoint: PathBuf,
         dir: Option<tempfile::TempDir>,
     ) -> Mount {
+        Mount::spawn_limited(argv, mountpoint, dir, None)
+    }
+
+    fn spawn_limited(
+        argv: &[String],
+        mountpoint: PathBuf,
+        dir: Option<tempfile::TempDir>,
+        nofile: Option<u64>,
+    ) -> Mount {
         assert!(
             Path::new("/dev/fuse").exists(),
             "/dev/fuse is missing: these tests need FUSE (load the fuse module / run the container with --device /dev/fuse)"
@@ -83,13 +102,27 @@ impl Mount {
             .tempfile()
             .expect("create daemon log file");
         let stderr = log.reopen().expect("reopen daemon log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_ipcfs"))
-            .args(argv)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ipcfs"));
+        cmd.args(argv)
             .stdin(Stdio::null())
             .stdout(Stdio::from(stderr.try_clone().expect("clone log fd")))
-            .stderr(Stdio::from(stderr))
-            .spawn()
-            .expect("spawn the ipcfs daemon");
+            .stderr(Stdio::from(stderr));
+        if let Some(n) = nofile {
+            // SAFETY: the closure only calls setrlimit(2) (async-signal-safe).
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd.spawn().expect("spawn the ipcfs daemon");
         let mut m = Mount {
             dir,
             path: mountpoint,
@@ -134,6 +167,13 @@ impl Mount {
 
     pub fn daemon_pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// How many descriptors the daemon has open now.
+    pub fn daemon_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .expect("list the daemon's descriptors")
+            .count()
     }
 
     /// Everything the daemon wrote to stdout/stderr so far.
