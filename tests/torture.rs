@@ -2162,7 +2162,9 @@ fn flood_links() {
         wait_until(step(), "every link is reclaimed", || {
             num(&res.status(&m.p("proc/status")), "links") == 0
         });
-        back_to(&m, &mut res, base, "(c)");
+        // The targets live on, and are watched until they exit.
+        let watched = targets.len() as u64 * m.watch_cost(4 << 20, 2);
+        back_to(&m, &mut res, base + watched, "(c)");
         fig.rss_after.push(proc_kb(m.daemon_pid(), "VmRSS"));
     }
     daemon_answers(&mut m, "after the link flood");

@@ -323,8 +323,15 @@ impl Hub {
             }
         }
         // Both ends' exits are watched (see `Links::exited`); new watches
-        // are charged to the opener before anything is made.
-        let ends = if me == peer { vec![me] } else { vec![me, peer] };
+        // are charged to the opener before anything is made. A peer that
+        // has exited was watched when its link was made, and its exit is
+        // reported (or about to be): watching it anew would only report
+        // it twice.
+        let ends = if me == peer || !peer_alive {
+            vec![me]
+        } else {
+            vec![me, peer]
+        };
         let mut pending = Vec::new();
         for p in &ends {
             if let Some(charge) = self.charge_watch(&st.watched, uid, *p)? {

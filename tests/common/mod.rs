@@ -169,6 +169,27 @@ impl Mount {
         self.child.id()
     }
 
+    /// What one watched process holds of --max-memory in a daemon started
+    /// with `--max-memory max_memory` and `--threads threads`: that bound
+    /// over the descriptors it can spare (its RLIMIT_NOFILE less 64 and one
+    /// per thread), at least 1 KiB (ipcfs(7), Memory).
+    pub fn watch_cost(&self, max_memory: u64, threads: u64) -> u64 {
+        let limits = std::fs::read_to_string(format!("/proc/{}/limits", self.child.id()))
+            .expect("read the daemon's limits");
+        let nofile: u64 = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .and_then(|l| l.split_whitespace().nth(3))
+            .and_then(|v| v.parse().ok())
+            .expect("the daemon's soft RLIMIT_NOFILE");
+        max_memory.div_ceil(nofile - 64 - threads).max(1024)
+    }
+
+    /// [`Mount::watch_cost`] with the defaults (256 MiB, 2 threads).
+    pub fn default_watch_cost(&self) -> u64 {
+        self.watch_cost(256 << 20, 2)
+    }
+
     /// How many descriptors the daemon has open now.
     pub fn daemon_fds(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
