@@ -7,24 +7,39 @@ use std::sync::Arc;
 
 use clap::Parser;
 use fuser::{Config as FuseConfig, MountOption, PollHandle, Session, SessionACL, SessionUnmounter};
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use ipcfs::fuse::adapter::IpcFs;
+use ipcfs::hub::accounting::watch_cost;
 use ipcfs::hub::{Config, Hub};
 use ipcfs::options::{Cli, Settings, hard_max_message};
 use ipcfs::os::mountinfo::{self, MountKey};
 use ipcfs::os::processes::OsProcesses;
+use ipcfs::os::rlimit;
 
 /// How much must have been freed before the daemon gives memory back.
 const TRIM_AFTER: usize = 8 << 20;
 
 fn main() -> ExitCode {
+    // First, before anything opens a descriptor: every process whose exit
+    // the daemon watches holds one (a pidfd).
+    let nofile = rlimit::raise_nofile();
     env_logger::Builder::from_env(
         env_logger::Env::default().default_filter_or("ipcfs=warn,fuser=off"),
     )
     .init();
+    let nofile = match nofile {
+        Ok(n) => {
+            debug!("RLIMIT_NOFILE: {n} descriptors");
+            n
+        }
+        Err(e) => {
+            warn!("cannot read or raise RLIMIT_NOFILE: {e}; assuming 1024");
+            1024
+        }
+    };
     let settings = match Settings::from_cli(Cli::parse(), hard_max_message()) {
         Ok(s) => s,
         Err(e) => {
@@ -32,7 +47,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match serve(&settings) {
+    match serve(&settings, nofile) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ipcfs: {e}");
@@ -41,7 +56,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(s: &Settings) -> Result<(), String> {
+fn serve(s: &Settings, nofile: u64) -> Result<(), String> {
     let mp = &s.mountpoint;
     if !mp.exists() {
         std::fs::create_dir_all(mp)
@@ -54,12 +69,15 @@ fn serve(s: &Settings) -> Result<(), String> {
     let mp_path = mp
         .canonicalize()
         .map_err(|e| format!("cannot resolve mountpoint {}: {e}", mp.display()))?;
+    let watch_cost = watch_cost(s.max_memory, nofile, s.threads);
+    debug!("a watched process holds {watch_cost} bytes of --max-memory (its pidfd)");
     let hub = Arc::new(Hub::new(
         Config {
             default_policy: s.default_policy,
             hard_max_message: s.hard_max_message,
             max_memory: s.max_memory,
             user_share: s.user_share,
+            watch_cost,
             uid: unsafe { libc::getuid() },
             gid: unsafe { libc::getgid() },
         },

@@ -172,7 +172,7 @@ impl IpcFs {
                         .filter(|s| !s.starts_with('0') && s.bytes().all(|b| b.is_ascii_digit()))
                         .and_then(|s| s.parse().ok())
                         .ok_or(Refusal::from(Errno::ENOENT))?;
-                    if !self.hub.peer_visible(req.pid(), pid) {
+                    if !self.hub.peer_visible(req.pid(), pid)? {
                         return Err(Errno::ENOENT.into());
                     }
                     Ok(Node::Peer(pid))

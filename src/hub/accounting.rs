@@ -6,7 +6,8 @@
 //! message its bytes plus [`MESSAGE_OVERHEAD`] (until its last copy goes),
 //! each mailbox, each direct link, each open descriptor and each parked
 //! request a fixed cost that covers what it takes of the daemon's memory,
-//! and each unread receipt. Past the bound, the operation that would pass it
+//! each unread receipt, and each process whose exit the daemon watches
+//! (a pidfd: [`watch_cost`], so that the bound bounds descriptors too). Past the bound, the operation that would pass it
 //! fails with `ENOBUFS` (`ENOSPC` for `mkdir`).
 //!
 //! Users other than root and the user who mounted (the exempt) are held to
@@ -32,6 +33,26 @@ pub const PARK_COST: usize = 512;
 /// What status and policy snapshots may hold past the bound, so that a
 /// full daemon can still be looked at (64 descriptors of 1 KiB).
 pub const SNAPSHOT_OVERDRAFT: usize = 64 * 1024;
+
+/// Descriptors the daemon keeps for itself out of `RLIMIT_NOFILE`, beside
+/// one per event-loop thread: its standard streams, epoll, the short-lived
+/// pidfds and `/proc` files it opens to answer requests, the logger.
+pub const FD_RESERVE: u64 = 64;
+
+/// What watching one process's exit costs (it holds a pidfd until the
+/// process exits): at least a descriptor's [`HANDLE_COST`], and enough
+/// that `max_memory` in watches takes no more than the descriptors the
+/// daemon can spare (`nofile`, its `RLIMIT_NOFILE`, less [`FD_RESERVE`]
+/// and one per event-loop thread). A user held to a quarter of the bound
+/// can then hold at most about a quarter of those descriptors, and all
+/// other users together three quarters.
+pub fn watch_cost(max_memory: usize, nofile: u64, threads: usize) -> usize {
+    let usable = nofile.saturating_sub(FD_RESERVE + threads as u64).max(1);
+    let per_fd = (max_memory as u64).div_ceil(usable);
+    usize::try_from(per_fd)
+        .unwrap_or(usize::MAX)
+        .max(HANDLE_COST)
+}
 
 /// Who is held to a share, and how much.
 #[derive(Clone, Copy, Debug)]
@@ -212,6 +233,25 @@ impl MemoryBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn watches_cost_enough_that_the_bound_bounds_descriptors() {
+        // The defaults: 256 MiB, a hard limit of 1024, 2 threads.
+        let cost = watch_cost(256 << 20, 1024, 2);
+        assert_eq!(cost, (256usize << 20).div_ceil(1024 - 64 - 2));
+        assert!((256 << 20) / cost <= 1024 - 64 - 2);
+        // A quarter of the bound is at most a quarter of the descriptors.
+        assert!((256 << 20) / 4 / cost <= (1024 - 66) / 4);
+        // Plenty of descriptors: a descriptor's cost, no less.
+        assert_eq!(watch_cost(256 << 20, 1 << 20, 2), HANDLE_COST);
+        assert_eq!(
+            watch_cost(1 << 30, 1 << 18, 2),
+            (1usize << 30).div_ceil((1 << 18) - 66)
+        );
+        // No descriptor to spare: one watch takes the whole bound.
+        assert_eq!(watch_cost(1 << 20, 10, 2), 1 << 20);
+        assert_eq!(watch_cost(usize::MAX, 0, 64), usize::MAX);
+    }
 
     #[test]
     fn reserve_up_to_the_limit_then_enobufs() {

@@ -20,20 +20,25 @@ pub struct Meta {
 impl Hub {
     /// The process behind thread `tid` (pidfd_open, or `/proc/<tid>/status`
     /// for a thread that does not lead its group): no lock held.
+    /// `ESRCH` if it has gone; `EMFILE` (`ENFILE`) if the daemon cannot
+    /// tell, having no descriptor left.
     pub fn caller(&self, tid: u32, uid: u32, gid: u32) -> Result<Caller> {
-        let process = self.procs.of_thread(tid).ok_or(Errno::ESRCH)?;
+        let process = self.procs.of_thread(tid)?.ok_or(Errno::ESRCH)?;
         Ok(Caller { process, uid, gid })
     }
 
     /// `proc/<pid>` exists for a live process, and, for the caller (thread
     /// `tid`), for one that has exited while messages it sent to the caller
-    /// still wait. Asks the system (pidfd_open) before taking the lock.
-    pub fn peer_visible(&self, tid: u32, pid: u32) -> bool {
-        self.procs.by_pid(pid).is_some()
-            || self
-                .procs
-                .of_thread(tid)
-                .is_some_and(|me| self.pending_from_exited(me, pid))
+    /// still wait. Asks the system (pidfd_open) before taking the lock; an
+    /// error if the system cannot tell (`EMFILE`), never "no such process".
+    pub fn peer_visible(&self, tid: u32, pid: u32) -> Result<bool> {
+        if self.procs.by_pid(pid)?.is_some() {
+            return Ok(true);
+        }
+        Ok(self
+            .procs
+            .of_thread(tid)?
+            .is_some_and(|me| self.pending_from_exited(me, pid)))
     }
 
     /// A node owned by the mounting user.
@@ -93,7 +98,7 @@ impl Hub {
     /// are open to all (the kill(2) rule is checked at open), the others
     /// readable.
     pub fn peer_meta(&self, tid: u32, pid: u32, file: Option<FileKind>) -> Result<Meta> {
-        if !self.peer_visible(tid, pid) {
+        if !self.peer_visible(tid, pid)? {
             return Err(Errno::ENOENT.because("no such process, nor messages from it"));
         }
         Ok(match file {

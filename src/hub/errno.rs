@@ -29,6 +29,9 @@ impl Errno {
     pub const ENOSPC: Errno = Errno(libc::ENOSPC);
     pub const ENOTCONN: Errno = Errno(libc::ENOTCONN);
     pub const EBADF: Errno = Errno(libc::EBADF);
+    pub const EMFILE: Errno = Errno(libc::EMFILE);
+    pub const ENFILE: Errno = Errno(libc::ENFILE);
+    pub const ENOMEM: Errno = Errno(libc::ENOMEM);
 
     /// This error, with the reason the log gives for it.
     pub const fn because(self, why: &'static str) -> Refusal {
@@ -37,7 +40,7 @@ impl Errno {
 
     /// The symbolic name (`"EBUSY"`).
     pub fn name(self) -> &'static str {
-        const NAMES: [(i32, &str); 19] = [
+        const NAMES: [(i32, &str); 22] = [
             (libc::EPERM, "EPERM"),
             (libc::ENOENT, "ENOENT"),
             (libc::ESRCH, "ESRCH"),
@@ -57,6 +60,9 @@ impl Errno {
             (libc::ENOSPC, "ENOSPC"),
             (libc::ENOTCONN, "ENOTCONN"),
             (libc::EBADF, "EBADF"),
+            (libc::EMFILE, "EMFILE"),
+            (libc::ENFILE, "ENFILE"),
+            (libc::ENOMEM, "ENOMEM"),
         ];
         NAMES
             .iter()

@@ -43,12 +43,13 @@ pub mod waiter;
 pub mod waiters;
 mod watch;
 
+use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use log::{debug, info};
 
-use self::accounting::{MemoryBudget, Shares};
+use self::accounting::{Charge, MemoryBudget, Shares};
 use self::channel::Channel;
 use self::errno::{Errno, Refusal, Result};
 use self::handles::{HandleKind, Handles};
@@ -132,6 +133,9 @@ pub struct Config {
     pub max_memory: usize,
     /// The most one user other than root and `uid` may hold of `max_memory`.
     pub user_share: usize,
+    /// What watching a process's exit (a pidfd) holds of `max_memory`:
+    /// see [`accounting::watch_cost`].
+    pub watch_cost: usize,
     /// Owner of the mount's root and root policy.
     pub uid: u32,
     pub gid: u32,
@@ -142,6 +146,10 @@ struct State {
     links: Links,
     handles: Handles,
     waiters: Waiters,
+    /// The processes whose exit the daemon watches (a pidfd each), with
+    /// what each watch holds of the bound, charged to the user whose open
+    /// made it watched; dropped when the exit is reported.
+    watched: HashMap<Process, Charge>,
     shut_down: bool,
 }
 
@@ -247,6 +255,7 @@ impl Hub {
                 links: Links::default(),
                 handles: Handles::default(),
                 waiters: Waiters::default(),
+                watched: HashMap::new(),
                 shut_down: false,
             }),
             procs: Arc::from(procs),
@@ -327,9 +336,18 @@ impl Hub {
                 n(kh)
             }
         });
-        for p in watch {
-            // pidfd_open and epoll_ctl, unless already watched.
-            self.procs.watch_exit(p);
+        // pidfd_open and epoll_ctl, unless already watched. A watch the
+        // system has no descriptor for is not made (the error is logged):
+        // its charge goes, and the process is never taken for gone.
+        let unwatched: Vec<Process> = watch
+            .into_iter()
+            .filter(|p| self.procs.watch_exit(*p).is_err())
+            .collect();
+        if !unwatched.is_empty() {
+            let mut st = self.lock();
+            for p in unwatched {
+                st.watched.remove(&p);
+            }
         }
         for req in suspects {
             self.interrupt(req);
@@ -446,6 +464,21 @@ impl Hub {
     /// exited before the event of its exit arrived.
     fn admit(&self, ch: &mut Channel, p: Process, role: Role) -> Result<()> {
         ch.admit(p, role, &|q| self.procs.is_alive(q))
+    }
+
+    /// A watch of `p`'s exit charged to `uid` (`ENOBUFS` past its share),
+    /// or `None` if `p` is watched already. Kept in `State::watched` by the
+    /// caller once what needs the watch is admitted.
+    fn charge_watch(
+        &self,
+        watched: &HashMap<Process, Charge>,
+        uid: u32,
+        p: Process,
+    ) -> Result<Option<Charge>> {
+        if watched.contains_key(&p) {
+            return Ok(None);
+        }
+        self.budget.charge(uid, self.config.watch_cost).map(Some)
     }
 
     fn link_policy(&self) -> Policy {

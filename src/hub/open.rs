@@ -2,7 +2,9 @@
 //! the kill(2) rule for links), the descriptor each open makes, and what a
 //! close leaves behind (truncated messages, broadcast copies, idle links).
 
-use super::accounting::HANDLE_COST;
+use log::warn;
+
+use super::accounting::{Charge, HANDLE_COST};
 use super::errno::{Errno, Result};
 use super::framing::Framing;
 use super::handles::{Cursor, HandleKind};
@@ -24,6 +26,25 @@ struct Opener {
     facts: PeerFacts,
 }
 
+/// The processes an open needs watched for their exit (see [`Hub::open`]),
+/// and those it charged a new watch for.
+#[derive(Default)]
+struct ToWatch {
+    needed: Vec<Process>,
+    charged: Vec<Process>,
+}
+
+impl ToWatch {
+    /// Keeps the charges of new watches (`pending`), now that the open
+    /// that needs them is admitted.
+    fn admitted(&mut self, st: &mut State, pending: Vec<(Process, Charge)>) {
+        for (p, charge) in pending {
+            st.watched.insert(p, charge);
+            self.charged.push(p);
+        }
+    }
+}
+
 /// `recv` is for reading, `send` for writing (and reading receipts);
 /// `packets` and `batch` for either or both.
 fn check_access(kind: FileKind, access: Access) -> Result<()> {
@@ -38,12 +59,35 @@ fn check_access(kind: FileKind, access: Access) -> Result<()> {
 
 impl Hub {
     /// Opens `target` for `caller` with the access asked for.
+    ///
+    /// An open that binds a process to a `pair` or `exclusive` mailbox, or
+    /// opens a direct link, needs the exit of the processes involved
+    /// watched (a pidfd each). A new watch is charged to the opener's user
+    /// before anything is admitted, like the descriptor, so that a refusal
+    /// (`ENOBUFS`) leaves nothing behind. The pidfd itself is a system
+    /// call, made once the lock is released; when the system has none to
+    /// give (`EMFILE`, `ENFILE`), the open is undone and fails with that
+    /// error, rather than leave a process bound that nobody watches — and
+    /// no process is ever taken for gone for want of a descriptor.
     pub fn open(&self, caller: Caller, target: Target, access: Access) -> Result<u64> {
+        let result = self.open_watched(caller, target, access);
+        if let Err(e) = &result
+            && [Errno::ENOBUFS, Errno::EMFILE, Errno::ENFILE, Errno::ENOMEM].contains(&e.errno)
+        {
+            warn!(
+                "open of {target:?} by process {} of user {}: refused {e}",
+                caller.process.pid, caller.uid
+            );
+        }
+        result
+    }
+
+    fn open_watched(&self, caller: Caller, target: Target, access: Access) -> Result<u64> {
         let me = caller.process;
         // What the system says about a link's peer is asked before taking
         // the lock (pidfd_open, /proc/<pid>/status).
         let peer = match target {
-            Target::Link(pid, _) => self.procs.by_pid(pid),
+            Target::Link(pid, _) => self.procs.by_pid(pid)?,
             _ => None,
         };
         let may_send = match (target, peer) {
@@ -68,7 +112,7 @@ impl Hub {
         } else {
             Some(self.budget.charge(caller.uid, HANDLE_COST)?)
         };
-        let mut watch = Vec::new();
+        let mut watch = ToWatch::default();
         let mut st = self.lock();
         let result = self
             .open_locked(&mut st, caller, target, access, facts, &mut watch)
@@ -80,11 +124,23 @@ impl Hub {
                 Ok(st.handles.insert(me, caller.uid, kind, charge))
             });
         drop(st);
-        for p in watch {
+        let h = result?;
+        for (i, p) in watch.needed.iter().enumerate() {
             // pidfd_open and epoll_ctl, unless already watched.
-            self.procs.watch_exit(p);
+            if let Err(e) = self.procs.watch_exit(*p) {
+                // Undone: the charges of the watches not made go, the
+                // descriptor is closed as if by close(2).
+                let unmade = &watch.needed[i..];
+                let mut st = self.lock();
+                for q in watch.charged.iter().filter(|q| unmade.contains(q)) {
+                    st.watched.remove(q);
+                }
+                drop(st);
+                self.release(h);
+                return Err(e);
+            }
         }
-        result
+        Ok(h)
     }
 
     fn open_locked(
@@ -94,7 +150,7 @@ impl Hub {
         target: Target,
         access: Access,
         facts: PeerFacts,
-        watch: &mut Vec<Process>,
+        watch: &mut ToWatch,
     ) -> Result<HandleKind> {
         let me = caller.process;
         let kind = match target {
@@ -103,7 +159,7 @@ impl Hub {
                 text: format!("{}\n", st.tree.default_policy).into_bytes(),
             },
             Target::DaemonStatus => HandleKind::Text(self.daemon_status(st).into_bytes()),
-            Target::Mailbox(id, kind) => self.open_mailbox(st, me, id, kind, access, watch)?,
+            Target::Mailbox(id, kind) => self.open_mailbox(st, caller, id, kind, access, watch)?,
             Target::Link(pid, kind) => {
                 let opener = Opener {
                     me,
@@ -153,16 +209,14 @@ impl Hub {
     fn open_mailbox(
         &self,
         st: &mut State,
-        me: Process,
+        caller: Caller,
         id: MailboxId,
         kind: FileKind,
         access: Access,
-        watch: &mut Vec<Process>,
+        watch: &mut ToWatch,
     ) -> Result<HandleKind> {
+        let me = caller.process;
         let ch = &mut st.tree.get_mut(id).ok_or(Errno::ENOENT)?.chan;
-        if matches!(ch.policy.rule, Rule::Pair | Rule::Exclusive) {
-            watch.push(me);
-        }
         match kind {
             FileKind::Policy => {
                 return Ok(HandleKind::Policy {
@@ -183,6 +237,19 @@ impl Hub {
         check_access(kind, access)?;
         let reads = kind.receives() && access.read;
         let writes = kind.sends() && access.write;
+        // The exit of a process the rule binds is watched, so that its slot
+        // is freed when it exits: any member of a pair, the receivers of an
+        // exclusive mailbox (the hold may pass to any of them).
+        let bound = match ch.policy.rule {
+            Rule::Pair => reads || writes,
+            Rule::Exclusive => reads,
+            Rule::Arbitrary | Rule::Broadcast => false,
+        };
+        let pending = if bound {
+            self.charge_watch(&st.watched, caller.uid, me)?
+        } else {
+            None
+        };
         if reads {
             self.admit(ch, me, Role::Recv)?;
         }
@@ -193,6 +260,10 @@ impl Hub {
             ch.open_recv(me);
         }
         ch.handles += 1;
+        if bound {
+            watch.needed.push(me);
+            watch.admitted(st, pending.map(|c| (me, c)).into_iter().collect());
+        }
         let key = ChanKey::Mailbox(id);
         Ok(self.message_handle(kind, access, key, key))
     }
@@ -203,7 +274,7 @@ impl Hub {
         opener: &Opener,
         pid: u32,
         kind: FileKind,
-        watch: &mut Vec<Process>,
+        watch: &mut ToWatch,
     ) -> Result<HandleKind> {
         let Opener {
             me,
@@ -251,6 +322,22 @@ impl Hub {
                 return Err(Errno::ESRCH.because("the peer has exited"));
             }
         }
+        // Both ends' exits are watched (see `Links::exited`); new watches
+        // are charged to the opener before anything is made. A peer that
+        // has exited was watched when its link was made, and its exit is
+        // reported (or about to be): watching it anew would only report
+        // it twice.
+        let ends = if me == peer || !peer_alive {
+            vec![me]
+        } else {
+            vec![me, peer]
+        };
+        let mut pending = Vec::new();
+        for p in &ends {
+            if let Some(charge) = self.charge_watch(&st.watched, uid, *p)? {
+                pending.push((*p, charge));
+            }
+        }
         if kind.sends() && access.write {
             st.links.open(me, peer, policy, &self.budget, uid)?.handles += 1;
         }
@@ -259,7 +346,8 @@ impl Hub {
             ch.open_recv(me);
             ch.handles += 1;
         }
-        watch.extend([me, peer]);
+        watch.needed.extend(ends);
+        watch.admitted(st, pending);
         Ok(self.message_handle(kind, access, from_peer, to_peer))
     }
 

@@ -13,6 +13,14 @@
 
 use std::time::Duration;
 
+use super::errno::Refusal;
+
+/// What the system says of a pid: the live process (`Ok(Some)`), no such
+/// live process (`Ok(None)`), or that it cannot tell, for want of a file
+/// descriptor or kernel memory (`Err`: `EMFILE`, `ENFILE`, `ENOMEM`), which
+/// must never be taken for "gone": the caller gets that error instead.
+pub type Lookup = Result<Option<Process>, Refusal>;
+
 /// A process: thread-group id, and `start`: its pidfs inode number, or
 /// where there is no pidfs its start time (clock ticks since boot, field 22
 /// of `/proc/<pid>/stat`).
@@ -24,12 +32,14 @@ pub struct Process {
 
 pub trait Processes: Send + Sync {
     /// The live process that thread `tid` belongs to.
-    fn of_thread(&self, tid: u32) -> Option<Process>;
+    fn of_thread(&self, tid: u32) -> Lookup;
     /// The live process whose thread-group id is `pid`.
-    fn by_pid(&self, pid: u32) -> Option<Process>;
+    fn by_pid(&self, pid: u32) -> Lookup;
     /// Whether `p` (that very process, not a successor with its pid) lives.
+    /// When the system cannot tell (no descriptor left), it is taken to
+    /// live: a slot of a process that may live is never freed.
     fn is_alive(&self, p: Process) -> bool {
-        self.by_pid(p.pid) == Some(p)
+        self.by_pid(p.pid).map_or(true, |q| q == Some(p))
     }
     /// The `kill(2)` rule: may `from` send to `to`?
     fn may_signal(&self, from: Process, to: Process) -> bool;
@@ -42,8 +52,12 @@ pub trait Processes: Send + Sync {
     /// For a call kept waiting after an interrupt: has a signal that ends
     /// it arrived since, or is the thread gone?
     fn interrupted(&self, tid: u32) -> bool;
-    /// Reports `p`'s exit through [`Processes::exits`] from now on.
-    fn watch_exit(&self, _p: Process) {}
+    /// Reports `p`'s exit through [`Processes::exits`] from now on (at
+    /// once if it has exited already). Fails, watching nothing and
+    /// reporting nothing, when the system has no descriptor for it.
+    fn watch_exit(&self, _p: Process) -> Result<(), Refusal> {
+        Ok(())
+    }
     /// Waits up to `timeout` for watched processes to exit.
     fn exits(&self, timeout: Duration) -> Vec<Process> {
         std::thread::sleep(timeout);

@@ -3,15 +3,18 @@
 //! parked (see [`super::waiters`]) and answered later by whichever
 //! operation changes what it waits for.
 
-use super::accounting::PARK_COST;
+use std::collections::HashMap;
+
+use super::accounting::{Charge, PARK_COST};
 use super::errno::{Errno, Refusal};
-use log::debug;
+use log::{debug, warn};
 
 use super::framing::{self, Framing};
 use super::handles::Handles;
 use super::handles::{HandleKind, ReadBehind};
 use super::message::{Message, Payload, ReceiptTag};
 use super::policy::{self, Rule};
+use super::process::Process;
 use super::receipts::{ReceiptBook, ReceiptRead};
 use super::receiver_rule::Role;
 use super::tree::Tree;
@@ -52,6 +55,7 @@ impl Hub {
             handles,
             waiters,
             shut_down,
+            ..
         } = st;
         let shut_down = *shut_down;
         let Some(handle) = handles.get_mut(io.handle) else {
@@ -261,6 +265,7 @@ impl Hub {
             links,
             handles,
             waiters,
+            watched,
             shut_down,
         } = st;
         let Some(handle) = handles.get_mut(io.handle) else {
@@ -284,7 +289,7 @@ impl Hub {
         let (key, frames, book) = match &mut handle.kind {
             HandleKind::Policy { of, .. } => {
                 let of = *of;
-                return self.write_policy(tree, handles, fx, of, data, reply);
+                return self.write_policy(tree, handles, watched, uid, fx, of, data, reply);
             }
             HandleKind::Send {
                 chan,
@@ -394,11 +399,14 @@ impl Hub {
         );
     }
 
-    /// A write of a `policy` file (`of` None: the root's).
+    /// A write of a `policy` file (`of` None: the root's), by user `uid`.
+    #[allow(clippy::too_many_arguments)]
     fn write_policy(
         &self,
         tree: &mut Tree,
         handles: &Handles,
+        watched: &mut HashMap<Process, Charge>,
+        uid: u32,
         fx: &mut Effects,
         of: Option<MailboxId>,
         data: &[u8],
@@ -426,8 +434,33 @@ impl Hub {
             None => tree.default_policy = new,
             Some(id) => {
                 let openers = handles.openers(id);
-                if matches!(new.rule, Rule::Pair | Rule::Exclusive) {
-                    fx.watch.extend(openers.iter().map(|(p, _)| *p));
+                // The processes the new rule may bind are watched for their
+                // exit (any opener may join a pair at its next read or
+                // write; any receiver may come to hold an exclusive
+                // mailbox), new watches charged to the writer before the
+                // rule changes.
+                let bound = openers.iter().filter(|(_, role)| match new.rule {
+                    Rule::Pair => true,
+                    Rule::Exclusive => *role == Role::Recv,
+                    Rule::Arbitrary | Rule::Broadcast => false,
+                });
+                let mut pending = Vec::new();
+                for (p, _) in bound {
+                    if pending.iter().any(|(q, _)| q == p) {
+                        continue;
+                    }
+                    match self.charge_watch(watched, uid, *p) {
+                        Ok(Some(charge)) => pending.push((*p, charge)),
+                        Ok(None) => {}
+                        Err(e) => {
+                            warn!("policy write by user {uid}: refused {e} (watching the openers)");
+                            return fx.reply(reply, Outcome::Error(e));
+                        }
+                    }
+                }
+                for (p, charge) in pending {
+                    watched.insert(p, charge);
+                    fx.watch.push(p);
                 }
                 let ch = &mut tree.get_mut(id).expect("mailbox").chan;
                 ch.set_policy(new, openers, fx);

@@ -119,9 +119,10 @@ impl Hub {
     /// are dropped and counted, its blocked senders get `ESRCH`, readers of
     /// what it sent get `ESRCH` once nothing is left, link state that
     /// nothing uses any more is reclaimed, and its `pair`/`exclusive` slots
-    /// are freed.
+    /// are freed. Its watch's charge is given back.
     pub fn exited(&self, p: Process) {
         let mut st = self.lock();
+        st.watched.remove(&p);
         let mut fx = Effects::default();
         st.links.exited(p, &mut fx);
         for m in st.tree.mailboxes_mut() {

@@ -6,4 +6,5 @@ pub mod mountinfo;
 pub mod pidfd;
 pub mod processes;
 pub mod procfs;
+pub mod rlimit;
 pub mod signals;

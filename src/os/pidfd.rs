@@ -9,13 +9,23 @@ use std::time::Duration;
 
 use crate::hub::process::Process;
 
-/// A pidfd for the process (thread-group leader) `pid`; `None` if there is
-/// no such process or `pid` is a thread that does not lead its group.
-pub fn open(pid: u32) -> Option<OwnedFd> {
+/// A pidfd for the process (thread-group leader) `pid`; `Ok(None)` if there
+/// is no such process (`ESRCH`) or `pid` is not one (`EINVAL` for 0,
+/// `ENOENT` or `EINVAL` for a thread that does not lead its group). A lack
+/// of descriptors or kernel memory (`EMFILE`, `ENFILE`, `ENOMEM`) says
+/// nothing of the process, and is returned as an error.
+pub fn open(pid: u32) -> io::Result<Option<OwnedFd>> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    // SAFETY: a descriptor just returned to us, owned from here on.
-    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    if fd >= 0 {
+        // SAFETY: a descriptor just returned to us, owned from here on.
+        return Ok(Some(unsafe { OwnedFd::from_raw_fd(fd as i32) }));
+    }
+    let e = io::Error::last_os_error();
+    if crate::os::procfs::lacks_resource(&e) {
+        return Err(e);
+    }
+    Ok(None)
 }
 
 /// The pidfs inode number of a pidfd: unique for the boot (kernel 6.9+).
@@ -77,15 +87,16 @@ impl ExitWatch {
 
     /// Reports `p`'s exit from now on, through `fd`, a pidfd of that very
     /// process (the caller checked its identity); `None`: it has exited
-    /// already, and is reported at the next [`ExitWatch::wait`].
-    pub fn watch(&self, p: Process, fd: Option<OwnedFd>) {
+    /// already, and is reported at the next [`ExitWatch::wait`]. Fails
+    /// (watching nothing, reporting nothing) if epoll cannot take it.
+    pub fn watch(&self, p: Process, fd: Option<OwnedFd>) -> io::Result<()> {
         let mut w = self.lock();
         if !w.processes.insert(p) {
-            return;
+            return Ok(());
         }
         let Some(fd) = fd else {
             w.gone.push(p);
-            return;
+            return Ok(());
         };
         w.next += 1;
         let token = w.next;
@@ -103,15 +114,12 @@ impl ExitWatch {
             )
         };
         if rc != 0 {
-            log::warn!(
-                "cannot watch process {} for its exit: {}",
-                p.pid,
-                io::Error::last_os_error()
-            );
+            let e = io::Error::last_os_error();
             w.processes.remove(&p);
-            return;
+            return Err(e);
         }
         w.by_token.insert(token, (p, fd));
+        Ok(())
     }
 
     /// Waits up to `timeout` for watched processes to exit; returns those
@@ -170,13 +178,13 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = child.id();
-        let fd = open(pid).unwrap();
+        let fd = open(pid).unwrap().unwrap();
         let p = Process {
             pid,
             start: ino(&fd).unwrap(),
         };
-        w.watch(p, Some(fd));
-        w.watch(p, open(pid)); // twice: still one watch
+        w.watch(p, Some(fd)).unwrap();
+        w.watch(p, open(pid).unwrap()).unwrap(); // twice: still one watch
         assert_eq!(w.len(), 1);
         assert!(w.wait(Duration::from_millis(10)).is_empty());
         child.kill().unwrap();
@@ -186,7 +194,48 @@ mod tests {
         assert!(w.wait(Duration::from_millis(10)).is_empty());
         assert!(w.is_empty());
         // Already gone when asked: reported at once.
-        w.watch(p, None);
+        w.watch(p, None).unwrap();
         assert_eq!(w.wait(Duration::from_secs(10)), vec![p]);
+    }
+
+    #[test]
+    fn no_such_process_is_not_a_lack_of_descriptors() {
+        // A pid past pid_max names no process: ESRCH, Ok(None).
+        assert!(open(i32::MAX as u32).unwrap().is_none());
+        assert!(open(0).unwrap().is_none(), "pid 0 is no process");
+        assert!(open(std::process::id()).unwrap().is_some());
+        // With no descriptor to be had (RLIMIT_NOFILE 0, in a child so that
+        // the tests' other threads keep theirs), a live process is not
+        // reported missing: the error says why.
+        // SAFETY: the child only calls setrlimit, pidfd_open and _exit
+        // (async-signal-safe); nothing in it allocates.
+        let child = unsafe { libc::fork() };
+        assert!(child >= 0, "fork: {}", io::Error::last_os_error());
+        if child == 0 {
+            let none = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            let code = if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &none) } != 0 {
+                3
+            } else {
+                match open(1) {
+                    Err(e) if e.raw_os_error() == Some(libc::EMFILE) => 0,
+                    Err(_) => 4,
+                    Ok(Some(_)) => 5,
+                    Ok(None) => 6,
+                }
+            };
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child just forked.
+        assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+        assert!(libc::WIFEXITED(status), "child status {status:#x}");
+        assert_eq!(
+            libc::WEXITSTATUS(status),
+            0,
+            "pidfd_open without descriptors: 0 = EMFILE, 4 = another error, 5 = a descriptor, 6 = taken as no process"
+        );
     }
 }

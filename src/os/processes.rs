@@ -3,10 +3,14 @@
 //! no event. Every answer is a system call: the core asks only off its
 //! lock, or where the call site shows it.
 
+use std::io;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::hub::process::{Process, Processes};
+use log::warn;
+
+use crate::hub::errno::{Errno, Refusal};
+use crate::hub::process::{Lookup, Process, Processes};
 use crate::os::pidfd::{self, ExitWatch};
 use crate::os::procfs::{self, parse_stat, status_field};
 use crate::os::signals::{self, Verdict};
@@ -18,9 +22,25 @@ pub struct OsProcesses {
 
 impl Default for OsProcesses {
     fn default() -> Self {
+        // Decided once, at start, while descriptors are to be had.
+        pidfs();
         OsProcesses {
             exits: ExitWatch::new().expect("epoll_create1"),
         }
+    }
+}
+
+/// What the caller is told when the system could not be asked about
+/// `pid` (`what` it was asked): the error itself (`EMFILE`, `ENFILE`,
+/// `ENOMEM`), logged at warn, since it is the daemon that lacks a resource.
+fn cannot_ask(what: &str, pid: u32, e: &io::Error) -> Refusal {
+    warn!("cannot {what} process {pid}: {e}");
+    match e.raw_os_error() {
+        Some(libc::ENFILE) => Errno::ENFILE.because("the system has no file descriptor left"),
+        Some(libc::ENOMEM | libc::ENOSPC) => {
+            Errno::ENOMEM.because("the kernel has no memory left for a pidfd")
+        }
+        _ => Errno::EMFILE.because("the daemon has no file descriptor left (RLIMIT_NOFILE)"),
     }
 }
 
@@ -41,76 +61,109 @@ fn uids(pid: u32) -> Option<[u32; 4]> {
 fn pidfs() -> bool {
     static PIDFS: OnceLock<bool> = OnceLock::new();
     *PIDFS.get_or_init(|| {
-        let mine = pidfd::open(std::process::id()).and_then(|fd| pidfd::ino(&fd));
-        let init = pidfd::open(1).and_then(|fd| pidfd::ino(&fd));
-        matches!((mine, init), (Some(a), Some(b)) if a != b)
+        let ino = |pid| {
+            pidfd::open(pid)
+                .ok()
+                .flatten()
+                .and_then(|fd| pidfd::ino(&fd))
+        };
+        matches!((ino(std::process::id()), ino(1)), (Some(a), Some(b)) if a != b)
     })
 }
 
 impl OsProcesses {
     /// The live process `pid` and a pidfd for it, with pidfs (pidfd_open
     /// refuses threads that do not lead their group).
-    fn with_pidfd(pid: u32) -> Option<(Process, std::os::fd::OwnedFd)> {
-        let fd = pidfd::open(pid)?;
+    fn with_pidfd(pid: u32) -> io::Result<Option<(Process, std::os::fd::OwnedFd)>> {
+        let Some(fd) = pidfd::open(pid)? else {
+            return Ok(None);
+        };
         if pidfd::exited(&fd) {
-            return None;
+            return Ok(None);
         }
-        let start = pidfd::ino(&fd)?;
-        Some((Process { pid, start }, fd))
+        Ok(pidfd::ino(&fd).map(|start| (Process { pid, start }, fd)))
     }
 
     /// The live process `pid` (a thread-group leader).
-    fn process(pid: u32) -> Option<Process> {
+    fn process(pid: u32) -> io::Result<Option<Process>> {
         if pidfs() {
-            return Self::with_pidfd(pid).map(|(p, _)| p);
+            return Ok(Self::with_pidfd(pid)?.map(|(p, _)| p));
         }
-        let (start, state) = parse_stat(&procfs::read(format!("/proc/{pid}/stat"))?)?;
+        let Some(stat) = procfs::read_checked(format!("/proc/{pid}/stat"))? else {
+            return Ok(None);
+        };
         // A zombie has exited; only its parent has not reaped it yet.
-        if state == 'Z' || state == 'X' {
-            return None;
-        }
-        Some(Process { pid, start })
+        Ok(parse_stat(&stat)
+            .filter(|(_, state)| *state != 'Z' && *state != 'X')
+            .map(|(start, _)| Process { pid, start }))
     }
-}
 
-impl Processes for OsProcesses {
-    fn of_thread(&self, tid: u32) -> Option<Process> {
+    fn thread_of(tid: u32) -> io::Result<Option<Process>> {
         // Most callers are single-threaded: their thread id is their pid,
         // and pidfd_open accepts it. Other threads need their Tgid.
         if pidfs()
-            && let Some((p, _)) = Self::with_pidfd(tid)
+            && let Some((p, _)) = Self::with_pidfd(tid)?
         {
-            return Some(p);
+            return Ok(Some(p));
         }
-        let status = procfs::read(format!("/proc/{tid}/status"))?;
-        let tgid = status_field(&status, "Tgid")?.parse().ok()?;
-        Self::process(tgid)
+        let Some(status) = procfs::read_checked(format!("/proc/{tid}/status"))? else {
+            return Ok(None);
+        };
+        match status_field(&status, "Tgid").and_then(|v| v.parse().ok()) {
+            Some(tgid) => Self::process(tgid),
+            None => Ok(None),
+        }
     }
 
-    fn by_pid(&self, pid: u32) -> Option<Process> {
+    fn leader(pid: u32) -> io::Result<Option<Process>> {
         if pid == 0 {
-            return None;
+            return Ok(None);
         }
         if pidfs() {
             return Self::process(pid);
         }
-        let status = procfs::read(format!("/proc/{pid}/status"))?;
-        let tgid: u32 = status_field(&status, "Tgid")?.parse().ok()?;
-        if tgid != pid {
-            return None; // a thread, not a process
+        let Some(status) = procfs::read_checked(format!("/proc/{pid}/status"))? else {
+            return Ok(None);
+        };
+        let tgid: Option<u32> = status_field(&status, "Tgid").and_then(|v| v.parse().ok());
+        if tgid != Some(pid) {
+            return Ok(None); // a thread, not a process
         }
         Self::process(pid)
     }
+}
+
+impl Processes for OsProcesses {
+    fn of_thread(&self, tid: u32) -> Lookup {
+        Self::thread_of(tid).map_err(|e| cannot_ask("look up the caller", tid, &e))
+    }
+
+    fn by_pid(&self, pid: u32) -> Lookup {
+        Self::leader(pid).map_err(|e| cannot_ask("look up", pid, &e))
+    }
 
     fn is_alive(&self, p: Process) -> bool {
-        if pidfs() {
-            return Self::process(p.pid) == Some(p);
-        }
-        // One read: a different task that took the pid (a new process, or a
-        // thread of one) has a different start time.
-        procfs::read(format!("/proc/{}/stat", p.pid))
-            .and_then(|s| parse_stat(&s))
-            .is_some_and(|(start, state)| start == p.start && state != 'Z' && state != 'X')
+        // Asked under the lock, only when a rule would refuse: when the
+        // system cannot tell, the process is taken to live, so that the
+        // slot of a live process is never freed for want of a descriptor.
+        let found = if pidfs() {
+            Self::process(p.pid).map(|q| q == Some(p))
+        } else {
+            // One read: a different task that took the pid (a new process,
+            // or a thread of one) has a different start time.
+            procfs::read_checked(format!("/proc/{}/stat", p.pid)).map(|s| {
+                s.as_deref()
+                    .and_then(parse_stat)
+                    .is_some_and(|(start, state)| start == p.start && state != 'Z' && state != 'X')
+            })
+        };
+        found.unwrap_or_else(|e| {
+            warn!(
+                "cannot tell whether process {} lives ({e}): taken to live",
+                p.pid
+            );
+            true
+        })
     }
 
     fn may_signal(&self, from: Process, to: Process) -> bool {
@@ -145,16 +198,25 @@ impl Processes for OsProcesses {
         }
     }
 
-    fn watch_exit(&self, p: Process) {
+    fn watch_exit(&self, p: Process) -> Result<(), Refusal> {
         if self.exits.is_watched(p) {
-            return;
+            return Ok(());
         }
+        let what = "watch for its exit";
+        // A process found gone is reported gone at once; one that cannot be
+        // asked about is not watched, and the error says so.
         let fd = if pidfs() {
-            Self::with_pidfd(p.pid).and_then(|(q, fd)| (q == p).then_some(fd))
+            Self::with_pidfd(p.pid)
+                .map_err(|e| cannot_ask(what, p.pid, &e))?
+                .and_then(|(q, fd)| (q == p).then_some(fd))
         } else {
-            pidfd::open(p.pid).filter(|_| self.is_alive(p))
+            let fd = pidfd::open(p.pid).map_err(|e| cannot_ask(what, p.pid, &e))?;
+            let alive = Self::process(p.pid).map_err(|e| cannot_ask(what, p.pid, &e))?;
+            fd.filter(|_| alive == Some(p))
         };
-        self.exits.watch(p, fd);
+        self.exits
+            .watch(p, fd)
+            .map_err(|e| cannot_ask(what, p.pid, &e))
     }
 
     fn exits(&self, timeout: Duration) -> Vec<Process> {
@@ -174,9 +236,9 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = child.id();
-        let p = os.by_pid(pid).unwrap();
+        let p = os.by_pid(pid).unwrap().unwrap();
         assert!(os.is_alive(p));
-        os.watch_exit(p);
+        os.watch_exit(p).unwrap();
         assert!(os.exits(Duration::from_millis(10)).is_empty());
         child.kill().unwrap();
         assert_eq!(os.exits(Duration::from_secs(10)), vec![p]);
@@ -187,7 +249,7 @@ mod tests {
             "a reaped thread waits for nothing"
         );
         // Watching a process that is gone reports it at once.
-        os.watch_exit(p);
+        os.watch_exit(p).unwrap();
         assert_eq!(os.exits(Duration::from_secs(10)), vec![p]);
     }
 
@@ -211,14 +273,14 @@ mod tests {
         for _ in 0..50 {
             let mut old = sleep();
             let pid = old.id();
-            let old_p = os.by_pid(pid).unwrap();
+            let old_p = os.by_pid(pid).unwrap().unwrap();
             old.kill().unwrap();
             old.wait().unwrap();
             std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).unwrap();
             let mut new = sleep();
             let reused = new.id() == pid;
             if reused {
-                let new_p = os.by_pid(pid).unwrap();
+                let new_p = os.by_pid(pid).unwrap().unwrap();
                 assert_ne!(new_p, old_p, "the new process is another process");
                 assert!(!os.is_alive(old_p), "the old one is gone");
                 assert!(os.is_alive(new_p));
@@ -236,14 +298,14 @@ mod tests {
     fn this_process_is_found_and_alive() {
         let os = OsProcesses::default();
         let me = std::process::id();
-        let p = os.by_pid(me).expect("own process");
+        let p = os.by_pid(me).unwrap().expect("own process");
         assert_eq!(p.pid, me);
         assert!(os.is_alive(p));
         assert!(!os.is_alive(Process {
             pid: me,
             start: p.start + 1
         }));
-        assert_eq!(os.of_thread(me), Some(p));
+        assert_eq!(os.of_thread(me), Ok(Some(p)));
         assert!(os.may_signal(p, p));
         assert!(!os.interrupted(me));
     }
@@ -251,18 +313,18 @@ mod tests {
     #[test]
     fn thread_maps_to_its_process() {
         let os = OsProcesses::default();
-        let me = os.by_pid(std::process::id()).unwrap();
+        let me = os.by_pid(std::process::id()).unwrap().unwrap();
         let tid = std::thread::spawn(|| {
             let os = OsProcesses::default();
             let tid = unsafe { libc::gettid() } as u32;
             assert_ne!(tid, std::process::id());
             // A thread id is not a process of its own...
-            assert_eq!(os.by_pid(tid), None);
+            assert_eq!(os.by_pid(tid), Ok(None));
             // ...but maps to the process it belongs to.
             os.of_thread(tid)
         })
         .join()
         .unwrap();
-        assert_eq!(tid, Some(me));
+        assert_eq!(tid, Ok(Some(me)));
     }
 }

@@ -3,7 +3,7 @@
 //! belongs to, who may signal whom, and which signal a caller got.
 
 use std::fs;
-use std::io::Read;
+use std::io::{self, Read};
 
 /// Field `n` (numbered from 1, as in proc(5)) of `/proc/<pid>/stat`, for
 /// `n` >= 3.
@@ -31,13 +31,36 @@ pub fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
 }
 
 /// Reads a small `/proc` file with as few system calls as it takes (open,
-/// one read, close).
+/// one read, close); `None` if it cannot be read, for whatever reason.
 pub fn read(path: String) -> Option<String> {
-    let mut f = fs::File::open(path).ok()?;
+    read_checked(path).ok().flatten()
+}
+
+/// Whether an error says nothing of the process asked about, only that
+/// the daemon or the system lacks a descriptor or memory to ask.
+pub fn lacks_resource(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)
+    )
+}
+
+/// Like [`read`], but a lack of descriptors or memory (see
+/// [`lacks_resource`]) is an error, not "no such file": a process is never
+/// taken for gone because its `/proc` file could not be opened.
+pub fn read_checked(path: String) -> io::Result<Option<String>> {
+    match read_file(path) {
+        Err(e) if lacks_resource(&e) => Err(e),
+        r => Ok(r.ok()),
+    }
+}
+
+fn read_file(path: String) -> io::Result<String> {
+    let mut f = fs::File::open(path)?;
     let mut buf = vec![0u8; 4096];
     let mut len = 0;
     loop {
-        let n = f.read(&mut buf[len..]).ok()?;
+        let n = f.read(&mut buf[len..])?;
         len += n;
         if n == 0 || len < buf.len() {
             break;
@@ -45,7 +68,7 @@ pub fn read(path: String) -> Option<String> {
         buf.resize(buf.len() * 2, 0);
     }
     buf.truncate(len);
-    String::from_utf8(buf).ok()
+    String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 #[cfg(test)]

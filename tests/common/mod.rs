@@ -56,6 +56,16 @@ impl Mount {
     /// Mount with extra CLI args placed before the mountpoint, e.g.
     /// `&["--capacity", "2"]`. `--allow-other` is always given first.
     pub fn with_args(args: &[&str]) -> Mount {
+        Mount::with_nofile_opt(None, args)
+    }
+
+    /// Like `with_args`, with the daemon's RLIMIT_NOFILE (soft and hard)
+    /// set to `limit` before it starts.
+    pub fn with_nofile(limit: u64, args: &[&str]) -> Mount {
+        Mount::with_nofile_opt(Some(limit), args)
+    }
+
+    fn with_nofile_opt(nofile: Option<u64>, args: &[&str]) -> Mount {
         let dir = tempfile::Builder::new()
             .prefix("ipcfs-test.")
             .tempdir()
@@ -64,7 +74,7 @@ impl Mount {
         let mut argv: Vec<String> = vec!["--allow-other".into()];
         argv.extend(args.iter().map(|s| s.to_string()));
         argv.push(path.to_string_lossy().into_owned());
-        Mount::spawn_raw(&argv, path, Some(dir))
+        Mount::spawn_limited(&argv, path, Some(dir), nofile)
     }
 
     /// Start the daemon with exactly `argv` (no implicit options) and wait until
@@ -77,6 +87,15 @@ impl Mount {
         mountpoint: PathBuf,
         dir: Option<tempfile::TempDir>,
     ) -> Mount {
+        Mount::spawn_limited(argv, mountpoint, dir, None)
+    }
+
+    fn spawn_limited(
+        argv: &[String],
+        mountpoint: PathBuf,
+        dir: Option<tempfile::TempDir>,
+        nofile: Option<u64>,
+    ) -> Mount {
         assert!(
             Path::new("/dev/fuse").exists(),
             "/dev/fuse is missing: these tests need FUSE (load the fuse module / run the container with --device /dev/fuse)"
@@ -87,13 +106,27 @@ impl Mount {
             .expect("create daemon log file");
         let stderr = log.reopen().expect("reopen daemon log file");
         let before = fuse_mounts_at(&mountpoint);
-        let child = Command::new(env!("CARGO_BIN_EXE_ipcfs"))
-            .args(argv)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ipcfs"));
+        cmd.args(argv)
             .stdin(Stdio::null())
             .stdout(Stdio::from(stderr.try_clone().expect("clone log fd")))
-            .stderr(Stdio::from(stderr))
-            .spawn()
-            .expect("spawn the ipcfs daemon");
+            .stderr(Stdio::from(stderr));
+        if let Some(n) = nofile {
+            // SAFETY: the closure only calls setrlimit(2) (async-signal-safe).
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd.spawn().expect("spawn the ipcfs daemon");
         let mut m = Mount {
             dir,
             path: mountpoint,
@@ -143,6 +176,34 @@ impl Mount {
 
     pub fn daemon_pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// What one watched process holds of --max-memory in a daemon started
+    /// with `--max-memory max_memory` and `--threads threads`: that bound
+    /// over the descriptors it can spare (its RLIMIT_NOFILE less 64 and one
+    /// per thread), at least 1 KiB (ipcfs(7), Memory).
+    pub fn watch_cost(&self, max_memory: u64, threads: u64) -> u64 {
+        let limits = std::fs::read_to_string(format!("/proc/{}/limits", self.child.id()))
+            .expect("read the daemon's limits");
+        let nofile: u64 = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .and_then(|l| l.split_whitespace().nth(3))
+            .and_then(|v| v.parse().ok())
+            .expect("the daemon's soft RLIMIT_NOFILE");
+        max_memory.div_ceil(nofile - 64 - threads).max(1024)
+    }
+
+    /// [`Mount::watch_cost`] with the defaults (256 MiB, 2 threads).
+    pub fn default_watch_cost(&self) -> u64 {
+        self.watch_cost(256 << 20, 2)
+    }
+
+    /// How many descriptors the daemon has open now.
+    pub fn daemon_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .expect("list the daemon's descriptors")
+            .count()
     }
 
     /// Everything the daemon wrote to stdout/stderr so far.

@@ -154,6 +154,11 @@ pub(crate) trait Fill: Sized {
     fn fill(&mut self, m: &Mount, res: &mut Reserve, round: usize) -> Filled;
     /// Gives back everything `fill` took.
     fn clean(&mut self, m: &Mount, res: &mut Reserve);
+    /// What stays held of the memory bound once `clean` is done (watches of
+    /// processes that live on).
+    fn still_held(&self, _m: &Mount) -> u64 {
+        0
+    }
     /// Figures of its own, printed after the flood's.
     fn report(&self) {}
 }
@@ -180,7 +185,7 @@ pub(crate) fn flood<F: Fill>() {
         fig.used_peak = fig.used_peak.max(got.used);
         fig.accepted.push(got.accepted);
         fill.clean(&m, &mut res);
-        back_to(&m, &mut res, base, tag);
+        back_to(&m, &mut res, base + fill.still_held(&m), tag);
         fig.rss_after.push(proc_kb(m.daemon_pid(), "VmRSS"));
     }
     daemon_answers(&mut m, &format!("after the {} flood", F::NAME));
@@ -382,6 +387,11 @@ impl Fill for Links {
             refusal: refused,
             used: num(&s, "memory-used"),
         }
+    }
+
+    fn still_held(&self, m: &Mount) -> u64 {
+        // The targets live on, and are watched until they exit.
+        self._targets.len() as u64 * m.watch_cost(4 << 20, 2)
     }
 
     fn clean(&mut self, m: &Mount, res: &mut Reserve) {

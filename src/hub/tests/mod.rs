@@ -5,6 +5,7 @@ mod flow;
 mod model;
 mod rules;
 mod signals_and_exits;
+mod watches;
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
@@ -23,19 +24,39 @@ struct World {
     signalled: Mutex<HashSet<u32>>,
     /// Exits not yet reported.
     exits: Mutex<Vec<Process>>,
+    /// The daemon has no descriptor left: nothing can be asked of a pid.
+    no_fds: std::sync::atomic::AtomicBool,
+    /// Every process a watch was asked for, in order (whether or not
+    /// watched already).
+    watched: Mutex<Vec<Process>>,
 }
 
 struct Fake(Arc<World>);
 
+impl Fake {
+    fn no_fds(&self) -> Result<()> {
+        match self.0.no_fds.load(std::sync::atomic::Ordering::Relaxed) {
+            true => Err(Errno::EMFILE.because("no descriptor left")),
+            false => Ok(()),
+        }
+    }
+}
+
 impl Processes for Fake {
-    fn of_thread(&self, tid: u32) -> Option<Process> {
+    fn of_thread(&self, tid: u32) -> process::Lookup {
         self.by_pid(tid)
     }
-    fn by_pid(&self, pid: u32) -> Option<Process> {
+    fn by_pid(&self, pid: u32) -> process::Lookup {
+        self.no_fds()?;
         let alive = self.0.alive.lock().unwrap();
-        alive
+        Ok(alive
             .get(&pid)
-            .map(|(start, _)| Process { pid, start: *start })
+            .map(|(start, _)| Process { pid, start: *start }))
+    }
+    fn watch_exit(&self, p: Process) -> Result<()> {
+        self.no_fds()?;
+        self.0.watched.lock().unwrap().push(p);
+        Ok(())
     }
     fn may_signal(&self, from: Process, to: Process) -> bool {
         let alive = self.0.alive.lock().unwrap();
@@ -159,6 +180,9 @@ fn hub_with_memory(policy: &str, max_memory: usize) -> (Hub, Arc<World>) {
         hard_max_message: MAX,
         max_memory,
         user_share: max_memory,
+        // Watches cost nothing here, so that the figures of the other
+        // tests stay those of what they make; see `watches.rs`.
+        watch_cost: 0,
         uid: 0,
         gid: 0,
     };
