@@ -27,6 +27,17 @@ pub trait Processes: Send + Sync {
     fn of_thread(&self, tid: u32) -> Option<Process>;
     /// The live process whose thread-group id is `pid`.
     fn by_pid(&self, pid: u32) -> Option<Process>;
+    /// The live process that thread `tid` calls `pid`: callers in a child
+    /// pid namespace number processes their own way, and see only those in
+    /// their namespace and below (ipcfs(7), DIRECT LINKS, "Pid namespaces").
+    fn resolve(&self, _tid: u32, pid: u32) -> Option<Process> {
+        self.by_pid(pid)
+    }
+    /// The number thread `tid` uses for the process whose pid is `p` (as
+    /// [`Processes::by_pid`] numbers them); None if `tid` cannot see it.
+    fn number_for(&self, _tid: u32, p: u32) -> Option<u32> {
+        Some(p)
+    }
     /// Whether `p` (that very process, not a successor with its pid) lives.
     fn is_alive(&self, p: Process) -> bool {
         self.by_pid(p.pid) == Some(p)

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::hub::process::{Process, Processes};
 use crate::os::pidfd::{self, ExitWatch};
+use crate::os::pidns;
 use crate::os::procfs::{self, parse_stat, status_field};
 use crate::os::signals::{self, Verdict};
 
@@ -100,6 +101,17 @@ impl Processes for OsProcesses {
             return None; // a thread, not a process
         }
         Self::process(pid)
+    }
+
+    fn resolve(&self, tid: u32, pid: u32) -> Option<Process> {
+        // One stat(2) for a caller in the daemon's pid namespace; a walk
+        // over /proc for one in a child namespace (see os/pidns.rs).
+        let view = pidns::view(tid)?;
+        self.by_pid(pidns::find(view, pid)?)
+    }
+
+    fn number_for(&self, tid: u32, p: u32) -> Option<u32> {
+        pidns::number_in(pidns::view(tid)?, p)
     }
 
     fn is_alive(&self, p: Process) -> bool {

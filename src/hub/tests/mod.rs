@@ -23,6 +23,9 @@ struct World {
     signalled: Mutex<HashSet<u32>>,
     /// Exits not yet reported.
     exits: Mutex<Vec<Process>>,
+    /// Processes in one child pid namespace: pid -> the number it has
+    /// there. Everyone else is in the daemon's namespace.
+    nested: Mutex<HashMap<u32, u32>>,
 }
 
 struct Fake(Arc<World>);
@@ -36,6 +39,23 @@ impl Processes for Fake {
         alive
             .get(&pid)
             .map(|(start, _)| Process { pid, start: *start })
+    }
+    fn resolve(&self, tid: u32, pid: u32) -> Option<Process> {
+        let nested = self.0.nested.lock().unwrap();
+        if !nested.contains_key(&tid) {
+            drop(nested);
+            return self.by_pid(pid);
+        }
+        let host = nested.iter().find(|(_, n)| **n == pid).map(|(p, _)| *p)?;
+        drop(nested);
+        self.by_pid(host)
+    }
+    fn number_for(&self, tid: u32, p: u32) -> Option<u32> {
+        let nested = self.0.nested.lock().unwrap();
+        match nested.get(&tid) {
+            None => Some(p),
+            Some(_) => nested.get(&p).copied(),
+        }
     }
     fn may_signal(&self, from: Process, to: Process) -> bool {
         let alive = self.0.alive.lock().unwrap();
@@ -64,6 +84,11 @@ impl World {
             uid,
             gid: uid,
         }
+    }
+    /// A process in the child pid namespace, numbered `n` there.
+    fn spawn_nested(&self, pid: u32, n: u32, uid: u32) -> Caller {
+        self.nested.lock().unwrap().insert(pid, n);
+        self.spawn(pid, uid)
     }
     fn exit(&self, pid: u32) {
         if let Some((start, _)) = self.alive.lock().unwrap().remove(&pid) {
