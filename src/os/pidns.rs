@@ -4,7 +4,7 @@
 //!
 //! FUSE gives the daemon each caller's thread id in the daemon's pid
 //! namespace. A caller in the same namespace uses the same numbers: one
-//! `stat(2)` of `/proc/<tid>/ns/pid` tells so, and nothing else is asked.
+//! `readlink(2)` of `/proc/<tid>/ns/pid` tells so, and nothing else is asked.
 //! A caller in a namespace below uses other numbers: `NSpid:` in
 //! `/proc/<pid>/status` lists a process's pid in each namespace from the
 //! one of `/proc` down to its own, so entry `level` (the caller's depth) is
@@ -23,34 +23,34 @@ use crate::os::procfs::{self, status_field};
 /// `ioctl(2)` on a namespace file: the parent pid namespace (`_IO(0xb7, 2)`).
 const NS_GET_PARENT: libc::c_ulong = 0xb702;
 
-/// A pid namespace: device and inode number of its nsfs file.
+/// A pid namespace: the inode number of its nsfs file (one file system
+/// holds them all, so the number alone tells namespaces apart).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct NsId {
-    dev: u64,
-    ino: u64,
-}
+pub struct NsId(u64);
 
-impl NsId {
-    fn of(meta: &fs::Metadata) -> NsId {
-        NsId {
-            dev: meta.dev(),
-            ino: meta.ino(),
-        }
-    }
+/// The namespace a `/proc/.../ns/pid` link names: `readlink(2)` gives
+/// `pid:[<inode>]`, and costs less than a `stat(2)` through the link.
+fn ns_at(path: &str) -> Option<NsId> {
+    let target = fs::read_link(path).ok()?;
+    let text = target.to_str()?;
+    let ino = text
+        .strip_prefix("pid:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()?;
+    Some(NsId(ino))
 }
 
 /// The pid namespace of task `pid` (a thread id will do: all threads of a
 /// process share one).
 fn ns_of(pid: u32) -> Option<NsId> {
-    fs::metadata(format!("/proc/{pid}/ns/pid"))
-        .ok()
-        .map(|m| NsId::of(&m))
+    ns_at(&format!("/proc/{pid}/ns/pid"))
 }
 
 /// The daemon's own pid namespace, asked once.
 fn own_ns() -> Option<NsId> {
     static OWN: OnceLock<Option<NsId>> = OnceLock::new();
-    *OWN.get_or_init(|| fs::metadata("/proc/self/ns/pid").ok().map(|m| NsId::of(&m)))
+    *OWN.get_or_init(|| ns_at("/proc/self/ns/pid"))
 }
 
 /// The `NSpid:` line of a `status` text: pids from `/proc`'s namespace
@@ -98,7 +98,7 @@ fn ns_above(pid: u32, up: usize, ns: NsId) -> bool {
         }
         fd = unsafe { OwnedFd::from_raw_fd(parent) };
     }
-    File::from(fd).metadata().is_ok_and(|m| NsId::of(&m) == ns)
+    File::from(fd).metadata().is_ok_and(|m| NsId(m.ino()) == ns)
 }
 
 /// What a caller with view (`ns`, `level`) calls the process with `NSpid`

@@ -104,7 +104,7 @@ impl Processes for OsProcesses {
     }
 
     fn resolve(&self, tid: u32, pid: u32) -> Option<Process> {
-        // One stat(2) for a caller in the daemon's pid namespace; a walk
+        // One readlink(2) for a caller in the daemon's pid namespace; a walk
         // over /proc for one in a child namespace (see os/pidns.rs).
         let view = pidns::view(tid)?;
         self.by_pid(pidns::find(view, pid)?)
