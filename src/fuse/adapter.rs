@@ -96,6 +96,12 @@ impl IpcFs {
         self.hub.caller(req.pid(), req.uid(), req.gid())
     }
 
+    /// The caller's pid as it numbers processes (pid namespaces).
+    fn own_number(&self, req: &Request) -> Result<u32, Refusal> {
+        let me = self.caller(req)?;
+        self.hub.own_number(req.pid(), me.process)
+    }
+
     fn file_attr(&self, node: Node, kind: FileType, meta: Meta) -> FileAttr {
         FileAttr {
             ino: INodeNo(node.ino()),
@@ -126,7 +132,7 @@ impl IpcFs {
             Node::RootPolicy => (file, hub.root_policy_meta(), TREE_TTL),
             Node::ProcDir => (dir, hub.proc_dir_meta(), TREE_TTL),
             Node::ProcSelf => {
-                let pid = self.caller(req)?.process.pid;
+                let pid = self.own_number(req)?;
                 (FileType::Symlink, hub.proc_self_meta(pid), NO_TTL)
             }
             Node::ProcStatus => (file, hub.proc_status_meta(), NO_TTL),
@@ -167,14 +173,13 @@ impl IpcFs {
                 b"self" => Ok(Node::ProcSelf),
                 b"status" => Ok(Node::ProcStatus),
                 _ => {
+                    // Whether the caller sees a process it calls `pid` is
+                    // asked once, by `attr_of`, which every lookup calls.
                     let pid: u32 = std::str::from_utf8(bytes)
                         .ok()
                         .filter(|s| !s.starts_with('0') && s.bytes().all(|b| b.is_ascii_digit()))
                         .and_then(|s| s.parse().ok())
                         .ok_or(Refusal::from(Errno::ENOENT))?;
-                    if !self.hub.peer_visible(req.pid(), pid)? {
-                        return Err(Errno::ENOENT.into());
-                    }
                     Ok(Node::Peer(pid))
                 }
             },
@@ -243,7 +248,7 @@ impl IpcFs {
                 out.push((Node::ProcSelf, FileType::Symlink, b"self".to_vec()));
                 out.push(file(Node::ProcStatus, "status"));
                 if let Ok(me) = self.caller(req) {
-                    for pid in self.hub.peers(me.process) {
+                    for pid in self.hub.peers_seen_by(req.pid(), me.process) {
                         out.push((
                             Node::Peer(pid),
                             FileType::Directory,
@@ -344,8 +349,8 @@ impl Filesystem for IpcFs {
     }
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
-        match (Node::from_ino(ino.0), self.caller(req)) {
-            (Some(Node::ProcSelf), Ok(me)) => reply.data(me.process.pid.to_string().as_bytes()),
+        match (Node::from_ino(ino.0), self.own_number(req)) {
+            (Some(Node::ProcSelf), Ok(pid)) => reply.data(pid.to_string().as_bytes()),
             (Some(Node::ProcSelf), Err(e)) => reply.error(err(&"readlink", e)),
             _ => reply.error(fuser::Errno::EINVAL),
         }

@@ -4,6 +4,7 @@
 //! cache the answer.
 
 use super::errno::{Errno, Result};
+use super::process::Process;
 use super::{Attr, Caller, FileKind, Hub, MailboxId};
 
 /// The block size of nodes that carry no messages.
@@ -27,12 +28,21 @@ impl Hub {
         Ok(Caller { process, uid, gid })
     }
 
-    /// `proc/<pid>` exists for a live process, and, for the caller (thread
-    /// `tid`), for one that has exited while messages it sent to the caller
-    /// still wait. Asks the system (pidfd_open) before taking the lock; an
-    /// error if the system cannot tell (`EMFILE`), never "no such process".
+    /// What thread `tid` (of process `me`) calls its own process: the
+    /// target of `proc/self`.
+    pub fn own_number(&self, tid: u32, me: Process) -> Result<u32> {
+        self.procs
+            .number_for(tid, me.pid)
+            .ok_or(Errno::ESRCH.because("the caller has exited"))
+    }
+
+    /// `proc/<pid>` exists for a live process the caller (thread `tid`) calls
+    /// `pid` (ipcfs(7), DIRECT LINKS, "Pid namespaces"), and for one that has
+    /// exited while messages it sent to the caller still wait. Asks the
+    /// system (pidfd_open) before taking the lock; an error if the system
+    /// cannot tell (`EMFILE`), never "no such process".
     pub fn peer_visible(&self, tid: u32, pid: u32) -> Result<bool> {
-        if self.procs.by_pid(pid)?.is_some() {
+        if self.procs.resolve(tid, pid)?.is_some() {
             return Ok(true);
         }
         Ok(self

@@ -21,6 +21,10 @@ struct Link {
     chan: Channel,
     /// What the channel holds of the memory bound.
     _charge: Charge,
+    /// The number the receiver uses for the sender (they differ from
+    /// pids for a receiver in a child pid namespace), if it sees it: what
+    /// names the sender once it has exited.
+    alias: Option<u32>,
 }
 
 #[derive(Default)]
@@ -44,11 +48,12 @@ impl Links {
     }
 
     /// The channel from `from` to `to`, created with `policy` if need be
-    /// and charged to `uid` (`ENOBUFS` past its share).
+    /// and charged to `uid` (`ENOBUFS` past its share); `alias`: what `to`
+    /// calls `from`.
     pub fn open(
         &mut self,
-        from: Process,
-        to: Process,
+        (from, to): (Process, Process),
+        alias: Option<u32>,
         policy: Policy,
         budget: &Arc<MemoryBudget>,
         uid: u32,
@@ -58,6 +63,7 @@ impl Links {
             slot.insert(Link {
                 chan: Channel::new(policy),
                 _charge: charge,
+                alias,
             });
             *self.index.entry(from).or_default().entry(to).or_default() += 1;
             *self.index.entry(to).or_default().entry(from).or_default() += 1;
@@ -107,14 +113,25 @@ impl Links {
         set.into_iter().collect()
     }
 
-    /// The process with pid `pid` that has a channel to `me` (it may have
-    /// exited since, leaving messages that keep `proc/<pid>` visible to `me`).
+    /// The peers `me` has link state with, each with the number `me` calls
+    /// it by when it sends to `me` (see [`Links::sender_to`]).
+    pub fn peers_named(&self, me: Process) -> Vec<(u32, Option<u32>)> {
+        self.index.get(&me).map_or_else(Vec::new, |others| {
+            let alias = |p: &Process| self.map.get(&(*p, me)).and_then(|l| l.alias);
+            others.keys().map(|p| (p.pid, alias(p))).collect()
+        })
+    }
+
+    /// The process `me` calls `pid` that has a channel to `me` (it may have
+    /// exited since, leaving messages that keep `proc/<pid>` visible to
+    /// `me`). Matched by the number `me` uses, kept with the channel: an
+    /// exited process has no pid to translate any more.
     pub fn sender_to(&self, me: Process, pid: u32) -> Option<Process> {
-        self.index
-            .get(&me)?
-            .keys()
-            .copied()
-            .find(|from| from.pid == pid && self.map.contains_key(&(*from, me)))
+        self.index.get(&me)?.keys().copied().find(|from| {
+            self.map
+                .get(&(*from, me))
+                .is_some_and(|l| l.alias == Some(pid))
+        })
     }
 
     /// Whether messages sent to `me` by pid `pid`, a process that has

@@ -121,6 +121,8 @@ pub struct Access {
 struct PeerFacts {
     peer: Option<Process>,
     may_send: bool,
+    /// What the peer calls the caller (pid namespaces differ).
+    seen_as: Option<u32>,
 }
 
 /// Mount-wide settings.
@@ -449,6 +451,21 @@ impl Hub {
     /// The peers `caller` has link state with.
     pub fn peers(&self, caller: Process) -> Vec<u32> {
         self.lock().links.peers(caller)
+    }
+
+    /// The peers `caller` (thread `tid`) has link state with, by the
+    /// numbers it uses; those it cannot see are left out. The system is
+    /// asked after the lock is released, and only about peers whose number
+    /// the channel does not keep.
+    pub fn peers_seen_by(&self, tid: u32, caller: Process) -> Vec<u32> {
+        let named = self.lock().links.peers_named(caller);
+        let mut out: Vec<u32> = named
+            .into_iter()
+            .filter_map(|(pid, alias)| alias.or_else(|| self.procs.number_for(tid, pid)))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
     /// Whether messages sent to `me` by a process with pid `pid` that has

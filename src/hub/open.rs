@@ -85,9 +85,10 @@ impl Hub {
     fn open_watched(&self, caller: Caller, target: Target, access: Access) -> Result<u64> {
         let me = caller.process;
         // What the system says about a link's peer is asked before taking
-        // the lock (pidfd_open, /proc/<pid>/status).
+        // the lock (pidfd_open, /proc/<pid>/status). `pid` is the number the
+        // caller uses (all threads of a process share one pid namespace).
         let peer = match target {
-            Target::Link(pid, _) => self.procs.by_pid(pid)?,
+            Target::Link(pid, _) => self.procs.resolve(me.pid, pid)?,
             _ => None,
         };
         let may_send = match (target, peer) {
@@ -96,7 +97,17 @@ impl Hub {
             }
             _ => false,
         };
-        let facts = PeerFacts { peer, may_send };
+        // What the peer calls the caller: it names the caller once the
+        // caller has exited (see Links::sender_to).
+        let seen_as = match peer {
+            Some(peer) if may_send => self.procs.number_for(peer.pid, me.pid),
+            _ => None,
+        };
+        let facts = PeerFacts {
+            peer,
+            may_send,
+            seen_as,
+        };
         // A descriptor of a message file is charged before it is admitted,
         // so that a refusal leaves no receiver or rule slot behind; a status
         // or policy snapshot (no side effects) is taken before its own
@@ -282,7 +293,11 @@ impl Hub {
             access,
             facts,
         } = *opener;
-        let PeerFacts { peer, may_send } = facts;
+        let PeerFacts {
+            peer,
+            may_send,
+            seen_as,
+        } = facts;
         let peer_alive = peer.is_some();
         // A peer that has exited may have left messages for `me`.
         let peer = peer.or_else(|| st.links.sender_to(me, pid));
@@ -339,10 +354,15 @@ impl Hub {
             }
         }
         if kind.sends() && access.write {
-            st.links.open(me, peer, policy, &self.budget, uid)?.handles += 1;
+            let ch = st
+                .links
+                .open((me, peer), seen_as, policy, &self.budget, uid)?;
+            ch.handles += 1;
         }
         if kind.receives() && access.read {
-            let ch = st.links.open(peer, me, policy, &self.budget, uid)?;
+            let ch = st
+                .links
+                .open((peer, me), Some(pid), policy, &self.budget, uid)?;
             ch.open_recv(me);
             ch.handles += 1;
         }

@@ -35,6 +35,17 @@ pub trait Processes: Send + Sync {
     fn of_thread(&self, tid: u32) -> Lookup;
     /// The live process whose thread-group id is `pid`.
     fn by_pid(&self, pid: u32) -> Lookup;
+    /// The live process that thread `tid` calls `pid`: callers in a child
+    /// pid namespace number processes their own way, and see only those in
+    /// their namespace and below (ipcfs(7), DIRECT LINKS, "Pid namespaces").
+    fn resolve(&self, _tid: u32, pid: u32) -> Lookup {
+        self.by_pid(pid)
+    }
+    /// The number thread `tid` uses for the process whose pid is `p` (as
+    /// [`Processes::by_pid`] numbers them); None if `tid` cannot see it.
+    fn number_for(&self, _tid: u32, p: u32) -> Option<u32> {
+        Some(p)
+    }
     /// Whether `p` (that very process, not a successor with its pid) lives.
     /// When the system cannot tell (no descriptor left), it is taken to
     /// live: a slot of a process that may live is never freed.

@@ -4,6 +4,7 @@
 
 pub mod mountinfo;
 pub mod pidfd;
+pub mod pidns;
 pub mod processes;
 pub mod procfs;
 pub mod rlimit;

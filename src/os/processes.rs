@@ -12,6 +12,7 @@ use log::warn;
 use crate::hub::errno::{Errno, Refusal};
 use crate::hub::process::{Lookup, Process, Processes};
 use crate::os::pidfd::{self, ExitWatch};
+use crate::os::pidns;
 use crate::os::procfs::{self, parse_stat, status_field};
 use crate::os::signals::{self, Verdict};
 
@@ -140,6 +141,19 @@ impl Processes for OsProcesses {
 
     fn by_pid(&self, pid: u32) -> Lookup {
         Self::leader(pid).map_err(|e| cannot_ask("look up", pid, &e))
+    }
+
+    fn resolve(&self, tid: u32, pid: u32) -> Lookup {
+        // One readlink(2) for a caller in the daemon's pid namespace; a walk
+        // over /proc for one in a child namespace (see os/pidns.rs).
+        match pidns::view(tid).and_then(|view| pidns::find(view, pid)) {
+            Some(host) => self.by_pid(host),
+            None => Ok(None),
+        }
+    }
+
+    fn number_for(&self, tid: u32, p: u32) -> Option<u32> {
+        pidns::number_in(pidns::view(tid)?, p)
     }
 
     fn is_alive(&self, p: Process) -> bool {

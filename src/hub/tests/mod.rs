@@ -29,6 +29,9 @@ struct World {
     /// Every process a watch was asked for, in order (whether or not
     /// watched already).
     watched: Mutex<Vec<Process>>,
+    /// Processes in one child pid namespace: pid -> the number it has
+    /// there. Everyone else is in the daemon's namespace.
+    nested: Mutex<HashMap<u32, u32>>,
 }
 
 struct Fake(Arc<World>);
@@ -58,6 +61,26 @@ impl Processes for Fake {
         self.0.watched.lock().unwrap().push(p);
         Ok(())
     }
+    fn resolve(&self, tid: u32, pid: u32) -> process::Lookup {
+        let nested = self.0.nested.lock().unwrap();
+        if !nested.contains_key(&tid) {
+            drop(nested);
+            return self.by_pid(pid);
+        }
+        let host = nested.iter().find(|(_, n)| **n == pid).map(|(p, _)| *p);
+        drop(nested);
+        match host {
+            Some(host) => self.by_pid(host),
+            None => Ok(None),
+        }
+    }
+    fn number_for(&self, tid: u32, p: u32) -> Option<u32> {
+        let nested = self.0.nested.lock().unwrap();
+        match nested.get(&tid) {
+            None => Some(p),
+            Some(_) => nested.get(&p).copied(),
+        }
+    }
     fn may_signal(&self, from: Process, to: Process) -> bool {
         let alive = self.0.alive.lock().unwrap();
         let uid = |p: Process| alive.get(&p.pid).map(|(_, u)| *u);
@@ -85,6 +108,11 @@ impl World {
             uid,
             gid: uid,
         }
+    }
+    /// A process in the child pid namespace, numbered `n` there.
+    fn spawn_nested(&self, pid: u32, n: u32, uid: u32) -> Caller {
+        self.nested.lock().unwrap().insert(pid, n);
+        self.spawn(pid, uid)
     }
     fn exit(&self, pid: u32) {
         if let Some((start, _)) = self.alive.lock().unwrap().remove(&pid) {

@@ -183,6 +183,48 @@ fn link_status_shows_what_an_exited_peer_left() {
     );
 }
 
+/// A caller in a child pid namespace names peers by its own numbers, sees
+/// neither host processes nor their messages in `proc/`, and finds an exited
+/// sender's messages under the number it knew it by.
+#[test]
+fn a_nested_caller_names_peers_by_its_numbers() {
+    let (hub, w) = hub("arbitrary");
+    let host = w.spawn(5, 0);
+    let a = w.spawn_nested(100, 1, 0);
+    let b = w.spawn_nested(101, 2, 0);
+    assert!(hub.peer_visible(100, 2).unwrap());
+    assert!(
+        !hub.peer_visible(100, 5).unwrap(),
+        "a host process is not there"
+    );
+    assert!(!hub.peer_visible(100, 101).unwrap(), "nor a host pid");
+    assert!(hub.peer_visible(5, 101).unwrap(), "the host sees everyone");
+    assert_eq!(hub.own_number(100, a.process).unwrap(), 1);
+    // b sends to a by a's number, and exits.
+    let s = hub
+        .open(b, Target::Link(1, FileKind::Send), acc(false, true))
+        .unwrap();
+    write(&hub, s, 101, b"from b", false);
+    hub.release(s);
+    // The host sends to a by a's host pid.
+    let h = hub
+        .open(host, Target::Link(100, FileKind::Send), acc(false, true))
+        .unwrap();
+    write(&hub, h, 5, b"from host", false);
+    assert_eq!(hub.peers_seen_by(100, a.process), vec![2]);
+    w.exit(101);
+    hub.watch_once(Duration::ZERO);
+    assert!(hub.peer_visible(100, 2).unwrap(), "b's message waits");
+    assert_eq!(hub.peers_seen_by(100, a.process), vec![2]);
+    let r = hub
+        .open(a, Target::Link(2, FileKind::Recv), acc(true, false))
+        .unwrap();
+    assert_eq!(
+        read(&hub, r, 100, 64, false).got(),
+        Got::Data(b"from b".to_vec())
+    );
+}
+
 #[test]
 fn a_signal_that_does_not_end_calls_leaves_the_read_waiting_until_one_that_does() {
     let (hub, w) = hub("arbitrary");
