@@ -1,4 +1,4 @@
-//! The daemon (SPEC §10): foreground serving, signals, external unmount, options.
+//! The daemon (ipcfs(1)): foreground serving, signals, external unmount, options.
 
 mod common;
 

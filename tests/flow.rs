@@ -1,6 +1,6 @@
 //! Buffering and flow control: capacity in the policy file, blocking and
 //! non-blocking senders, rendezvous (capacity 0), lowering capacity, poll on
-//! `send`, rmdir waking senders, the daemon memory bound (SPEC §5, issue 5).
+//! `send`, rmdir waking senders, the daemon memory bound (ipcfs(7) BUFFERING).
 //!
 //! Every blocking step has a deadline; waits are on status keys, never on a
 //! fixed sleep.

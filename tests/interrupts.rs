@@ -1,4 +1,4 @@
-//! Blocked calls behave like a pipe's (issue 8): the kernel's
+//! Blocked calls behave like a pipe's (ipcfs(7) BLOCKING AND INTERRUPTS): the kernel's
 //! `FUSE_INTERRUPT` ends a parked read or write at once with `EINTR` (or
 //! lets the signal kill the process), senders never queue in the kernel
 //! behind a blocked sender, and nobody sleeps in state D.

@@ -1,5 +1,5 @@
 //! Direct links between processes: `proc/<pid>/send`, `proc/<pid>/recv`,
-//! `proc/self`, `proc/<pid>/status`, `proc/status` (SPEC §7, issue 3).
+//! `proc/self`, `proc/<pid>/status`, `proc/status` (ipcfs(7) DIRECT LINKS).
 //!
 //! Every blocking step has a deadline; waits are on conditions (status keys,
 //! marker files), never on a fixed sleep.
@@ -360,7 +360,7 @@ fn churn_of_200_processes_leaves_no_link_state() {
 /// it stays receivable, and `proc/<pid>` stays visible to the receiver (and
 /// listed in `proc/`) until it is received. Once received, the link state of
 /// the exited processes is reclaimed: `links:` in `proc/status` returns to its
-/// baseline (issue 3: no growth with process churn).
+/// baseline (no growth with process churn).
 #[test]
 fn churn_of_200_senders_to_test_process_leaves_no_state() {
     let m = Mount::new();

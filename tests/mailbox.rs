@@ -1,4 +1,4 @@
-//! Mailboxes: SPEC §2 (tree), §3 (send), §4 (receive), §8 (lifecycle and
+//! Mailboxes: ipcfs(7) THE TREE, SENDING, RECEIVING, MAILBOXES (lifecycle and
 //! permissions), §9 (status), §11 (errors). Every blocking step has a deadline.
 
 mod common;
@@ -163,7 +163,7 @@ fn write_of_8mib_gets_emsgsize_and_queue_stays_empty() {
     assert_eq!(recv(&b), b"after");
 }
 
-/// Kernel facts (measured on kernel 6.18, fuser 0.18, see issue 2): the kernel
+/// Kernel facts (measured on kernel 6.18, fuser 0.18): the kernel
 /// caps one FUSE WRITE at fs.fuse.max_pages_limit (256) pages, and chunk
 /// boundaries follow the page alignment of the caller's buffer, so a buffer 48
 /// bytes into a page covers one page more than its length suggests. 255 pages
@@ -348,7 +348,7 @@ fn python_output_arrives_as_one_message() {
     assert_eq!(recv(&b), vec![b'y'; 200_000]);
 }
 
-/// The SPEC's literal example (`seq 1 20000 > box/send` as one message) cannot
+/// The contract's literal example (`seq 1 20000 > box/send` as one message) cannot
 /// hold with glibc 2.36: glibc ignores an st_blksize above BUFSIZ, so stdio
 /// writes the 108,894 bytes in 8 KiB pieces, each one message (documented in
 /// ipcfs(7)). What must hold: nothing is lost or reordered, and no piece is

@@ -1,4 +1,4 @@
-//! `packets` and `batch` (SPEC §4a): whole messages for programs. One
+//! `packets` and `batch` (ipcfs(7) PACKETS AND BATCH): whole messages for programs. One
 //! message per read or write on `packets`, no end of file between them;
 //! framed messages, many per read or write, on `batch`.
 //!

@@ -1,4 +1,4 @@
-//! Who may do what (issue 11, SPEC §8): users root, the mailbox's owner, a
+//! Who may do what (ipcfs(7) Permissions, Memory): users root, the mailbox's owner, a
 //! member of its group and another user, on an `--allow-other` mount,
 //! against every operation, for a private (0755) and a group (0775)
 //! mailbox. Each cell runs as that user in a fresh shell.
@@ -154,7 +154,7 @@ fn rmdir_and_direct_sends_follow_ownership_and_the_kill_rule() {
     assert!(!may(&m, Who::Other, &send), "another user");
 }
 
-/// One user cannot take what the others need (issue 11): with
+/// One user cannot take what the others need: with
 /// `--max-memory 4M`, a user other than root and the mounting user holds at
 /// most a quarter of it (`--user-share`), and root can still make mailboxes
 /// and send when that user has flooded its own.

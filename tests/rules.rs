@@ -1,5 +1,5 @@
 //! Receiver rules and the `policy` file: arbitrary with receipts, pair,
-//! exclusive, broadcast, changing the rule of a busy mailbox (SPEC §6, issue 4).
+//! exclusive, broadcast, changing the rule of a busy mailbox (ipcfs(7) RECEIVER RULES).
 //!
 //! Every blocking step has a deadline; waits are on status keys, never on a
 //! fixed sleep.
