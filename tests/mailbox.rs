@@ -1,5 +1,5 @@
 //! Mailboxes: ipcfs(7) THE TREE, SENDING, RECEIVING, MAILBOXES (lifecycle and
-//! permissions), §9 (status), §11 (errors). Every blocking step has a deadline.
+//! permissions), STATUS FILES, ERRORS. Every blocking step has a deadline.
 
 mod common;
 
