@@ -747,6 +747,53 @@ fn poll_on_empty_recv_times_out_then_fires_after_send() {
     assert_eq!(n, 0, "recv must not be readable once drained");
 }
 
+/// One `epoll_wait` with EPOLLIN|EPOLLET, waiting at most `ms`: the number
+/// of events.
+fn epoll_wait1(ep: i32, ms: i32) -> i32 {
+    let mut ev = libc::epoll_event { events: 0, u64: 0 };
+    // SAFETY: one event buffer on the stack.
+    let n = unsafe { libc::epoll_wait(ep, &mut ev, 1, ms) };
+    assert!(n >= 0, "epoll_wait: {}", std::io::Error::last_os_error());
+    n
+}
+
+/// Edge-triggered epoll: each message that arrives is an edge, also when it
+/// arrives while the end of file of the one before is still unread (the
+/// descriptor keeps watching its mailbox while it holds a message).
+#[test]
+fn edge_triggered_epoll_wakes_for_each_message() {
+    let m = Mount::new();
+    let b = mkbox(&m, "et");
+    let mut r = open_with(&b.join("recv"), true, false, libc::O_NONBLOCK).unwrap();
+    // SAFETY: epoll_create1 and epoll_ctl on descriptors we own.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    assert!(ep >= 0);
+    let mut ev = libc::epoll_event {
+        events: (libc::EPOLLIN | libc::EPOLLET) as u32,
+        u64: 1,
+    };
+    assert_eq!(
+        unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, r.as_raw_fd(), &mut ev) },
+        0
+    );
+    let wait = move |what: &str| within(T, what, move || epoll_wait1(ep, 5000));
+    let mut buf = [0u8; 64];
+    send(&b, b"m1");
+    assert_eq!(wait("epoll for m1"), 1, "m1 is an edge");
+    assert_eq!(r.read(&mut buf).unwrap(), 2, "m1, its end of file unread");
+    send(&b, b"m2");
+    assert_eq!(wait("epoll for m2"), 1, "m2 is an edge");
+    assert_eq!(r.read(&mut buf).unwrap(), 0, "m1's end of file");
+    assert_eq!(r.read(&mut buf).unwrap(), 2, "m2");
+    assert_eq!(r.read(&mut buf).unwrap(), 0, "m2's end of file");
+    assert_errno(r.read(&mut buf), libc::EAGAIN, "nothing queued");
+    send(&b, b"m3");
+    assert_eq!(wait("epoll for m3"), 1, "m3 is an edge");
+    assert_eq!(r.read(&mut buf).unwrap(), 2, "m3");
+    // SAFETY: our own epoll descriptor.
+    unsafe { libc::close(ep) };
+}
+
 #[test]
 fn poll_on_recv_is_readable_when_message_queued_and_send_is_writable() {
     let m = Mount::new();
