@@ -614,6 +614,33 @@ fn lseek_gives_espipe() {
     );
 }
 
+/// Status and policy files are snapshots that seek like a /proc file:
+/// `head` seeks back to just after the lines it printed, and a program may
+/// read a snapshot again from the start.
+#[test]
+fn status_and_policy_snapshots_seek() {
+    let m = Mount::new();
+    let b = mkbox(&m, "snap");
+    let o = m.sh(
+        "head -2 \"$M/snap/status\" && head -1 \"$M/snap/policy\" && head -1 \"$M/policy\" \
+         && head -1 \"$M/proc/status\"",
+        T,
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(o.stderr, b"", "{}", show(&o));
+    assert_eq!(out_str(&o).lines().count(), 5, "{}", show(&o));
+    assert!(out_str(&o).starts_with("policy: arbitrary\ncapacity: "));
+    let o = m.sh(
+        "python3 -c 'import sys\nfor p in sys.argv[1:]:\n f = open(p)\n a = f.read()\n f.seek(0)\n b = f.read()\n assert a and a == b, (p, a, b)\n f.seek(3)\n assert f.read() == a[3:]\nprint(\"same\")' \
+         \"$M/snap/status\" \"$M/snap/policy\" \"$M/policy\" \"$M/proc/status\"",
+        T,
+    );
+    assert_eq!(out_str(&o), "same\n", "{}", show(&o));
+    // Message files stay streams.
+    let mut r = File::open(b.join("recv")).unwrap();
+    assert_errno(r.seek(SeekFrom::Start(0)), libc::ESPIPE, "lseek on recv");
+}
+
 #[test]
 fn timeout_sigint_ends_blocked_cat_quickly_and_message_is_not_lost() {
     let m = Mount::new();

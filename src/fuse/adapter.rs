@@ -470,19 +470,18 @@ impl Filesystem for IpcFs {
             Ok((target, fh)) => {
                 // No page cache: every read(2)/write(2) reaches the daemon.
                 // Message files are streams: each read(2)/write(2) starts
-                // at offset 0 (see Cursor::serve); status and policy keep
-                // growing offsets so `cat` sees their end.
+                // at offset 0 (see Cursor::serve), and lseek(2) fails.
+                // Status and policy are snapshots taken at open, read at
+                // the offset like a /proc file: `head` may seek back in them.
                 let kind = match target {
                     Target::Mailbox(_, k) | Target::Link(_, k) => Some(k),
                     _ => None,
                 };
                 let stream = kind.is_some_and(|k| k.sends() || k.receives());
                 // Nothing is buffered, so close(2) need not wait for a FLUSH.
-                let mut f = FopenFlags::FOPEN_DIRECT_IO
-                    | FopenFlags::FOPEN_NONSEEKABLE
-                    | FopenFlags::FOPEN_NOFLUSH;
+                let mut f = FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH;
                 if stream {
-                    f |= FopenFlags::FOPEN_STREAM;
+                    f |= FopenFlags::FOPEN_NONSEEKABLE | FopenFlags::FOPEN_STREAM;
                 }
                 // Writes to one file do not queue behind each other in the
                 // kernel: each reaches the daemon, where a blocked one parks
