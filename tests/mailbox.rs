@@ -1449,3 +1449,51 @@ fn two_threads_reading_one_descriptor_share_the_message() {
     assert_eq!(got, vec![b"abc".to_vec(), b"def".to_vec()]);
     assert_eq!(st(&b, "truncated"), "0");
 }
+
+// ---------------------------------------------------------------- copying
+
+/// Copy and archive tools (`cp -r`, `cp -a`, `mv` across filesystems, `tar`)
+/// open what they copy with `O_NOFOLLOW`: they read empty message files,
+/// take no message and never block; a plain `cp` of `recv` reads one
+/// message like `cat`.
+#[test]
+fn copying_a_mailbox_takes_no_message_and_does_not_block() {
+    let m = Mount::new();
+    let b = mkbox(&m, "box");
+    for msg in [&b"m1\n"[..], b"m2\n", b"m3\n"] {
+        send(&b, msg);
+    }
+    let o = m.sh(
+        r#"set -u; out=$(mktemp -d); trap 'rm -rf "$out"' EXIT
+        timeout 10 cp -r "$M/box" "$out/r"; echo "cp-r=$?"
+        timeout 10 cp -a "$M/box" "$out/a"; echo "cp-a=$?"
+        echo "recv-size=$(stat -c %s "$out/r/recv") $(stat -c %s "$out/a/recv")"
+        timeout 10 tar cf "$out/t.tar" -C "$M" box 2>"$out/tar.err"; echo "tar=$?"
+        grep -c 'File shrank' "$out/tar.err"
+        timeout 10 mv "$M/box" "$out/mv" 2>/dev/null; echo "mv=$?"
+        "#,
+        T,
+    );
+    assert_eq!(
+        out_str(&o),
+        "cp-r=0\ncp-a=0\nrecv-size=0 0\ntar=1\n3\nmv=1\n",
+        "cp exits 0; tar warns that send, packets and batch shrank; mv cannot remove the files\n{}",
+        show(&o)
+    );
+    assert_eq!(
+        status_get(&b.join("status"), "messages"),
+        "3",
+        "nothing taken"
+    );
+    let o = m.sh(
+        r#"out=$(mktemp); timeout 10 cp "$M/box/recv" "$out" && cat "$out"; rm -f "$out""#,
+        T,
+    );
+    assert_eq!(
+        out_str(&o),
+        "m1\n",
+        "cp of recv alone reads one message\n{}",
+        show(&o)
+    );
+    assert_eq!(recv(&b), b"m2\n");
+}

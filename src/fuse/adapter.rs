@@ -460,6 +460,10 @@ impl Filesystem for IpcFs {
             read,
             write,
             append: flags.0 & libc::O_APPEND != 0,
+            // cp -r, cp -a, mv across filesystems and tar open what they
+            // copy with O_NOFOLLOW, which the kernel passes on; cat, shell
+            // redirections and open() in programs do not.
+            copy: read && !write && flags.0 & libc::O_NOFOLLOW != 0,
         };
         let result = Node::from_ino(ino.0)
             .ok_or(Refusal::from(Errno::ENOENT))
@@ -477,7 +481,7 @@ impl Filesystem for IpcFs {
                     Target::Mailbox(_, k) | Target::Link(_, k) => Some(k),
                     _ => None,
                 };
-                let stream = kind.is_some_and(|k| k.sends() || k.receives());
+                let stream = kind.is_some_and(|k| k.sends() || k.receives()) && !access.copy;
                 // Nothing is buffered, so close(2) need not wait for a FLUSH.
                 let mut f = FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH;
                 if stream {
