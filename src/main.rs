@@ -77,8 +77,11 @@ fn serve(s: &Settings) -> Result<(), String> {
     // Signals are caught before mounting, so none is missed in between.
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
         .map_err(|e| format!("cannot catch signals: {e}"))?;
-    let mut session = Session::new(IpcFs::new(Arc::clone(&hub)), mp, &config)
-        .map_err(|e| format!("cannot mount {}: {e}", mp.display()))?;
+    let fs = IpcFs::new(Arc::clone(&hub));
+    let inval = fs.notifier_slot();
+    let mut session =
+        Session::new(fs, mp, &config).map_err(|e| format!("cannot mount {}: {e}", mp.display()))?;
+    let _ = inval.set(session.notifier());
     let notifier = session.notifier();
     hub.set_notifier(Box::new(move |kh| {
         let _ = notifier.poll(PollHandle(kh));

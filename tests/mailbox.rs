@@ -1112,6 +1112,48 @@ fn mkbox_mode(m: &Mount, name: &str, mode: u32) -> PathBuf {
     p
 }
 
+/// A chmod of a mailbox sets its files' modes anew, as mkdir does: GNU
+/// `mkdir -m 1777` (mkdir with the umask, then chmod) shares the mailbox
+/// with everyone, and `chmod 700` makes it private; a chmod of one file
+/// changes that file only, until the next chmod of the directory.
+#[test]
+fn chmod_of_a_mailbox_sets_its_files_modes() {
+    let m = Mount::new();
+    let o = m.sh("umask 022; mkdir -m 1777 \"$M/pub\"", T);
+    assert!(o.status.success(), "{}", show(&o));
+    let b = m.p("pub");
+    assert_eq!(mode(&b), 0o1777);
+    assert_eq!(mode(&b.join("send")), 0o666);
+    assert_eq!(mode(&b.join("recv")), 0o444);
+    let o = m.sh_as_nobody(
+        "echo hi > \"$M/pub/send\" && timeout 5 cat \"$M/pub/recv\"",
+        T,
+    );
+    assert_eq!(
+        out_str(&o),
+        "hi\n",
+        "anyone may send and receive\n{}",
+        show(&o)
+    );
+    let c = mkbox_mode(&m, "ch", 0o777);
+    let send_mode = mode(&c.join("send"));
+    fs::set_permissions(c.join("recv"), fs::Permissions::from_mode(0o404)).unwrap();
+    assert_eq!(mode(&c.join("recv")), 0o404, "a file's own chmod");
+    assert_eq!(mode(&c.join("send")), send_mode, "the others unchanged");
+    fs::set_permissions(&c, fs::Permissions::from_mode(0o700)).unwrap();
+    let modes: Vec<u32> = ["send", "recv", "packets", "batch", "policy", "status"]
+        .iter()
+        .map(|f| mode(&c.join(f)))
+        .collect();
+    assert_eq!(modes, [0o600, 0o400, 0o600, 0o600, 0o600, 0o400]);
+    fs::set_permissions(&c, fs::Permissions::from_mode(0o775)).unwrap();
+    let modes: Vec<u32> = ["send", "recv", "packets", "batch", "policy", "status"]
+        .iter()
+        .map(|f| mode(&c.join(f)))
+        .collect();
+    assert_eq!(modes, [0o660, 0o440, 0o660, 0o660, 0o644, 0o444]);
+}
+
 #[test]
 fn file_modes_follow_the_directory_mode() {
     let m = Mount::new();

@@ -4,14 +4,14 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
     AccessFlags, BsdFileFlags, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, LockOwner, OpenAccMode, OpenFlags, PollEvents, PollFlags, PollNotifier, RenameFlags,
-    ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyPoll, ReplyWrite,
-    Request, RequestId, TimeOrNow, WriteFlags,
+    INodeNo, LockOwner, Notifier, OpenAccMode, OpenFlags, PollEvents, PollFlags, PollNotifier,
+    RenameFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyPoll, ReplyWrite, Request, RequestId, TimeOrNow, WriteFlags,
 };
 
 use crate::fuse::inode::Node;
@@ -82,6 +82,9 @@ fn io(req: &Request, fh: FileHandle, offset: u64, flags: OpenFlags) -> Io {
 pub struct IpcFs {
     hub: Arc<Hub>,
     started: SystemTime,
+    /// The session's notifier, set once mounted: a chmod of a mailbox
+    /// tells the kernel to forget its files' cached modes.
+    notifier: Arc<OnceLock<Notifier>>,
 }
 
 impl IpcFs {
@@ -89,7 +92,13 @@ impl IpcFs {
         IpcFs {
             hub,
             started: SystemTime::now(),
+            notifier: Arc::default(),
         }
+    }
+
+    /// Where the session's notifier goes once the session exists.
+    pub fn notifier_slot(&self) -> Arc<OnceLock<Notifier>> {
+        Arc::clone(&self.notifier)
     }
 
     fn caller(&self, req: &Request) -> Result<Caller, Refusal> {
@@ -339,7 +348,18 @@ impl Filesystem for IpcFs {
         };
         match result.and_then(|()| self.attr_of(req, node)) {
             Ok(c) => reply.attr(&c.attr_ttl, &c.attr),
-            Err(e) => reply.error(err(&"setattr", e)),
+            Err(e) => return reply.error(err(&"setattr", e)),
+        }
+        // A chmod of a mailbox set its files' modes anew; the kernel has
+        // them cached (TREE_TTL). Attributes only (offset -1), after the
+        // reply: nothing here waits for the chmod to end.
+        if let (Node::Mailbox(id), Some(_), Some(n)) = (node, mode, self.notifier.get()) {
+            for k in FileKind::ALL {
+                let ino = Node::MailboxFile(id, k).ino();
+                if let Err(e) = n.inval_inode(INodeNo(ino), -1, 0) {
+                    debug!("setattr: cannot invalidate inode {ino}: {e}");
+                }
+            }
         }
     }
 
