@@ -111,8 +111,11 @@ fn serve(s: &Settings, nofile: u64) -> Result<(), String> {
     // Signals are caught before mounting, so none is missed in between.
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
         .map_err(|e| format!("cannot catch signals: {e}"))?;
-    let mut session = Session::new(IpcFs::new(Arc::clone(&hub)), mp, &config)
-        .map_err(|e| format!("cannot mount {}: {e}", mp.display()))?;
+    let fs = IpcFs::new(Arc::clone(&hub));
+    let inval = fs.notifier_slot();
+    let mut session =
+        Session::new(fs, mp, &config).map_err(|e| format!("cannot mount {}: {e}", mp.display()))?;
+    let _ = inval.set(session.notifier());
     // Our mount, just made, is the topmost FUSE mount at the path. It is
     // read from mountinfo, not by stat(2) of the mountpoint, which would
     // wait for this very session to answer before it runs.

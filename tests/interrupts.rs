@@ -130,6 +130,49 @@ fn traced_parked_reader_ends_on_sigterm() {
     message_stays(&b);
 }
 
+/// `strace -p` attaches to a reader parked in `read` of `recv` at once, as
+/// it does to a pipe reader: the attach interrupts the call with no signal
+/// pending, and a traced thread's call ends with `EINTR` (never kept
+/// waiting in state D until the next message). `cat` retries the read
+/// (gnulib's safe_read), parks again, and still gets the message.
+#[test]
+fn strace_attaches_to_a_parked_reader_at_once() {
+    let m = Mount::new();
+    let b = mkbox(&m, "attach");
+    let cat = cat_recv(&b);
+    wait_status(&b.join("status"), "receivers-waiting", "1");
+    let trace = tempfile::NamedTempFile::new().expect("trace file");
+    let mut cmd = Command::new("timeout");
+    cmd.args(["20", "strace", "-o"])
+        .arg(trace.path())
+        .args(["-p", &cat.pid().to_string()]);
+    let strace = Bg::spawn(cmd, "strace -p");
+    // strace writes the read it sees once it has attached: the retried one.
+    wait_until(DEADLINE, "strace attached and saw the read", || {
+        std::fs::read_to_string(trace.path()).is_ok_and(|t| t.contains("read("))
+    });
+    let status = std::fs::read_to_string(format!("/proc/{}/status", cat.pid())).unwrap();
+    assert!(
+        !status.contains("TracerPid:\t0\n"),
+        "cat is traced: {status}"
+    );
+    wait_status(&b.join("status"), "receivers-waiting", "1");
+    assert_eq!(state(cat.pid()), 'S', "the traced reader parked again");
+    send_nb(&b.join("send"), b"hello\n").expect("send");
+    let o = cat.wait_timeout(DEADLINE);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(out_str(&o), "hello\n", "the traced reader got the message");
+    let o = strace.wait_timeout(DEADLINE);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("attached"),
+        "{}",
+        show(&o)
+    );
+    let t = std::fs::read_to_string(trace.path()).unwrap();
+    assert!(t.contains("read(3, \"hello\\n\""), "trace:\n{t}");
+}
+
 /// A burst of interrupts while hundreds of readers are parked: each
 /// interrupted reader ends, the others keep waiting in state S (not D, as
 /// once the kernel gave up on interrupts), and still get a message each.

@@ -614,6 +614,33 @@ fn lseek_gives_espipe() {
     );
 }
 
+/// Status and policy files are snapshots that seek like a /proc file:
+/// `head` seeks back to just after the lines it printed, and a program may
+/// read a snapshot again from the start.
+#[test]
+fn status_and_policy_snapshots_seek() {
+    let m = Mount::new();
+    let b = mkbox(&m, "snap");
+    let o = m.sh(
+        "head -2 \"$M/snap/status\" && head -1 \"$M/snap/policy\" && head -1 \"$M/policy\" \
+         && head -1 \"$M/proc/status\"",
+        T,
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(o.stderr, b"", "{}", show(&o));
+    assert_eq!(out_str(&o).lines().count(), 5, "{}", show(&o));
+    assert!(out_str(&o).starts_with("policy: arbitrary\ncapacity: "));
+    let o = m.sh(
+        "python3 -c 'import sys\nfor p in sys.argv[1:]:\n f = open(p)\n a = f.read()\n f.seek(0)\n b = f.read()\n assert a and a == b, (p, a, b)\n f.seek(3)\n assert f.read() == a[3:]\nprint(\"same\")' \
+         \"$M/snap/status\" \"$M/snap/policy\" \"$M/policy\" \"$M/proc/status\"",
+        T,
+    );
+    assert_eq!(out_str(&o), "same\n", "{}", show(&o));
+    // Message files stay streams.
+    let mut r = File::open(b.join("recv")).unwrap();
+    assert_errno(r.seek(SeekFrom::Start(0)), libc::ESPIPE, "lseek on recv");
+}
+
 #[test]
 fn timeout_sigint_ends_blocked_cat_quickly_and_message_is_not_lost() {
     let m = Mount::new();
@@ -745,6 +772,53 @@ fn poll_on_empty_recv_times_out_then_fires_after_send() {
         poll1(&fd, libc::POLLIN, 100)
     });
     assert_eq!(n, 0, "recv must not be readable once drained");
+}
+
+/// One `epoll_wait` with EPOLLIN|EPOLLET, waiting at most `ms`: the number
+/// of events.
+fn epoll_wait1(ep: i32, ms: i32) -> i32 {
+    let mut ev = libc::epoll_event { events: 0, u64: 0 };
+    // SAFETY: one event buffer on the stack.
+    let n = unsafe { libc::epoll_wait(ep, &mut ev, 1, ms) };
+    assert!(n >= 0, "epoll_wait: {}", std::io::Error::last_os_error());
+    n
+}
+
+/// Edge-triggered epoll: each message that arrives is an edge, also when it
+/// arrives while the end of file of the one before is still unread (the
+/// descriptor keeps watching its mailbox while it holds a message).
+#[test]
+fn edge_triggered_epoll_wakes_for_each_message() {
+    let m = Mount::new();
+    let b = mkbox(&m, "et");
+    let mut r = open_with(&b.join("recv"), true, false, libc::O_NONBLOCK).unwrap();
+    // SAFETY: epoll_create1 and epoll_ctl on descriptors we own.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    assert!(ep >= 0);
+    let mut ev = libc::epoll_event {
+        events: (libc::EPOLLIN | libc::EPOLLET) as u32,
+        u64: 1,
+    };
+    assert_eq!(
+        unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, r.as_raw_fd(), &mut ev) },
+        0
+    );
+    let wait = move |what: &str| within(T, what, move || epoll_wait1(ep, 5000));
+    let mut buf = [0u8; 64];
+    send(&b, b"m1");
+    assert_eq!(wait("epoll for m1"), 1, "m1 is an edge");
+    assert_eq!(r.read(&mut buf).unwrap(), 2, "m1, its end of file unread");
+    send(&b, b"m2");
+    assert_eq!(wait("epoll for m2"), 1, "m2 is an edge");
+    assert_eq!(r.read(&mut buf).unwrap(), 0, "m1's end of file");
+    assert_eq!(r.read(&mut buf).unwrap(), 2, "m2");
+    assert_eq!(r.read(&mut buf).unwrap(), 0, "m2's end of file");
+    assert_errno(r.read(&mut buf), libc::EAGAIN, "nothing queued");
+    send(&b, b"m3");
+    assert_eq!(wait("epoll for m3"), 1, "m3 is an edge");
+    assert_eq!(r.read(&mut buf).unwrap(), 2, "m3");
+    // SAFETY: our own epoll descriptor.
+    unsafe { libc::close(ep) };
 }
 
 #[test]
@@ -1036,6 +1110,48 @@ fn mkbox_mode(m: &Mount, name: &str, mode: u32) -> PathBuf {
     let p = m.p(name);
     fs::DirBuilder::new().mode(mode).create(&p).unwrap();
     p
+}
+
+/// A chmod of a mailbox sets its files' modes anew, as mkdir does: GNU
+/// `mkdir -m 1777` (mkdir with the umask, then chmod) shares the mailbox
+/// with everyone, and `chmod 700` makes it private; a chmod of one file
+/// changes that file only, until the next chmod of the directory.
+#[test]
+fn chmod_of_a_mailbox_sets_its_files_modes() {
+    let m = Mount::new();
+    let o = m.sh("umask 022; mkdir -m 1777 \"$M/pub\"", T);
+    assert!(o.status.success(), "{}", show(&o));
+    let b = m.p("pub");
+    assert_eq!(mode(&b), 0o1777);
+    assert_eq!(mode(&b.join("send")), 0o666);
+    assert_eq!(mode(&b.join("recv")), 0o444);
+    let o = m.sh_as_nobody(
+        "echo hi > \"$M/pub/send\" && timeout 5 cat \"$M/pub/recv\"",
+        T,
+    );
+    assert_eq!(
+        out_str(&o),
+        "hi\n",
+        "anyone may send and receive\n{}",
+        show(&o)
+    );
+    let c = mkbox_mode(&m, "ch", 0o777);
+    let send_mode = mode(&c.join("send"));
+    fs::set_permissions(c.join("recv"), fs::Permissions::from_mode(0o404)).unwrap();
+    assert_eq!(mode(&c.join("recv")), 0o404, "a file's own chmod");
+    assert_eq!(mode(&c.join("send")), send_mode, "the others unchanged");
+    fs::set_permissions(&c, fs::Permissions::from_mode(0o700)).unwrap();
+    let modes: Vec<u32> = ["send", "recv", "packets", "batch", "policy", "status"]
+        .iter()
+        .map(|f| mode(&c.join(f)))
+        .collect();
+    assert_eq!(modes, [0o600, 0o400, 0o600, 0o600, 0o600, 0o400]);
+    fs::set_permissions(&c, fs::Permissions::from_mode(0o775)).unwrap();
+    let modes: Vec<u32> = ["send", "recv", "packets", "batch", "policy", "status"]
+        .iter()
+        .map(|f| mode(&c.join(f)))
+        .collect();
+    assert_eq!(modes, [0o660, 0o440, 0o660, 0o660, 0o644, 0o444]);
 }
 
 #[test]
@@ -1374,4 +1490,52 @@ fn two_threads_reading_one_descriptor_share_the_message() {
     got.sort();
     assert_eq!(got, vec![b"abc".to_vec(), b"def".to_vec()]);
     assert_eq!(st(&b, "truncated"), "0");
+}
+
+// ---------------------------------------------------------------- copying
+
+/// Copy and archive tools (`cp -r`, `cp -a`, `mv` across filesystems, `tar`)
+/// open what they copy with `O_NOFOLLOW`: they read empty message files,
+/// take no message and never block; a plain `cp` of `recv` reads one
+/// message like `cat`.
+#[test]
+fn copying_a_mailbox_takes_no_message_and_does_not_block() {
+    let m = Mount::new();
+    let b = mkbox(&m, "box");
+    for msg in [&b"m1\n"[..], b"m2\n", b"m3\n"] {
+        send(&b, msg);
+    }
+    let o = m.sh(
+        r#"set -u; out=$(mktemp -d); trap 'rm -rf "$out"' EXIT
+        timeout 10 cp -r "$M/box" "$out/r"; echo "cp-r=$?"
+        timeout 10 cp -a "$M/box" "$out/a"; echo "cp-a=$?"
+        echo "recv-size=$(stat -c %s "$out/r/recv") $(stat -c %s "$out/a/recv")"
+        timeout 10 tar cf "$out/t.tar" -C "$M" box 2>"$out/tar.err"; echo "tar=$?"
+        grep -c 'File shrank' "$out/tar.err"
+        timeout 10 mv "$M/box" "$out/mv" 2>/dev/null; echo "mv=$?"
+        "#,
+        T,
+    );
+    assert_eq!(
+        out_str(&o),
+        "cp-r=0\ncp-a=0\nrecv-size=0 0\ntar=1\n3\nmv=1\n",
+        "cp exits 0; tar warns that send, packets and batch shrank; mv cannot remove the files\n{}",
+        show(&o)
+    );
+    assert_eq!(
+        status_get(&b.join("status"), "messages"),
+        "3",
+        "nothing taken"
+    );
+    let o = m.sh(
+        r#"out=$(mktemp); timeout 10 cp "$M/box/recv" "$out" && cat "$out"; rm -f "$out""#,
+        T,
+    );
+    assert_eq!(
+        out_str(&o),
+        "m1\n",
+        "cp of recv alone reads one message\n{}",
+        show(&o)
+    );
+    assert_eq!(recv(&b), b"m2\n");
 }

@@ -4,14 +4,14 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
     AccessFlags, BsdFileFlags, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, LockOwner, OpenAccMode, OpenFlags, PollEvents, PollFlags, PollNotifier, RenameFlags,
-    ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyPoll, ReplyWrite,
-    Request, RequestId, TimeOrNow, WriteFlags,
+    INodeNo, LockOwner, Notifier, OpenAccMode, OpenFlags, PollEvents, PollFlags, PollNotifier,
+    RenameFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyPoll, ReplyWrite, Request, RequestId, TimeOrNow, WriteFlags,
 };
 
 use crate::fuse::inode::Node;
@@ -82,6 +82,9 @@ fn io(req: &Request, fh: FileHandle, offset: u64, flags: OpenFlags) -> Io {
 pub struct IpcFs {
     hub: Arc<Hub>,
     started: SystemTime,
+    /// The session's notifier, set once mounted: a chmod of a mailbox
+    /// tells the kernel to forget its files' cached modes.
+    notifier: Arc<OnceLock<Notifier>>,
 }
 
 impl IpcFs {
@@ -89,7 +92,13 @@ impl IpcFs {
         IpcFs {
             hub,
             started: SystemTime::now(),
+            notifier: Arc::default(),
         }
+    }
+
+    /// Where the session's notifier goes once the session exists.
+    pub fn notifier_slot(&self) -> Arc<OnceLock<Notifier>> {
+        Arc::clone(&self.notifier)
     }
 
     fn caller(&self, req: &Request) -> Result<Caller, Refusal> {
@@ -344,7 +353,18 @@ impl Filesystem for IpcFs {
         };
         match result.and_then(|()| self.attr_of(req, node)) {
             Ok(c) => reply.attr(&c.attr_ttl, &c.attr),
-            Err(e) => reply.error(err(&"setattr", e)),
+            Err(e) => return reply.error(err(&"setattr", e)),
+        }
+        // A chmod of a mailbox set its files' modes anew; the kernel has
+        // them cached (TREE_TTL). Attributes only (offset -1), after the
+        // reply: nothing here waits for the chmod to end.
+        if let (Node::Mailbox(id), Some(_), Some(n)) = (node, mode, self.notifier.get()) {
+            for k in FileKind::ALL {
+                let ino = Node::MailboxFile(id, k).ino();
+                if let Err(e) = n.inval_inode(INodeNo(ino), -1, 0) {
+                    debug!("setattr: cannot invalidate inode {ino}: {e}");
+                }
+            }
         }
     }
 
@@ -465,6 +485,10 @@ impl Filesystem for IpcFs {
             read,
             write,
             append: flags.0 & libc::O_APPEND != 0,
+            // cp -r, cp -a, mv across filesystems and tar open what they
+            // copy with O_NOFOLLOW, which the kernel passes on; cat, shell
+            // redirections and open() in programs do not.
+            copy: read && !write && flags.0 & libc::O_NOFOLLOW != 0,
         };
         let result = Node::from_ino(ino.0)
             .ok_or(Refusal::from(Errno::ENOENT))
@@ -475,19 +499,18 @@ impl Filesystem for IpcFs {
             Ok((target, fh)) => {
                 // No page cache: every read(2)/write(2) reaches the daemon.
                 // Message files are streams: each read(2)/write(2) starts
-                // at offset 0 (see Cursor::serve); status and policy keep
-                // growing offsets so `cat` sees their end.
+                // at offset 0 (see Cursor::serve), and lseek(2) fails.
+                // Status and policy are snapshots taken at open, read at
+                // the offset like a /proc file: `head` may seek back in them.
                 let kind = match target {
                     Target::Mailbox(_, k) | Target::Link(_, k) => Some(k),
                     _ => None,
                 };
-                let stream = kind.is_some_and(|k| k.sends() || k.receives());
+                let stream = kind.is_some_and(|k| k.sends() || k.receives()) && !access.copy;
                 // Nothing is buffered, so close(2) need not wait for a FLUSH.
-                let mut f = FopenFlags::FOPEN_DIRECT_IO
-                    | FopenFlags::FOPEN_NONSEEKABLE
-                    | FopenFlags::FOPEN_NOFLUSH;
+                let mut f = FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH;
                 if stream {
-                    f |= FopenFlags::FOPEN_STREAM;
+                    f |= FopenFlags::FOPEN_NONSEEKABLE | FopenFlags::FOPEN_STREAM;
                 }
                 // Writes to one file do not queue behind each other in the
                 // kernel: each reaches the daemon, where a blocked one parks

@@ -89,7 +89,8 @@ pub enum HandleKind {
         /// Opened `O_APPEND` (see `Send`).
         append: bool,
     },
-    /// A status snapshot.
+    /// A status snapshot, or the empty file a copier reads in place of
+    /// a message file (opened with `Access::copy`).
     Text(Vec<u8>),
     /// A policy file: its text at open; writes set `of` (None: the root).
     Policy {

@@ -112,6 +112,9 @@ pub struct Access {
     pub read: bool,
     pub write: bool,
     pub append: bool,
+    /// Read-only with `O_NOFOLLOW`: a copier's (`cp -r`, `cp -a`, `tar`),
+    /// which gets an empty file (see ipcfs(7), COPYING AND BACKUPS).
+    pub copy: bool,
 }
 
 /// What the system said about the peer of a `proc/<pid>` target, asked

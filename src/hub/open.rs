@@ -243,6 +243,9 @@ impl Hub {
                     status::mailbox(ch, &self.budget).into_bytes(),
                 ));
             }
+            // A copier's: an empty file; it takes no message, counts as no
+            // receiver or sender and holds no rule slot.
+            _ if access.copy => return Ok(HandleKind::Text(Vec::new())),
             _ => {}
         }
         check_access(kind, access)?;
@@ -312,6 +315,10 @@ impl Hub {
                 None => status::link(pid, false, None, None),
             };
             return Ok(HandleKind::Text(text.into_bytes()));
+        }
+        if access.copy {
+            // A copier's: an empty file; it takes nothing and joins no link.
+            return Ok(HandleKind::Text(Vec::new()));
         }
         check_access(kind, access)?;
         let Some(peer) = peer else {

@@ -490,11 +490,13 @@ impl Hub {
         };
         let owner = handle.owner;
         // (channel, read from it, ready already): receipts on `send` are a
-        // line or the end of file; a `recv` holding a message is readable.
+        // line or the end of file; a `recv` holding a message is readable,
+        // and still watches its channel: an edge-triggered epoll waits for
+        // the notification of the next message.
         let (chans, mut ready): (Vec<(ChanKey, bool)>, u32) = match &handle.kind {
             HandleKind::Text(_) | HandleKind::Policy { .. } => return pin | pout,
-            HandleKind::Recv { cursor, .. } if cursor.current.is_some() || cursor.eof => {
-                return pin;
+            HandleKind::Recv { chan, cursor, .. } if cursor.current.is_some() || cursor.eof => {
+                (vec![(*chan, true)], pin)
             }
             HandleKind::Send { chan, receipts, .. } => (
                 vec![(*chan, false)],

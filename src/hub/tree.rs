@@ -91,7 +91,8 @@ pub struct Mailbox {
     _charge: Charge,
 }
 
-/// The modes of a new mailbox's files, from its directory's mode. A
+/// The modes of a mailbox's files, from its directory's mode (at mkdir
+/// and at each chmod of the directory). A
 /// receive consumes, so only those who may send may receive: `send` gets
 /// the directory's write bits (plus the matching read bits, for receipts),
 /// `recv` the read bits of those same classes, `packets` and `batch` both;
@@ -285,7 +286,10 @@ impl Tree {
     }
 
     /// `chmod`/`chown` of a mailbox (`file` None), one of its files, or
-    /// (`id` ROOT) the root policy file.
+    /// (`id` ROOT) the root policy file. A chmod of a mailbox sets its
+    /// files' modes anew, as mkdir does: GNU `mkdir -m 1777` creates with
+    /// the umask applied and then chmods, and `chmod 700 box` must make
+    /// the mailbox private (ipcfs(7), Permissions).
     pub fn set_attr(
         &mut self,
         id: MailboxId,
@@ -298,6 +302,11 @@ impl Tree {
             &mut self.root_policy_attr
         } else {
             let m = self.mailboxes.get_mut(&id).ok_or(Errno::ENOENT)?;
+            if let (None, Some(mode)) = (file, mode) {
+                for (f, mode) in m.files.iter_mut().zip(file_modes(mode)) {
+                    f.mode = mode;
+                }
+            }
             match file {
                 None => &mut m.dir,
                 Some(k) => &mut m.files[k as usize],

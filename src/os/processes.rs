@@ -193,7 +193,10 @@ impl Processes for OsProcesses {
     }
 
     fn signal_ends_call(&self, tid: u32) -> bool {
-        procfs::read(format!("/proc/{tid}/status")).is_none_or(|s| signals::ends_call(&s))
+        // A traced thread's tracer waits for the call to end (see
+        // crate::os::signals).
+        procfs::read(format!("/proc/{tid}/status"))
+            .is_none_or(|s| signals::traced(&s) || signals::ends_call(&s))
     }
 
     fn interrupted(&self, tid: u32) -> bool {
@@ -201,6 +204,9 @@ impl Processes for OsProcesses {
         let Some(status) = procfs::read(format!("/proc/{tid}/status")) else {
             return true;
         };
+        if signals::traced(&status) {
+            return true;
+        }
         let tgid: Option<u32> = status_field(&status, "Tgid").and_then(|v| v.parse().ok());
         match signals::verdict(&status, tgid == Some(tid)) {
             Verdict::Interrupted => true,

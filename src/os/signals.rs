@@ -15,6 +15,13 @@
 //!   (bash's `SIGCHLD` handler, for one, must not break a blocked
 //!   `echo > box/send` whenever a background job ends).
 //!
+//! A thread being traced (`strace -p`, `gdb -p`) ends its call with `EINTR`
+//! whatever is pending ([`traced`]): the tracer's attach and detach
+//! interrupt the call with no signal pending, and the tracer waits until
+//! the thread returns to user space, which a call kept waiting would
+//! delay until the next message (the kernel does not let a FUSE daemon
+//! restart the call; coreutils, Python and bash retry reads after `EINTR`).
+//!
 //! After its one `FUSE_INTERRUPT` the kernel waits for the answer in a
 //! killable sleep and sends no other, so a call kept waiting that way is
 //! checked again by the watcher every 100 ms ([`verdict`]), to end it on a
@@ -50,6 +57,12 @@ pub fn ends_call(status: &str) -> bool {
     let own = mask(status, "SigPnd");
     let shared = mask(status, "ShdPnd");
     own & SIGKILL_BIT != 0 || (own | shared) & !blocked & !NEVER != 0
+}
+
+/// Given the text of `/proc/<tid>/status`: is the thread being traced
+/// (`TracerPid:` not 0)?
+pub fn traced(status: &str) -> bool {
+    status_field(status, "TracerPid").is_some_and(|v| v.trim() != "0")
 }
 
 /// What a thread's signal state says about its blocked call.
@@ -96,6 +109,16 @@ mod tests {
         format!(
             "Name:\tcat\nState:\tS (sleeping)\nSigQ:\t0/1\nSigPnd:\t{pnd}\nShdPnd:\t{shd}\nSigBlk:\t{blk}\nSigIgn:\t0\n"
         )
+    }
+
+    #[test]
+    fn a_tracer_pid_means_traced() {
+        let s = status("0", "0", "0");
+        assert!(!traced(&s), "no TracerPid line");
+        assert!(!traced(&s.replace("SigQ", "TracerPid:\t0\nSigQ")));
+        assert!(traced(&s.replace("SigQ", "TracerPid:\t4242\nSigQ")));
+        let me = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+        assert!(me.contains("\nTracerPid:"), "the kernel shows TracerPid");
     }
 
     #[test]

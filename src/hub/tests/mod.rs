@@ -157,6 +157,7 @@ fn acc(read: bool, write: bool) -> Access {
         read,
         write,
         append: false,
+        copy: false,
     }
 }
 

@@ -208,3 +208,39 @@ fn exclusive_hold_passes_to_a_process_that_kept_recv_open() {
         Err(Errno::EBUSY.into())
     );
 }
+
+/// A copier's open (read-only, `O_NOFOLLOW`: `cp -r`, `tar`) of any message
+/// file is an empty file: it takes no message, never blocks, and holds no
+/// `exclusive` or `pair` slot.
+#[test]
+fn a_copier_reads_empty_files_and_holds_no_slot() {
+    let copy = Access {
+        copy: true,
+        ..acc(true, false)
+    };
+    for rule in ["exclusive", "pair"] {
+        let (hub, w) = hub(rule);
+        let (a, b, c) = (w.spawn(1, 0), w.spawn(2, 0), w.spawn(3, 0));
+        let id = mkbox(&hub, "x");
+        let s = send_fd(&hub, a, id, false);
+        assert_eq!(write(&hub, s, 1, b"m1", true).got(), Got::Written(2));
+        for k in FileKind::ALL {
+            let h = hub
+                .open(b, Target::Mailbox(id, k), copy)
+                .unwrap_or_else(|e| panic!("{rule}: copier's open of {}: {e:?}", k.name()));
+            let got = read(&hub, h, 2, 4096, false).got();
+            if k.sends() || k.receives() {
+                assert_eq!(got, Got::Data(vec![]), "{rule}: {}", k.name());
+            }
+            hub.release(h);
+        }
+        assert_eq!(status_of(&hub, id, a)["messages"], "1", "{rule}");
+        assert_eq!(status_of(&hub, id, a)["receivers"], "0", "{rule}");
+        // The copier took no slot: another process may still receive.
+        let r = recv_fd(&hub, c, id);
+        assert_eq!(
+            read(&hub, r, 3, 4096, false).got(),
+            Got::Data(b"m1".to_vec())
+        );
+    }
+}
