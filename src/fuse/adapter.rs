@@ -16,7 +16,7 @@ use fuser::{
 
 use crate::fuse::inode::Node;
 use crate::hub::errno::{Errno, Refusal};
-use crate::hub::waiter::{Outcome, Replier};
+use crate::hub::reply::{Outcome, Replier};
 use log::debug;
 
 use crate::hub::attrs::Meta;
