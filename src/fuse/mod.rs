@@ -5,4 +5,4 @@
 
 pub mod adapter;
 pub mod inode;
-mod nodes;
+pub mod nodes;
