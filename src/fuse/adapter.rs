@@ -1,40 +1,29 @@
 //! The FUSE adapter: translates kernel requests (inodes, file handles,
-//! replies) into calls on the core [`Hub`], and nothing more.
+//! replies) into calls on the core [`Hub`], and nothing more. What the
+//! kernel sees at each inode (attributes, names, listings) is worked out in
+//! [`super::nodes`]; this file holds the [`Filesystem`] impl and the
+//! replies the core answers through.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use fuser::{
-    AccessFlags, BsdFileFlags, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, LockOwner, Notifier, OpenAccMode, OpenFlags, PollEvents, PollFlags, PollNotifier,
-    RenameFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen,
-    ReplyPoll, ReplyWrite, Request, RequestId, TimeOrNow, WriteFlags,
+    AccessFlags, BsdFileFlags, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
+    Notifier, OpenAccMode, OpenFlags, PollEvents, PollFlags, PollNotifier, RenameFlags, ReplyAttr,
+    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyPoll, ReplyWrite, Request,
+    RequestId, TimeOrNow, WriteFlags,
 };
 
-use crate::fuse::inode::Node;
-use crate::hub::errno::{Errno, Refusal};
-use crate::hub::waiter::{Outcome, Replier};
 use log::debug;
 
-use crate::hub::attrs::Meta;
-use crate::hub::{Access, Caller, FileKind, Hub, Io, MailboxId, ROOT, Target};
-
-/// Mailbox names and attributes only change through this mount (the
-/// kernel sees its own mkdir, rmdir, rename and chmod), so it may cache
-/// them; `proc/` answers differ per caller and per moment.
-const TREE_TTL: Duration = Duration::from_secs(1);
-const NO_TTL: Duration = Duration::ZERO;
-
-/// A node's attributes, how long the kernel may cache its name (entry) and
-/// how long its attributes.
-struct Cached {
-    attr: FileAttr,
-    entry_ttl: Duration,
-    attr_ttl: Duration,
-}
+use crate::fuse::inode::Node;
+use crate::fuse::nodes::{self, node_at};
+use crate::hub::errno::{Errno, Refusal};
+use crate::hub::reply::{Outcome, Replier};
+use crate::hub::{Access, Caller, FileKind, Hub, Io, ROOT, Target};
 
 /// The one place refusals reach the kernel: logged (at `debug`, with what
 /// was asked) and turned into the caller's errno.
@@ -80,8 +69,9 @@ fn io(req: &Request, fh: FileHandle, offset: u64, flags: OpenFlags) -> Io {
 }
 
 pub struct IpcFs {
-    hub: Arc<Hub>,
-    started: SystemTime,
+    pub(super) hub: Arc<Hub>,
+    /// The time every node shows (atime, mtime, ctime).
+    pub(super) started: SystemTime,
     /// The session's notifier, set once mounted: a chmod of a mailbox
     /// tells the kernel to forget its files' cached modes.
     notifier: Arc<OnceLock<Notifier>>,
@@ -101,201 +91,21 @@ impl IpcFs {
         Arc::clone(&self.notifier)
     }
 
-    fn caller(&self, req: &Request) -> Result<Caller, Refusal> {
+    pub(super) fn caller(&self, req: &Request) -> Result<Caller, Refusal> {
         self.hub.caller(req.pid(), req.uid(), req.gid())
     }
 
     /// The caller's pid as it numbers processes (pid namespaces).
-    fn own_number(&self, req: &Request) -> Result<u32, Refusal> {
+    pub(super) fn own_number(&self, req: &Request) -> Result<u32, Refusal> {
         let me = self.caller(req)?;
         self.hub.own_number(req.pid(), me.process)
-    }
-
-    fn file_attr(&self, node: Node, kind: FileType, meta: Meta) -> FileAttr {
-        FileAttr {
-            ino: INodeNo(node.ino()),
-            size: meta.size,
-            blocks: 0,
-            atime: self.started,
-            mtime: self.started,
-            ctime: self.started,
-            crtime: self.started,
-            kind,
-            perm: meta.attr.mode as u16,
-            nlink: if kind == FileType::Directory { 2 } else { 1 },
-            uid: meta.attr.uid,
-            gid: meta.attr.gid,
-            rdev: 0,
-            blksize: meta.blksize,
-            flags: 0,
-        }
-    }
-
-    /// The attributes of `node` and how long the kernel may cache them.
-    fn attr_of(&self, req: &Request, node: Node) -> Result<Cached, Refusal> {
-        let hub = &self.hub;
-        let file = FileType::RegularFile;
-        let dir = FileType::Directory;
-        let (kind, meta, ttl) = match node.canonical() {
-            Node::Root => (dir, hub.root_meta(), TREE_TTL),
-            Node::RootPolicy => (file, hub.root_policy_meta(), TREE_TTL),
-            Node::ProcDir => (dir, hub.proc_dir_meta(), TREE_TTL),
-            Node::ProcSelf => {
-                let pid = self.own_number(req)?;
-                (FileType::Symlink, hub.proc_self_meta(pid), NO_TTL)
-            }
-            Node::ProcStatus => (file, hub.proc_status_meta(), NO_TTL),
-            // proc/<pid> answers differ per caller and per moment.
-            Node::Peer(pid) => (dir, hub.peer_meta(req.pid(), pid, None)?, NO_TTL),
-            Node::PeerFile(pid, k) => (file, hub.peer_meta(req.pid(), pid, Some(k))?, NO_TTL),
-            Node::Mailbox(id) => (dir, hub.mailbox_meta(id, None)?, TREE_TTL),
-            Node::MailboxFile(id, k) => (file, hub.mailbox_meta(id, Some(k))?, TREE_TTL),
-            Node::MailboxOwn(..) | Node::PeerOwn(..) => unreachable!("canonical"),
-        };
-        // A file written to is looked up anew by each caller (see
-        // inode.rs); its attributes are as stable as the others'.
-        let entry_ttl = if node != node.canonical() {
-            NO_TTL
-        } else {
-            ttl
-        };
-        Ok(Cached {
-            attr: self.file_attr(node, kind, meta),
-            entry_ttl,
-            attr_ttl: ttl,
-        })
-    }
-
-    fn lookup_node(&self, req: &Request, parent: Node, name: &OsStr) -> Result<Node, Refusal> {
-        let bytes = name.as_bytes();
-        match parent {
-            Node::Root => match bytes {
-                b"policy" => Ok(Node::RootPolicy),
-                b"proc" => Ok(Node::ProcDir),
-                _ => self
-                    .hub
-                    .lookup(ROOT, name)
-                    .map(Node::Mailbox)
-                    .ok_or(Refusal::from(Errno::ENOENT)),
-            },
-            Node::ProcDir => match bytes {
-                b"self" => Ok(Node::ProcSelf),
-                b"status" => Ok(Node::ProcStatus),
-                _ => {
-                    // Whether the caller sees a process it calls `pid` is
-                    // asked once, by `attr_of`, which every lookup calls.
-                    let pid: u32 = std::str::from_utf8(bytes)
-                        .ok()
-                        .filter(|s| !s.starts_with('0') && s.bytes().all(|b| b.is_ascii_digit()))
-                        .and_then(|s| s.parse().ok())
-                        .ok_or(Refusal::from(Errno::ENOENT))?;
-                    Ok(Node::Peer(pid))
-                }
-            },
-            Node::Peer(_) => FileKind::from_name(name)
-                .and_then(|k| Node::file_for(parent, k, req.pid()))
-                .ok_or(Errno::ENOENT.into()),
-            Node::Mailbox(id) => match FileKind::from_name(name) {
-                Some(k) => Ok(Node::file_for(parent, k, req.pid()).expect("a mailbox file")),
-                None => self
-                    .hub
-                    .lookup(id, name)
-                    .map(Node::Mailbox)
-                    .ok_or(Refusal::from(Errno::ENOENT)),
-            },
-            _ => Err(Errno::ENOTDIR.into()),
-        }
-    }
-
-    /// The mailbox that holds mailboxes at `node`: the root or a mailbox.
-    fn container(node: Option<Node>) -> Result<MailboxId, Refusal> {
-        match node {
-            Some(Node::Root) => Ok(ROOT),
-            Some(Node::Mailbox(id)) => Ok(id),
-            Some(Node::ProcDir | Node::Peer(_)) => Err(Errno::EPERM.into()),
-            Some(_) => Err(Errno::ENOTDIR.into()),
-            None => Err(Errno::ENOENT.into()),
-        }
-    }
-
-    fn target(node: Node) -> Result<Target, Refusal> {
-        Ok(match node.canonical() {
-            Node::RootPolicy => Target::RootPolicy,
-            Node::ProcStatus => Target::DaemonStatus,
-            Node::MailboxFile(id, k) => Target::Mailbox(id, k),
-            Node::PeerFile(pid, k) => Target::Link(pid, k),
-            _ => return Err(Errno::EISDIR.into()),
-        })
-    }
-
-    fn entries(
-        &self,
-        req: &Request,
-        node: Node,
-    ) -> Result<Vec<(Node, FileType, Vec<u8>)>, Refusal> {
-        let file = |n: Node, name: &str| (n, FileType::RegularFile, name.as_bytes().to_vec());
-        let mut out = vec![
-            (node, FileType::Directory, b".".to_vec()),
-            (Node::Root, FileType::Directory, b"..".to_vec()),
-        ];
-        let boxes = |out: &mut Vec<_>, parent| {
-            for (name, id) in self.hub.children(parent) {
-                out.push((
-                    Node::Mailbox(id),
-                    FileType::Directory,
-                    name.as_bytes().to_vec(),
-                ));
-            }
-        };
-        match node {
-            Node::Root => {
-                out.push(file(Node::RootPolicy, "policy"));
-                out.push((Node::ProcDir, FileType::Directory, b"proc".to_vec()));
-                boxes(&mut out, ROOT);
-            }
-            Node::ProcDir => {
-                out.push((Node::ProcSelf, FileType::Symlink, b"self".to_vec()));
-                out.push(file(Node::ProcStatus, "status"));
-                if let Ok(me) = self.caller(req) {
-                    for pid in self.hub.peers_seen_by(req.pid(), me.process) {
-                        out.push((
-                            Node::Peer(pid),
-                            FileType::Directory,
-                            pid.to_string().into_bytes(),
-                        ));
-                    }
-                }
-            }
-            Node::Peer(_) => {
-                for k in FileKind::ALL {
-                    if let Some(n) = Node::file_for(node, k, req.pid()) {
-                        out.push(file(n, k.name()));
-                    }
-                }
-            }
-            Node::Mailbox(id) => {
-                if !self.hub.exists(id) {
-                    return Err(Errno::ENOENT.into());
-                }
-                for k in FileKind::ALL {
-                    let n = Node::file_for(node, k, req.pid()).expect("a mailbox file");
-                    out.push(file(n, k.name()));
-                }
-                boxes(&mut out, id);
-            }
-            _ => return Err(Errno::ENOTDIR.into()),
-        }
-        Ok(out)
     }
 }
 
 impl Filesystem for IpcFs {
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let Some(parent) = Node::from_ino(parent.0) else {
-            return reply.error(fuser::Errno::ENOENT);
-        };
-        match self
-            .lookup_node(req, parent, name)
+        match node_at(parent)
+            .and_then(|p| self.lookup_node(req, p, name))
             .and_then(|n| self.attr_of(req, n))
         {
             Ok(c) => reply.entry_with_ttls(&c.attr_ttl, &c.entry_ttl, &c.attr, Generation(0)),
@@ -311,10 +121,7 @@ impl Filesystem for IpcFs {
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match Node::from_ino(ino.0)
-            .ok_or(Refusal::from(Errno::ENOENT))
-            .and_then(|n| self.attr_of(req, n))
-        {
+        match node_at(ino).and_then(|n| self.attr_of(req, n)) {
             Ok(c) => reply.attr(&c.attr_ttl, &c.attr),
             Err(e) => reply.error(err(&"getattr", e)),
         }
@@ -356,8 +163,8 @@ impl Filesystem for IpcFs {
             Err(e) => return reply.error(err(&"setattr", e)),
         }
         // A chmod of a mailbox set its files' modes anew; the kernel has
-        // them cached (TREE_TTL). Attributes only (offset -1), after the
-        // reply: nothing here waits for the chmod to end.
+        // them cached (see nodes.rs, TREE_TTL). Attributes only (offset
+        // -1), after the reply: nothing here waits for the chmod to end.
         if let (Node::Mailbox(id), Some(_), Some(n)) = (node, mode, self.notifier.get()) {
             for k in FileKind::ALL {
                 let ino = Node::MailboxFile(id, k).ino();
@@ -398,7 +205,8 @@ impl Filesystem for IpcFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let result = Self::container(Node::from_ino(parent.0))
+        let result = node_at(parent)
+            .and_then(nodes::container)
             .and_then(|p| self.hub.mkdir(p, name, mode & !umask, req.uid(), req.gid()))
             .and_then(|id| self.attr_of(req, Node::Mailbox(id)));
         match result {
@@ -412,13 +220,12 @@ impl Filesystem for IpcFs {
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let parent = Node::from_ino(parent.0);
-        let result = match self.lookup_node(req, parent.unwrap_or(Node::RootPolicy), name) {
-            Ok(Node::Mailbox(_)) => Self::container(parent).and_then(|p| self.hub.rmdir(p, name)),
-            Ok(Node::ProcDir) => Err(Errno::EBUSY.into()),
-            Ok(_) => Err(Errno::ENOTDIR.into()),
-            Err(e) => Err(e),
-        };
+        let result =
+            node_at(parent).and_then(|parent| match self.lookup_node(req, parent, name)? {
+                Node::Mailbox(_) => self.hub.rmdir(nodes::container(parent)?, name),
+                Node::ProcDir => Err(Errno::EBUSY.into()),
+                _ => Err(Errno::ENOTDIR.into()),
+            });
         match result {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(err(&"rmdir", e)),
@@ -446,17 +253,17 @@ impl Filesystem for IpcFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let (from, to) = (Node::from_ino(parent.0), Node::from_ino(newparent.0));
         let result = if !flags.is_empty() {
             Err(Errno::EINVAL.into())
         } else {
-            match self.lookup_node(req, from.unwrap_or(Node::RootPolicy), name) {
-                Ok(Node::Mailbox(_)) => Self::container(from)
-                    .and_then(|f| Ok((f, Self::container(to)?)))
-                    .and_then(|(f, t)| self.hub.rename(f, name, t, newname)),
-                Ok(_) => Err(Errno::EPERM.into()),
-                Err(e) => Err(e),
-            }
+            node_at(parent).and_then(|from| match self.lookup_node(req, from, name)? {
+                Node::Mailbox(_) => {
+                    let from = nodes::container(from)?;
+                    let to = node_at(newparent).and_then(nodes::container)?;
+                    self.hub.rename(from, name, to, newname)
+                }
+                _ => Err(Errno::EPERM.into()),
+            })
         };
         match result {
             Ok(()) => reply.ok(),
@@ -490,9 +297,8 @@ impl Filesystem for IpcFs {
             // redirections and open() in programs do not.
             copy: read && !write && flags.0 & libc::O_NOFOLLOW != 0,
         };
-        let result = Node::from_ino(ino.0)
-            .ok_or(Refusal::from(Errno::ENOENT))
-            .and_then(Self::target)
+        let result = node_at(ino)
+            .and_then(nodes::target)
             .and_then(|t| Ok((t, self.caller(req)?)))
             .and_then(|(t, caller)| Ok((t, self.hub.open(caller, t, access)?)));
         match result {
@@ -615,10 +421,7 @@ impl Filesystem for IpcFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = match Node::from_ino(ino.0)
-            .ok_or(Refusal::from(Errno::ENOENT))
-            .and_then(|n| self.entries(req, n))
-        {
+        let entries = match node_at(ino).and_then(|n| self.entries(req, n)) {
             Ok(e) => e,
             Err(e) => return reply.error(err(&"readdir", e)),
         };

@@ -11,7 +11,8 @@ use crate::hub::message::Message;
 use crate::hub::policy::Policy;
 use crate::hub::process::Process;
 use crate::hub::receiver_rule::{self, Delivery, Membership, Role};
-use crate::hub::waiter::{Effects, Outcome, RecvWait, SendWait, WaiterId};
+use crate::hub::reply::{Effects, Outcome};
+use crate::hub::waiters::{RecvWait, SendWait, WaiterId};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {

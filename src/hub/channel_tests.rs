@@ -5,7 +5,7 @@ use super::*;
 use crate::hub::accounting::MemoryBudget;
 use crate::hub::message::Payload;
 use crate::hub::policy::Rule;
-use crate::hub::waiter::Replier;
+use crate::hub::reply::Replier;
 
 type Log = Arc<Mutex<Vec<String>>>;
 

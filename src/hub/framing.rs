@@ -11,7 +11,7 @@
 use super::errno::{Errno, Result};
 use super::handles::Cursor;
 use super::message::Message;
-use super::waiter::Outcome;
+use super::reply::Outcome;
 
 /// The bytes of a frame's length.
 pub const HEADER: usize = 4;

@@ -11,7 +11,8 @@ use super::message::Message;
 use super::process::Process;
 use super::receipts::ReceiptBook;
 use super::receiver_rule::Role;
-use super::waiter::{Outcome, Replier, WaiterId};
+use super::reply::Outcome;
+use super::waiters::ReadBehind;
 use super::{ChanKey, MailboxId};
 
 /// The part of a message a `recv` descriptor is reading.
@@ -55,15 +56,6 @@ impl Cursor {
     }
 }
 
-/// A read of a `recv` descriptor that waits behind another blocked read
-/// of the same descriptor (two threads, or a parent and child sharing it):
-/// it goes on from where the first leaves the message.
-pub struct ReadBehind {
-    pub id: WaiterId,
-    pub size: u32,
-    pub reply: Box<dyn Replier>,
-}
-
 pub enum HandleKind {
     Recv {
         chan: ChanKey,
@@ -82,16 +74,17 @@ pub enum HandleKind {
     /// `packets` or `batch`: whole messages, read from `recv` and written
     /// to `send` (the same channel for a mailbox, the two directions for a
     /// link), as the descriptor was opened.
-    Packets {
+    Framed {
         recv: Option<ChanKey>,
         send: Option<ChanKey>,
+        /// Which of the two: [`Framing::Packet`] or [`Framing::Batch`].
         framing: Framing,
         /// Opened `O_APPEND` (see `Send`).
         append: bool,
     },
-    /// A status snapshot, or the empty file a copier reads in place of
-    /// a message file (opened with `Access::copy`).
-    Text(Vec<u8>),
+    /// A status file's text, taken at open, or the empty file a copier
+    /// reads in place of a message file (opened with `Access::copy`).
+    Snapshot(Vec<u8>),
     /// A policy file: its text at open; writes set `of` (None: the root).
     Policy {
         of: Option<MailboxId>,
@@ -123,7 +116,7 @@ impl HandleKind {
         match self {
             HandleKind::Recv { chan, .. } => vec![(*chan, true)],
             HandleKind::Send { chan, .. } => vec![(*chan, false)],
-            HandleKind::Packets { recv, send, .. } => {
+            HandleKind::Framed { recv, send, .. } => {
                 let mut out: Vec<(ChanKey, bool)> = recv.iter().map(|k| (*k, true)).collect();
                 out.extend(
                     send.iter()
@@ -132,7 +125,7 @@ impl HandleKind {
                 );
                 out
             }
-            HandleKind::Text(_) | HandleKind::Policy { .. } => Vec::new(),
+            HandleKind::Snapshot(_) | HandleKind::Policy { .. } => Vec::new(),
         }
     }
 }
@@ -201,7 +194,7 @@ impl Handles {
                     chan: ChanKey::Mailbox(m),
                     ..
                 } if m == id => Some((*h, hd.owner, Role::Send)),
-                HandleKind::Packets { recv, send, .. }
+                HandleKind::Framed { recv, send, .. }
                     if recv == Some(ChanKey::Mailbox(id)) || send == Some(ChanKey::Mailbox(id)) =>
                 {
                     let role = if recv.is_some() {

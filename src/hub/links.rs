@@ -15,7 +15,7 @@ use super::channel::Channel;
 use super::errno::{Errno, Result};
 use super::policy::Policy;
 use super::process::Process;
-use super::waiter::Effects;
+use super::reply::Effects;
 
 struct Link {
     chan: Channel,

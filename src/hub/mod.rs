@@ -1,22 +1,26 @@
 //! The message-passing core: mailboxes, direct links, open descriptors and
 //! blocked requests, behind one lock. No FUSE types and no system calls of
 //! its own: the adapter in [`crate::fuse::adapter`] turns kernel requests
-//! into calls here, [`Replier`]s carry the answers back, now or later, and
-//! questions about processes go through [`Processes`], off the lock or
-//! visibly at the call.
+//! into calls here, [`Replier`](reply::Replier)s carry the answers back,
+//! now or later, and questions about processes go through [`Processes`],
+//! off the lock or visibly at the call.
 //!
 //! The modules, one concern each:
 //! - [`tree`]: names, nesting, modes (`mkdir`, `rmdir`, `rename`, `chmod`);
 //! - [`links`]: direct links between processes, and their reclaim;
 //! - [`handles`]: open descriptors;
-//! - [`waiters`]: parked requests, the table interrupts are looked up in;
+//! - [`waiters`]: parked requests — what each carries, and the table
+//!   interrupts are looked up in;
+//! - [`reply`]: what requests are answered with ([`reply::Outcome`]) and
+//!   through ([`reply::Replier`]), and the [`reply::Effects`] an operation
+//!   leaves for once the lock is released;
 //! - [`channel`]: a queue with its blocked readers and senders, and
 //!   [`receiver_rule`], where who receives a message is decided;
 //! - [`attrs`]: what each node shows to `stat(2)`, and who a caller is;
 //! - [`open`], [`transfer`], [`watch`]: opening and closing; reading,
 //!   writing and polling; interrupts, exits and shutdown;
 //! - [`policy`], [`receipts`], [`accounting`], [`status`], [`message`],
-//!   [`waiter`], [`errno`], [`process`].
+//!   [`framing`], [`errno`], [`process`].
 //!
 //! This file holds the lock and the step that finishes every operation:
 //! hand messages to the descriptors of the readers they went to, fill in
@@ -36,10 +40,10 @@ pub mod policy;
 pub mod process;
 pub mod receipts;
 pub mod receiver_rule;
+pub mod reply;
 pub mod status;
 mod transfer;
 pub mod tree;
-pub mod waiter;
 pub mod waiters;
 mod watch;
 
@@ -57,9 +61,9 @@ use self::links::Links;
 use self::policy::{Policy, Rule};
 use self::process::{Process, Processes};
 use self::receiver_rule::Role;
+use self::reply::Effects;
 use self::tree::Tree;
-use self::waiter::{Effects, WaiterId};
-use self::waiters::{Place, Waiters};
+use self::waiters::{Place, WaiterId, Waiters};
 
 pub use self::tree::{
     Attr, FileKind, MAILBOX_COST, MAILBOX_FILES, MAX_MAILBOX_ID, NAME_MAX, ROOT, ROOT_NAMES,

@@ -12,7 +12,7 @@ use super::policy::Rule;
 use super::process::Process;
 use super::receipts::ReceiptBook;
 use super::receiver_rule::Role;
-use super::waiter::Effects;
+use super::reply::Effects;
 use super::{
     Access, Caller, ChanKey, FileKind, Hub, MailboxId, PeerFacts, State, Target, chan_mut, status,
 };
@@ -169,7 +169,7 @@ impl Hub {
                 of: None,
                 text: format!("{}\n", st.tree.default_policy).into_bytes(),
             },
-            Target::DaemonStatus => HandleKind::Text(self.daemon_status(st).into_bytes()),
+            Target::DaemonStatus => HandleKind::Snapshot(self.daemon_status(st).into_bytes()),
             Target::Mailbox(id, kind) => self.open_mailbox(st, caller, id, kind, access, watch)?,
             Target::Link(pid, kind) => {
                 let opener = Opener {
@@ -204,7 +204,7 @@ impl Hub {
                 receipts: access.read.then(|| ReceiptBook::new(&self.budget)),
                 append: access.append,
             },
-            _ => HandleKind::Packets {
+            _ => HandleKind::Framed {
                 recv: access.read.then_some(recv),
                 send: access.write.then_some(send),
                 framing: if kind == FileKind::Batch {
@@ -239,13 +239,13 @@ impl Hub {
                 // The status shows live holders only (a system call each
                 // under the lock: only when a status is opened).
                 ch.prune_members(&|p| self.procs.is_alive(p));
-                return Ok(HandleKind::Text(
+                return Ok(HandleKind::Snapshot(
                     status::mailbox(ch, &self.budget).into_bytes(),
                 ));
             }
             // A copier's: an empty file; it takes no message, counts as no
             // receiver or sender and holds no rule slot.
-            _ if access.copy => return Ok(HandleKind::Text(Vec::new())),
+            _ if access.copy => return Ok(HandleKind::Snapshot(Vec::new())),
             _ => {}
         }
         check_access(kind, access)?;
@@ -314,11 +314,11 @@ impl Hub {
                 ),
                 None => status::link(pid, false, None, None),
             };
-            return Ok(HandleKind::Text(text.into_bytes()));
+            return Ok(HandleKind::Snapshot(text.into_bytes()));
         }
         if access.copy {
             // A copier's: an empty file; it takes nothing and joins no link.
-            return Ok(HandleKind::Text(Vec::new()));
+            return Ok(HandleKind::Snapshot(Vec::new()));
         }
         check_access(kind, access)?;
         let Some(peer) = peer else {

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use crate::hub::accounting::MemoryBudget;
 use crate::hub::errno::{Errno, Result};
-use crate::hub::waiter::{Outcome, ReceiptWait, WaiterId};
+use crate::hub::reply::Outcome;
+use crate::hub::waiters::{ReceiptWait, WaiterId};
 
 /// What each receipt not yet read holds of `--max-memory`: a descriptor
 /// that sends without ever reading its receipts cannot grow the daemon

@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use crate::hub::errno::{Errno, Result};
 use crate::hub::policy::Rule;
 use crate::hub::process::Process;
-use crate::hub::waiter::RecvWait;
+use crate::hub::waiters::RecvWait;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {

@@ -10,16 +10,16 @@ use super::errno::{Errno, Refusal};
 use log::{debug, warn};
 
 use super::framing::{self, Framing};
+use super::handles::HandleKind;
 use super::handles::Handles;
-use super::handles::{HandleKind, ReadBehind};
 use super::message::{Message, Payload, ReceiptTag};
 use super::policy::{self, Rule};
 use super::process::Process;
 use super::receipts::{ReceiptBook, ReceiptRead};
 use super::receiver_rule::Role;
+use super::reply::{Effects, Outcome, Replier};
 use super::tree::Tree;
-use super::waiter::{Effects, Outcome, ReceiptWait, RecvWait, Replier, SendWait};
-use super::waiters::{Place, Waiters};
+use super::waiters::{Place, ReadBehind, ReceiptWait, RecvWait, SendWait, Waiters};
 use super::{ChanKey, Hub, Io, MailboxId, State, chan_mut, check, gone};
 
 /// A read that found nothing to receive: whose it is, where it would
@@ -71,7 +71,7 @@ impl Hub {
         // The channel a message read receives from, how its bytes are
         // framed, and (`recv`) the descriptor's place in its message.
         let (key, framing, mut cursor) = match &mut handle.kind {
-            HandleKind::Text(text) | HandleKind::Policy { text, .. } => {
+            HandleKind::Snapshot(text) | HandleKind::Policy { text, .. } => {
                 let start = (io.offset as usize).min(text.len());
                 let end = text.len().min(start + size as usize);
                 return fx.reply(reply, Outcome::Bytes(text[start..end].to_vec()));
@@ -102,7 +102,7 @@ impl Hub {
                 }
                 (*chan, Framing::Stream, Some((cursor, reading)))
             }
-            HandleKind::Packets {
+            HandleKind::Framed {
                 recv: Some(key),
                 framing,
                 ..
@@ -113,7 +113,7 @@ impl Hub {
                 }
                 (*key, *framing, None)
             }
-            HandleKind::Packets { recv: None, .. } => {
+            HandleKind::Framed { recv: None, .. } => {
                 return fx.reply(
                     reply,
                     Outcome::Error(Errno::EBADF.because("opened for writing only")),
@@ -301,7 +301,7 @@ impl Hub {
                 }
                 (*chan, whole, receipts.as_mut())
             }
-            HandleKind::Packets {
+            HandleKind::Framed {
                 send: Some(chan),
                 framing,
                 append,
@@ -494,7 +494,7 @@ impl Hub {
         // and still watches its channel: an edge-triggered epoll waits for
         // the notification of the next message.
         let (chans, mut ready): (Vec<(ChanKey, bool)>, u32) = match &handle.kind {
-            HandleKind::Text(_) | HandleKind::Policy { .. } => return pin | pout,
+            HandleKind::Snapshot(_) | HandleKind::Policy { .. } => return pin | pout,
             HandleKind::Recv { chan, cursor, .. } if cursor.current.is_some() || cursor.eof => {
                 (vec![(*chan, true)], pin)
             }
@@ -506,7 +506,7 @@ impl Hub {
                     0
                 },
             ),
-            HandleKind::Packets {
+            HandleKind::Framed {
                 recv: Some(r),
                 send: Some(w),
                 ..

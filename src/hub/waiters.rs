@@ -1,6 +1,14 @@
-//! Parked requests: every blocked read, write and receipt read, by the
+//! Parked requests. A read on an empty queue or a write into a full one is
+//! not answered at once: it parks, and is answered later from whichever
+//! thread changes the state it waits for; the core never blocks a thread on
+//! a queue.
+//!
+//! What a parked request carries ([`RecvWait`], [`SendWait`],
+//! [`ReceiptWait`], [`ReadBehind`]) is kept where it will be answered: in
+//! its channel, its descriptor's receipts, or behind another read of its
+//! descriptor. [`Waiters`] is the table of every parked request, by the
 //! kernel's request id, with where it waits and which thread made it — the
-//! one table an interrupt is looked up in. Also the interrupts that came
+//! one table an interrupt is looked up in; also the interrupts that came
 //! early, and the requests kept waiting after a signal that does not end
 //! calls.
 
@@ -8,8 +16,57 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::accounting::Charge;
-use super::waiter::{Effects, WaiterId};
+use super::framing::Framing;
+use super::message::Message;
+use super::process::Process;
+use super::reply::{Effects, Replier};
 use super::{ChanKey, Io};
+
+/// A parked request's id: the kernel's id of the request, which an
+/// interrupt names.
+pub type WaiterId = u64;
+
+/// A blocked read of a `recv`, `packets` or `batch` file.
+pub struct RecvWait {
+    pub id: WaiterId,
+    pub handle: u64,
+    pub reader: Process,
+    pub size: u32,
+    pub framing: Framing,
+    pub reply: Box<dyn Replier>,
+}
+
+/// A blocked write, with the messages it carries: one, or a batch's
+/// frames, which go in together or not at all.
+pub struct SendWait {
+    pub id: WaiterId,
+    pub msgs: Vec<Message>,
+    /// The bytes the write is answered with once it completes.
+    pub written: u32,
+    pub reply: Box<dyn Replier>,
+}
+
+impl SendWait {
+    pub fn sender(&self) -> Process {
+        self.msgs[0].sender
+    }
+}
+
+/// A blocked read of receipts on a read-write `send` descriptor.
+pub struct ReceiptWait {
+    pub id: WaiterId,
+    pub size: u32,
+    pub reply: Box<dyn Replier>,
+}
+
+/// A read of a `recv` descriptor that waits behind another blocked read
+/// of the same descriptor (two threads, or a parent and child sharing it):
+/// it goes on from where the first leaves the message.
+pub struct ReadBehind {
+    pub id: WaiterId,
+    pub size: u32,
+    pub reply: Box<dyn Replier>,
+}
 
 /// Where a blocked request waits.
 #[derive(Clone, Copy)]

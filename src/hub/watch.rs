@@ -10,8 +10,8 @@ use super::channel::Removed;
 use super::errno::Errno;
 use super::handles::HandleKind;
 use super::process::Process;
-use super::waiter::{Effects, Outcome, WaiterId};
-use super::waiters::Place;
+use super::reply::{Effects, Outcome};
+use super::waiters::{Place, WaiterId};
 use super::{Hub, State, chan_mut};
 
 impl Hub {

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use super::*;
 use crate::hub::accounting::{HANDLE_COST, LINK_COST, MESSAGE_OVERHEAD};
-use crate::hub::waiter::{Outcome, Replier, WaiterId};
+use crate::hub::reply::{Outcome, Replier};
+use crate::hub::waiters::WaiterId;
 
 #[derive(Default)]
 struct World {

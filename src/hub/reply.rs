@@ -1,18 +1,19 @@
-//! Parked requests and the answers the core gives them.
+//! The answers the core gives requests, and what it leaves to do once its
+//! lock is released.
 //!
-//! A read on an empty queue or a write into a full one is not answered at
-//! once: its reply is parked in the core as a waiter and answered later, from
-//! whichever thread changes the state it waits for. The core never blocks a
-//! thread on a queue. It does not know FUSE either: a reply is anything that
-//! implements [`Replier`].
+//! A request is answered at once or, if it must wait, later, from whichever
+//! thread changes the state it waits for (see [`super::waiters`]): either
+//! way through a [`Replier`]. The core does not know FUSE: a reply is
+//! anything that implements that trait. Replies are collected in
+//! [`Effects`] while the lock is held and sent once it is released.
 
 use std::ops::Range;
 use std::sync::Arc;
 
 use crate::hub::errno::{Errno, Refusal};
-use crate::hub::framing::Framing;
 use crate::hub::message::{Message, Payload, ReceiptTag};
 use crate::hub::process::Process;
+use crate::hub::waiters::{RecvWait, WaiterId};
 
 /// What a parked or immediate request is answered with.
 #[derive(Debug)]
@@ -44,41 +45,6 @@ impl Outcome {
 /// The way back to whoever made a request.
 pub trait Replier: Send {
     fn reply(self: Box<Self>, outcome: Outcome);
-}
-
-pub type WaiterId = u64;
-
-/// A blocked read of a `recv`, `packets` or `batch` file.
-pub struct RecvWait {
-    pub id: WaiterId,
-    pub handle: u64,
-    pub reader: Process,
-    pub size: u32,
-    pub framing: Framing,
-    pub reply: Box<dyn Replier>,
-}
-
-/// A blocked write, with the messages it carries: one, or a batch's
-/// frames, which go in together or not at all.
-pub struct SendWait {
-    pub id: WaiterId,
-    pub msgs: Vec<Message>,
-    /// The bytes the write is answered with once it completes.
-    pub written: u32,
-    pub reply: Box<dyn Replier>,
-}
-
-impl SendWait {
-    pub fn sender(&self) -> Process {
-        self.msgs[0].sender
-    }
-}
-
-/// A blocked read of receipts on a read-write `send` descriptor.
-pub struct ReceiptWait {
-    pub id: WaiterId,
-    pub size: u32,
-    pub reply: Box<dyn Replier>,
 }
 
 /// What an operation on the core leaves to do once its lock is released,
