@@ -13,6 +13,7 @@ pub use child::*;
 #[allow(unused_imports)]
 pub use msg::*;
 
+use ipcfs::hub::errno::Errno;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
@@ -263,10 +264,28 @@ impl Mount {
     /// Like `sh`, but runs as uid/gid `nobody` (65534), with no supplementary groups,
     /// in the directory `/`.
     pub fn sh_as_nobody(&self, script: &str, timeout: Duration) -> Output {
+        self.sh_as(NOBODY, NOBODY, script, timeout)
+    }
+
+    /// Like `sh`, but runs as `uid`/`gid`, with no supplementary groups
+    /// (std drops root's when it sets the uid), in the directory `/`.
+    pub fn sh_as(&self, uid: u32, gid: u32, script: &str, timeout: Duration) -> Output {
         let mut cmd = self.bash(script);
-        // cwd "/" so that spawning works even when nobody cannot enter the mount.
-        cmd.uid(NOBODY).gid(NOBODY).current_dir("/");
+        // cwd "/" so that spawning works even when the user cannot enter the mount.
+        cmd.uid(uid).gid(gid).current_dir("/");
         Bg::spawn(cmd, script).wait_timeout(timeout)
+    }
+
+    /// Make the mailbox `name` (a path relative to the mountpoint) and, if
+    /// `policy` is not empty, write it to its policy file (one write).
+    /// Panics naming the path on failure.
+    pub fn mailbox(&self, name: &str, policy: &str) -> PathBuf {
+        let b = self.p(name);
+        std::fs::create_dir(&b).unwrap_or_else(|e| panic!("mkdir {}: {e}", b.display()));
+        if !policy.is_empty() {
+            set_policy(&b.join("policy"), policy);
+        }
+        b
     }
 
     /// Run `bash -c script` in the background (own process group, env `M`).
@@ -598,6 +617,31 @@ pub fn num(map: &HashMap<String, String>, key: &str) -> u64 {
         .unwrap_or_else(|e| panic!("status key {key:?} is not a number ({e}): {map:?}"))
 }
 
+/// The parsed `status` file of the mailbox (or `proc/<pid>`) directory `dir`.
+pub fn stat(dir: &Path) -> HashMap<String, String> {
+    status_map(&dir.join("status"))
+}
+
+/// One value of the `status` file of the directory `dir`, or panic naming it.
+pub fn status_of(dir: &Path, key: &str) -> String {
+    status_get(&dir.join("status"), key)
+}
+
+/// A numeric value of the `status` file of the directory `dir`.
+pub fn count(dir: &Path, key: &str) -> u64 {
+    num(&stat(dir), key)
+}
+
+/// The default largest message: (fs.fuse.max_pages_limit - 1) pages, at
+/// least 64 KiB (1,044,480 bytes on a kernel whose limit is 256).
+pub fn default_max() -> usize {
+    let pages: usize = std::fs::read_to_string("/proc/sys/fs/fuse/max_pages_limit")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(256);
+    ((pages - 1) * 4096).max(64 * 1024)
+}
+
 /// Wait (up to 10 s) until the status file `path` shows `key: want`.
 pub fn wait_status(path: &Path, key: &str, want: &str) {
     wait_until(
@@ -632,19 +676,29 @@ pub fn errno(e: &std::io::Error) -> i32 {
         .unwrap_or_else(|| panic!("not an OS error: {e:?}"))
 }
 
+/// The symbolic name of an errno (`ENOBUFS`, `none` for 0), for figures and
+/// failure messages: the crate's names, else what the system calls it.
+pub fn errname(e: i32) -> String {
+    match (e, Errno(e).name()) {
+        (0, _) => "none".into(),
+        (_, "errno") => std::io::Error::from_raw_os_error(e).to_string(),
+        (_, name) => name.into(),
+    }
+}
+
 /// Assert that `r` failed with `want` (an errno), naming `what`.
 #[track_caller]
 pub fn assert_errno<T: std::fmt::Debug>(r: std::io::Result<T>, want: i32, what: &str) {
     match r {
         Ok(v) => panic!(
             "{what}: expected {} but it succeeded ({v:?})",
-            std::io::Error::from_raw_os_error(want)
+            errname(want)
         ),
         Err(e) => assert_eq!(
             e.raw_os_error(),
             Some(want),
             "{what}: expected {} but got {e}",
-            std::io::Error::from_raw_os_error(want)
+            errname(want)
         ),
     }
 }
@@ -657,6 +711,31 @@ pub fn open_with(path: &Path, read: bool, write: bool, flags: i32) -> std::io::R
         .write(write)
         .custom_flags(flags)
         .open(path)
+}
+
+/// A field of /proc/<pid>/status given in kB (`VmRSS`, `VmHWM`), in bytes.
+pub fn proc_kb(pid: u32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
+    let kb: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix(field).and_then(|r| r.strip_prefix(':')))
+        .unwrap_or_else(|| panic!("/proc/{pid}/status has no {field}"))
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .expect("a number of kB");
+    kb * 1024
+}
+
+/// The state letter of a process (`S`, `D`, `Z`…) from /proc/<pid>/stat,
+/// `?` if it cannot be read.
+pub fn proc_state(pid: u32) -> char {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next())
+        .unwrap_or('?')
 }
 
 /// Describe how a process ended, for messages.
