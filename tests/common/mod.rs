@@ -33,6 +33,21 @@ const MOUNT_DEADLINE: Duration = Duration::from_secs(10);
 /// Deadline for `wait_status` to see the value it waits for.
 const STATUS_DEADLINE: Duration = Duration::from_secs(10);
 
+/// How [`Mount::launch`] starts the daemon, beyond its arguments.
+#[derive(Default)]
+pub struct Launch {
+    /// The ipcfs binary: the one cargo built beside this test binary if None.
+    pub bin: Option<PathBuf>,
+    /// The daemon's RLIMIT_NOFILE (soft and hard), set before it starts.
+    pub nofile: Option<u64>,
+    /// The signal the daemon gets when the thread that started it ends
+    /// (PR_SET_PDEATHSIG), so that it unmounts itself should its starter
+    /// die without cleaning up; with it the daemon also starts with no
+    /// signal blocked. Only for a mount that its starting thread outlives
+    /// (the benchmark's main thread): a test thread may end first.
+    pub parent_death_signal: Option<i32>,
+}
+
 /// A mounted ipcfs daemon on a temporary mountpoint.
 pub struct Mount {
     /// Keeps the temporary directory alive (removed after unmount), if we made it.
@@ -75,7 +90,11 @@ impl Mount {
         let mut argv: Vec<String> = vec!["--allow-other".into()];
         argv.extend(args.iter().map(|s| s.to_string()));
         argv.push(path.to_string_lossy().into_owned());
-        Mount::spawn_limited(&argv, path, Some(dir), nofile)
+        let launch = Launch {
+            nofile,
+            ..Launch::default()
+        };
+        Mount::launch(&launch, &argv, path, Some(dir))
     }
 
     /// Start the daemon with exactly `argv` (no implicit options) and wait until
@@ -88,14 +107,15 @@ impl Mount {
         mountpoint: PathBuf,
         dir: Option<tempfile::TempDir>,
     ) -> Mount {
-        Mount::spawn_limited(argv, mountpoint, dir, None)
+        Mount::launch(&Launch::default(), argv, mountpoint, dir)
     }
 
-    fn spawn_limited(
+    /// Like [`Mount::spawn_raw`], started as `launch` says.
+    pub fn launch(
+        launch: &Launch,
         argv: &[String],
         mountpoint: PathBuf,
         dir: Option<tempfile::TempDir>,
-        nofile: Option<u64>,
     ) -> Mount {
         assert!(
             Path::new("/dev/fuse").exists(),
@@ -107,12 +127,16 @@ impl Mount {
             .expect("create daemon log file");
         let stderr = log.reopen().expect("reopen daemon log file");
         let before = fuse_mounts_at(&mountpoint);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ipcfs"));
+        let bin = launch
+            .bin
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ipcfs")));
+        let mut cmd = Command::new(&bin);
         cmd.args(argv)
             .stdin(Stdio::null())
             .stdout(Stdio::from(stderr.try_clone().expect("clone log fd")))
             .stderr(Stdio::from(stderr));
-        if let Some(n) = nofile {
+        if let Some(n) = launch.nofile {
             // SAFETY: the closure only calls setrlimit(2) (async-signal-safe).
             unsafe {
                 cmd.pre_exec(move || {
@@ -127,7 +151,25 @@ impl Mount {
                 });
             }
         }
-        let child = cmd.spawn().expect("spawn the ipcfs daemon");
+        if let Some(sig) = launch.parent_death_signal {
+            // SAFETY: prctl(2) and sigprocmask(2) only (async-signal-safe).
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, sig) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    // The caller may block signals it takes on one thread
+                    // of its own; the daemon must see its SIGTERM.
+                    let mut none: libc::sigset_t = std::mem::zeroed();
+                    libc::sigemptyset(&mut none);
+                    libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn the ipcfs daemon {}: {e}", bin.display()));
         let mut m = Mount {
             dir,
             path: mountpoint,
