@@ -1,7 +1,9 @@
 //! Blocked calls behave like a pipe's (ipcfs(7) BLOCKING AND INTERRUPTS): the kernel's
 //! `FUSE_INTERRUPT` ends a parked read or write at once with `EINTR` (or
 //! lets the signal kill the process), senders never queue in the kernel
-//! behind a blocked sender, and nobody sleeps in state D.
+//! behind a blocked sender, and nobody sleeps in state D; `timeout -s INT`,
+//! SIGKILL and a handled signal end a reader parked in `recv` at once and
+//! leave the next message for the next reader.
 //!
 //! Every blocking step has a deadline; the deadlines guard against hangs and
 //! are not latency assertions (latency is measured in `scripts/bench.sh`).

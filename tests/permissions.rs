@@ -1,12 +1,14 @@
 //! Who may do what (ipcfs(7) Permissions, Memory): users root, the mailbox's owner, a
 //! member of its group and another user, on an `--allow-other` mount,
 //! against every operation, for a private (0755) and a group (0775)
-//! mailbox. Each cell runs as that user in a fresh shell.
+//! mailbox. Each cell runs as that user in a fresh shell. Then the modes
+//! and owners of a mailbox's files: mkdir's mode, chmod and chown of the
+//! mailbox and of its files, and that the kernel enforces them.
 
 mod common;
 use common::*;
 
-use std::fs::{self};
+use std::fs;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -1,5 +1,8 @@
-//! Test harness: mounts the built `ipcfs` binary on a fresh temporary directory
-//! and always cleans up (SIGKILL the daemon, `umount -l`, reap), also on panic.
+//! Test harness, shared by every test binary and the benchmark
+//! (benches/ipc/): mounts the built `ipcfs` binary on a fresh temporary
+//! directory and always cleans up (SIGKILL the daemon, `umount -l`, reap),
+//! also on panic; makes mailboxes, runs shells, reads status files, sends
+//! and receives, all with deadlines.
 //!
 //! Every blocking step has a deadline. Tests run in parallel threads, so nothing
 //! here is global: each `Mount` owns its own daemon and mountpoint.

@@ -1,4 +1,6 @@
-//! SIGKILL of the daemon itself while clients use the mount.
+//! SIGKILL of the daemon itself while clients use the mount: blocked calls
+//! end with ECONNABORTED or ENOTCONN (ipcfs(7) BLOCKING AND INTERRUPTS), and
+//! the mountpoint mounts again.
 
 use std::fs::File;
 use std::io;

@@ -1,4 +1,4 @@
-//! Floods against `--max-memory` (ipcfs(7), LIMITS): one driver, five fills.
+//! Floods against `--max-memory` (ipcfs(7) BUFFERING, "Memory"): one driver, five fills.
 //! Each round fills the daemon up to the bound, checks the refusal past it,
 //! gives everything back and checks that the daemon holds again what it held
 //! before; the figures are printed after the last round.

@@ -1,9 +1,10 @@
-//! The suite's harness: its two sizes (quick, long) and the deadlines that
-//! go with them, a seeded generator of random choices, and helpers on a
-//! mount (mailboxes, status, memory figures, waiting for progress).
+//! The suite's own harness, beside the tests' (tests/common): its two sizes
+//! (quick, long) and the deadlines that go with them, a seeded generator of
+//! random choices, waiting for progress, and whether the daemon still
+//! answers.
 
-use std::fs::{self};
-use std::io::{self};
+use std::fs;
+use std::io;
 use std::thread;
 use std::time::{Duration, Instant};
 

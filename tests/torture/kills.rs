@@ -1,4 +1,5 @@
-//! SIGKILL of senders, receivers and the exclusive holder under load.
+//! SIGKILL of senders, receivers and the exclusive holder under load
+//! (ipcfs(7) RECEIVING, RECEIVER RULES): nothing is lost or doubled.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

@@ -1,4 +1,5 @@
-//! Direct links (`proc/<pid>/send`, `proc/<pid>/recv`) between many processes.
+//! Direct links (`proc/<pid>/send`, `proc/<pid>/recv`) between many
+//! processes (ipcfs(7) DIRECT LINKS).
 
 use std::time::{Duration, Instant};
 
