@@ -9,15 +9,20 @@
 #![allow(dead_code)]
 
 mod child;
+mod mountinfo;
 mod msg;
+mod status;
 // Not every test binary uses every helper (same reason as `dead_code` above).
 #[allow(unused_imports)]
 pub use child::*;
 #[allow(unused_imports)]
+pub use mountinfo::*;
+#[allow(unused_imports)]
 pub use msg::*;
+#[allow(unused_imports)]
+pub use status::*;
 
 use ipcfs::hub::errno::Errno;
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -32,9 +37,6 @@ pub const NOBODY: u32 = 65534;
 
 /// Deadline for the daemon to mount (and for it to exit when told to).
 const MOUNT_DEADLINE: Duration = Duration::from_secs(10);
-
-/// Deadline for `wait_status` to see the value it waits for.
-const STATUS_DEADLINE: Duration = Duration::from_secs(10);
 
 /// How [`Mount::launch`] starts the daemon, beyond its arguments.
 #[derive(Default)]
@@ -388,91 +390,6 @@ impl Drop for Mount {
     }
 }
 
-/// Decode the octal escapes (`\040` etc.) used in /proc/self/mountinfo.
-fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 4 <= b.len() {
-            let digits = &b[i + 1..i + 4];
-            if digits.iter().all(|d| (b'0'..=b'7').contains(d)) {
-                let v = digits.iter().fold(0u32, |a, d| a * 8 + u32::from(d - b'0'));
-                out.push(v as u8);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// One mount, for as long as it exists: its mount id and its device number
-/// (`major:minor` as one number, as mountinfo field 3 reads).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MountKey {
-    pub id: u64,
-    pub dev: u64,
-}
-
-/// One line of /proc/self/mountinfo: (key, mount point, fstype, source).
-fn mountinfo_entries() -> Vec<(MountKey, String, String, String)> {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    info.lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split(' ').collect();
-            let sep = fields.iter().position(|f| *f == "-")?;
-            let (major, minor) = fields.get(2)?.split_once(':')?;
-            let key = MountKey {
-                id: fields.first()?.parse().ok()?,
-                dev: (major.parse::<u64>().ok()? << 32) | minor.parse::<u64>().ok()?,
-            };
-            Some((
-                key,
-                unescape_mountinfo(fields.get(4)?),
-                fields.get(sep + 1)?.to_string(),
-                unescape_mountinfo(fields.get(sep + 2)?),
-            ))
-        })
-        .collect()
-}
-
-/// The FUSE mounts (fstype `fuse` or `fuse.*`) listed at `path`, in the
-/// order of /proc/self/mountinfo.
-pub fn fuse_mounts_at(path: &Path) -> Vec<MountKey> {
-    let want = path.to_string_lossy();
-    mountinfo_entries()
-        .into_iter()
-        .filter(|(_, mp, fstype, _)| {
-            *mp == want && (fstype == "fuse" || fstype.starts_with("fuse."))
-        })
-        .map(|(key, ..)| key)
-        .collect()
-}
-
-/// Whether /proc/self/mountinfo lists `path` as a mount of fstype `fuse` or
-/// `fuse.*` (any one: see [`Mount::is_mounted`] for a daemon's own).
-pub fn is_fuse_mounted(path: &Path) -> bool {
-    !fuse_mounts_at(path).is_empty()
-}
-
-/// Whether the mount `key` is still listed, wherever it is.
-pub fn mount_listed(key: MountKey) -> bool {
-    mountinfo_entries().iter().any(|(k, ..)| *k == key)
-}
-
-/// Whether a mount of `fstype` from `source` is listed at `path`.
-pub fn mounted_at(path: &Path, fstype: &str, source: &str) -> bool {
-    let want = path.to_string_lossy();
-    mountinfo_entries()
-        .iter()
-        .any(|(_, mp, t, src)| *mp == want && t == fstype && src == source)
-}
-
 /// A background process (bash or other) in its own process group.
 pub struct Bg {
     child: Child,
@@ -629,71 +546,6 @@ pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool)
         }
         thread::sleep(Duration::from_millis(5));
     }
-}
-
-/// Parse a `status` file's `key: value` lines. Panics if the file cannot be read.
-pub fn status_map(path: &Path) -> HashMap<String, String> {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("read status file {}: {e}", path.display()));
-    parse_status(&text)
-}
-
-/// Parse `key: value` lines (lines without `": "` are ignored).
-pub fn parse_status(text: &str) -> HashMap<String, String> {
-    text.lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect()
-}
-
-/// One value of a status file, or panic naming it.
-pub fn status_get(path: &Path, key: &str) -> String {
-    let m = status_map(path);
-    m.get(key)
-        .unwrap_or_else(|| panic!("status {} has no key {key:?}: {m:?}", path.display()))
-        .clone()
-}
-
-/// A numeric value of a parsed status map, or panic naming the key.
-pub fn num(map: &HashMap<String, String>, key: &str) -> u64 {
-    map.get(key)
-        .unwrap_or_else(|| panic!("status has no key {key:?}: {map:?}"))
-        .parse()
-        .unwrap_or_else(|e| panic!("status key {key:?} is not a number ({e}): {map:?}"))
-}
-
-/// The parsed `status` file of the mailbox (or `proc/<pid>`) directory `dir`.
-pub fn stat(dir: &Path) -> HashMap<String, String> {
-    status_map(&dir.join("status"))
-}
-
-/// One value of the `status` file of the directory `dir`, or panic naming it.
-pub fn status_of(dir: &Path, key: &str) -> String {
-    status_get(&dir.join("status"), key)
-}
-
-/// A numeric value of the `status` file of the directory `dir`.
-pub fn count(dir: &Path, key: &str) -> u64 {
-    num(&stat(dir), key)
-}
-
-/// The default largest message: (fs.fuse.max_pages_limit - 1) pages, at
-/// least 64 KiB (1,044,480 bytes on a kernel whose limit is 256).
-pub fn default_max() -> usize {
-    let pages: usize = std::fs::read_to_string("/proc/sys/fs/fuse/max_pages_limit")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(256);
-    ((pages - 1) * 4096).max(64 * 1024)
-}
-
-/// Wait (up to 10 s) until the status file `path` shows `key: want`.
-pub fn wait_status(path: &Path, key: &str, want: &str) {
-    wait_until(
-        STATUS_DEADLINE,
-        &format!("{} shows `{key}: {want}`", path.display()),
-        || status_map(path).get(key).map(String::as_str) == Some(want),
-    );
 }
 
 /// Run `f` on its own thread and return its result, or panic naming `what` if it
