@@ -13,7 +13,7 @@ const T: Duration = Duration::from_secs(10);
 /// unmount, and the reader must get an error (ENOTCONN), not hang.
 fn signal_with_blocked_reader(sig: i32) {
     let mut m = Mount::new();
-    fs::create_dir(m.p("box")).unwrap();
+    m.mailbox("box", "");
     let reader = m.spawn_sh("cat \"$M/box/recv\"");
     wait_status(&m.p("box/status"), "receivers-waiting", "1");
     let start = Instant::now();
@@ -64,7 +64,7 @@ fn sighup_with_blocked_reader_exits_0_and_frees_reader() {
 #[test]
 fn blocked_reader_in_thread_gets_enotconn_on_sigterm() {
     let mut m = Mount::new();
-    fs::create_dir(m.p("box")).unwrap();
+    m.mailbox("box", "");
     let path = m.p("box/recv");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -85,7 +85,7 @@ fn blocked_reader_in_thread_gets_enotconn_on_sigterm() {
 #[test]
 fn sigterm_when_idle_exits_0_and_unmounts() {
     let mut m = Mount::new();
-    fs::create_dir(m.p("box")).unwrap();
+    m.mailbox("box", "");
     m.signal_daemon(libc::SIGTERM);
     let st = m.wait_daemon_exit(Duration::from_secs(5));
     assert_eq!(st.code(), Some(0), "{}", describe(&st));
@@ -113,7 +113,7 @@ fn unmount_externally(m: &mut Mount, args: &[&str]) {
 #[test]
 fn external_lazy_umount_makes_daemon_exit_0() {
     let mut m = Mount::new();
-    fs::create_dir(m.p("box")).unwrap();
+    m.mailbox("box", "");
     unmount_externally(&mut m, &["-l"]);
 }
 
@@ -123,7 +123,7 @@ fn external_lazy_umount_makes_daemon_exit_0() {
 #[test]
 fn external_lazy_umount_with_a_blocked_reader_frees_it_and_exits_0() {
     let mut m = Mount::new();
-    fs::create_dir(m.p("box")).unwrap();
+    m.mailbox("box", "");
     let reader = m.spawn_sh("cat \"$M/box/recv\"");
     wait_status(&m.p("box/status"), "receivers-waiting", "1");
     unmount_externally(&mut m, &["-l"]);
@@ -138,7 +138,7 @@ fn external_lazy_umount_with_a_blocked_reader_frees_it_and_exits_0() {
 #[test]
 fn external_umount_makes_daemon_exit_0() {
     let mut m = Mount::new();
-    fs::create_dir(m.p("box")).unwrap();
+    m.mailbox("box", "");
     unmount_externally(&mut m, &[]);
 }
 
@@ -151,7 +151,7 @@ fn daemon_stays_in_foreground_until_stopped() {
         m.daemon_exited().is_none(),
         "the daemon must run in the foreground"
     );
-    fs::create_dir(m.p("box")).unwrap();
+    m.mailbox("box", "");
     assert!(m.is_mounted());
 }
 
@@ -163,7 +163,7 @@ fn creates_a_missing_mountpoint() {
     let argv = vec![mp.to_string_lossy().into_owned()];
     let m = Mount::spawn_raw(&argv, mp.clone(), None);
     assert!(mp.is_dir());
-    fs::create_dir(m.p("box")).unwrap();
+    m.mailbox("box", "");
     assert!(m.p("box/send").exists());
     drop(m);
     drop(parent);
@@ -180,7 +180,7 @@ fn fstab_form_none_mountpoint_dash_o() {
         "allow_other".into(),
     ];
     let m = Mount::spawn_raw(&argv, mp, Some(dir));
-    fs::create_dir(m.p("box")).unwrap();
+    m.mailbox("box", "");
     let o = m.sh("echo fstab > box/send && cat box/recv", T);
     assert!(o.status.success(), "{}", show(&o));
     assert_eq!(o.stdout, b"fstab\n");
@@ -284,7 +284,7 @@ fn options_set_the_default_policy() {
         fs::read_to_string(m.p("policy")).unwrap(),
         "exclusive capacity=5 max-message-size=4096\n"
     );
-    fs::create_dir(m.p("box")).unwrap();
+    m.mailbox("box", "");
     let s = status_map(&m.p("box/status"));
     assert_eq!(s["policy"], "exclusive", "{s:?}");
     assert_eq!(s["capacity"], "5", "{s:?}");
@@ -308,7 +308,7 @@ fn capacity_unlimited_option() {
 #[test]
 fn a_new_mount_on_the_path_does_not_keep_a_lazily_unmounted_daemon() {
     let mut old = Mount::new();
-    fs::create_dir(old.p("box")).unwrap();
+    old.mailbox("box", "");
     let reader = old.spawn_sh("cat \"$M/box/recv\"");
     wait_status(&old.p("box/status"), "receivers-waiting", "1");
     let o = Command::new("umount")
@@ -341,7 +341,7 @@ fn a_new_mount_on_the_path_does_not_keep_a_lazily_unmounted_daemon() {
 #[test]
 fn a_second_ipcfs_on_a_served_path_is_refused() {
     let mut m = Mount::new();
-    fs::create_dir(m.p("box")).unwrap();
+    m.mailbox("box", "");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ipcfs"));
     cmd.arg("--allow-other").arg(m.path());
     let o = Bg::spawn(cmd, "a second ipcfs on the same path").wait_timeout(T);
@@ -394,7 +394,7 @@ impl Drop for Cover {
 #[test]
 fn sigterm_leaves_a_mount_on_top_of_ours_alone() {
     let mut m = Mount::new();
-    fs::create_dir(m.p("box")).unwrap();
+    m.mailbox("box", "");
     let _cover = Cover::mount(m.path());
     m.signal_daemon(libc::SIGTERM);
     let st = m.wait_daemon_exit(Duration::from_secs(5));
@@ -416,7 +416,7 @@ fn sigterm_leaves_a_mount_on_top_of_ours_alone() {
 #[test]
 fn sigterm_just_after_an_external_lazy_umount_logs_no_error() {
     let mut m = Mount::new();
-    fs::create_dir(m.p("box")).unwrap();
+    m.mailbox("box", "");
     // Keeps the detached mount, and so the connection, alive.
     let holder = m.spawn_sh("exec sleep 60");
     wait_until(T, "the holder runs in the mount", || {
@@ -449,7 +449,7 @@ fn an_external_umount_leaves_the_filesystem_below_alone() {
     let _below = Cover::mount(&path);
     let argv = vec![path.to_string_lossy().into_owned()];
     let mut m = Mount::spawn_raw(&argv, path.clone(), None);
-    fs::create_dir(m.p("box")).unwrap();
+    m.mailbox("box", "");
     unmount_externally(&mut m, &[]);
     assert!(
         mounted_at(&path, "tmpfs", COVER_SOURCE),

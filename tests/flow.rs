@@ -8,44 +8,10 @@
 mod common;
 use common::*;
 
-use std::collections::HashMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const SHORT: Duration = Duration::from_secs(10);
-
-// ---------------------------------------------------------------- local helpers
-
-fn stat(b: &Path) -> HashMap<String, String> {
-    status_map(&b.join("status"))
-}
-
-/// A mailbox `name` in `m` with `policy` written to its policy file (if any).
-fn mailbox(m: &Mount, name: &str, policy: &str) -> PathBuf {
-    let b = m.p(name);
-    std::fs::create_dir(&b).unwrap_or_else(|e| panic!("mkdir {}: {e}", b.display()));
-    if !policy.is_empty() {
-        set_policy(&b.join("policy"), policy);
-    }
-    b
-}
-
-/// VmRSS of a process, in bytes.
-fn vm_rss(pid: u32) -> u64 {
-    let text =
-        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/<daemon>/status");
-    let kb: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .expect("VmRSS line")
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .expect("VmRSS number");
-    kb * 1024
-}
 
 // ---------------------------------------------------------------------- tests
 
@@ -53,7 +19,7 @@ fn vm_rss(pid: u32) -> u64 {
 #[test]
 fn policy_capacity_roundtrip() {
     let m = Mount::new();
-    let b = mailbox(&m, "box", "");
+    let b = m.mailbox("box", "");
     let o = m.sh(r#"echo "arbitrary capacity=2" > "$M/box/policy""#, SHORT);
     assert!(o.status.success(), "{}", show(&o));
     let p = read_policy(&b.join("policy"));
@@ -76,7 +42,7 @@ fn policy_capacity_roundtrip() {
 #[test]
 fn capacity_two_third_send_eagain_then_completes_after_receive() {
     let m = Mount::new();
-    let b = mailbox(&m, "box", "arbitrary capacity=2\n");
+    let b = m.mailbox("box", "arbitrary capacity=2\n");
     let send = b.join("send");
     send_nb(&send, b"m1\n").unwrap();
     send_nb(&send, b"m2\n").unwrap();
@@ -85,30 +51,30 @@ fn capacity_two_third_send_eagain_then_completes_after_receive() {
         libc::EAGAIN,
         "third O_NONBLOCK send at capacity 2",
     );
-    assert_eq!(num(&stat(&b), "messages"), 2);
+    assert_eq!(count(&b, "messages"), 2);
 
     let mut bg = m.spawn_sh(r#"echo m3 > "$M/box/send" && echo sent"#);
     wait_until(SHORT, "the third sender waits", || {
-        num(&stat(&b), "senders-waiting") == 1
+        count(&b, "senders-waiting") == 1
     });
     assert!(
         bg.try_wait().is_none(),
         "the blocking send must not complete while full"
     );
-    assert_eq!(num(&stat(&b), "messages"), 2);
+    assert_eq!(count(&b, "messages"), 2);
     assert_eq!(recv_nb(&b.join("recv")).unwrap(), b"m1\n");
     let o = bg.wait_timeout(SHORT);
     assert_eq!(out_str(&o), "sent\n", "{}", show(&o));
     assert_eq!(recv_nb(&b.join("recv")).unwrap(), b"m2\n");
     assert_eq!(recv_nb(&b.join("recv")).unwrap(), b"m3\n");
-    assert_eq!(num(&stat(&b), "senders-waiting"), 0);
+    assert_eq!(count(&b, "senders-waiting"), 0);
 }
 
 /// capacity 0 (rendezvous): a send blocks until a receiver takes the message.
 #[test]
 fn capacity_zero_send_blocks_until_receive() {
     let m = Mount::new();
-    mailbox(&m, "sync", "");
+    m.mailbox("sync", "");
     let o = m.sh(r#"echo "arbitrary capacity=0" > "$M/sync/policy""#, SHORT);
     assert!(o.status.success(), "{}", show(&o));
     let b = m.p("sync");
@@ -116,7 +82,7 @@ fn capacity_zero_send_blocks_until_receive() {
 
     let mut bg = m.spawn_sh(r#"echo go > "$M/sync/send" && echo sent"#);
     wait_until(SHORT, "the rendezvous sender waits", || {
-        num(&stat(&b), "senders-waiting") == 1
+        count(&b, "senders-waiting") == 1
     });
     assert!(
         bg.try_wait().is_none(),
@@ -136,7 +102,7 @@ fn capacity_zero_send_blocks_until_receive() {
 #[test]
 fn capacity_zero_interrupted_send_delivers_nothing() {
     let m = Mount::new();
-    let b = mailbox(&m, "sync", "arbitrary capacity=0\n");
+    let b = m.mailbox("sync", "arbitrary capacity=0\n");
     let start = Instant::now();
     let o = m.sh(
         r#"timeout -s INT 1 sh -c 'echo x > "$M/sync/send"'; echo "rc=$?""#,
@@ -149,7 +115,7 @@ fn capacity_zero_interrupted_send_delivers_nothing() {
         "interrupted send took {took:?}"
     );
     wait_until(SHORT, "no sender waits any more", || {
-        num(&stat(&b), "senders-waiting") == 0
+        count(&b, "senders-waiting") == 0
     });
     let st = stat(&b);
     assert_eq!(num(&st, "messages"), 0, "{st:?}");
@@ -170,10 +136,10 @@ fn capacity_zero_interrupted_send_delivers_nothing() {
 #[test]
 fn capacity_zero_with_waiting_reader_completes_at_once() {
     let m = Mount::new();
-    let b = mailbox(&m, "sync", "arbitrary capacity=0\n");
+    let b = m.mailbox("sync", "arbitrary capacity=0\n");
     let reader = m.spawn_sh(r#"timeout 8 cat "$M/sync/recv""#);
     wait_until(SHORT, "a reader waits", || {
-        num(&stat(&b), "receivers-waiting") == 1
+        count(&b, "receivers-waiting") == 1
     });
     let start = Instant::now();
     let o = m.sh(
@@ -195,7 +161,7 @@ fn capacity_zero_with_waiting_reader_completes_at_once() {
 #[test]
 fn lowering_capacity_loses_nothing() {
     let m = Mount::new();
-    let b = mailbox(&m, "box", "");
+    let b = m.mailbox("box", "");
     let (send, recv) = (b.join("send"), b.join("recv"));
     for msg in ["a\n", "b\n", "c\n", "d\n", "e\n"] {
         send_nb(&send, msg.as_bytes()).unwrap();
@@ -223,7 +189,7 @@ fn lowering_capacity_loses_nothing() {
     assert_eq!(recv_nb(&recv).unwrap(), b"e\n");
     assert_eq!(recv_nb(&recv).unwrap(), b"f\n");
     assert_errno(recv_nb(&recv), libc::EAGAIN, "all received");
-    assert_eq!(num(&stat(&b), "dropped"), 0);
+    assert_eq!(count(&b, "dropped"), 0);
 }
 
 /// poll(2) on `send`: writable with room, not writable when full, writable
@@ -231,7 +197,7 @@ fn lowering_capacity_loses_nothing() {
 #[test]
 fn poll_on_send_reports_room() {
     let m = Mount::new();
-    let b = mailbox(&m, "box", "capacity=1\n");
+    let b = m.mailbox("box", "capacity=1\n");
     let mut f = open_with(&b.join("send"), false, true, libc::O_NONBLOCK).unwrap();
     let (_, r) = poll1(&f, libc::POLLOUT, 0);
     assert_ne!(
@@ -269,11 +235,11 @@ fn poll_on_send_reports_room() {
 #[test]
 fn rmdir_wakes_blocked_sender_with_eidrm() {
     let m = Mount::new();
-    let b = mailbox(&m, "box", "capacity=1\n");
+    let b = m.mailbox("box", "capacity=1\n");
     send_nb(&b.join("send"), b"fill\n").unwrap();
     let bg = m.spawn_sh(r#"echo blocked > "$M/box/send"; echo "rc=$?""#);
     wait_until(SHORT, "the sender waits", || {
-        num(&stat(&b), "senders-waiting") == 1
+        count(&b, "senders-waiting") == 1
     });
     let start = Instant::now();
     std::fs::remove_dir(&b).expect("rmdir a mailbox with a blocked sender");
@@ -286,10 +252,10 @@ fn rmdir_wakes_blocked_sender_with_eidrm() {
         show(&o)
     );
     // Same for a rendezvous mailbox.
-    let b = mailbox(&m, "sync", "capacity=0\n");
+    let b = m.mailbox("sync", "capacity=0\n");
     let bg = m.spawn_sh(r#"echo blocked > "$M/sync/send"; echo "rc=$?""#);
     wait_until(SHORT, "the rendezvous sender waits", || {
-        num(&stat(&b), "senders-waiting") == 1
+        count(&b, "senders-waiting") == 1
     });
     std::fs::remove_dir(&b).expect("rmdir sync");
     let o = bg.wait_timeout(SHORT);
@@ -305,7 +271,7 @@ fn rmdir_wakes_blocked_sender_with_eidrm() {
 #[test]
 fn capacity_unlimited_accepted() {
     let m = Mount::new();
-    let b = mailbox(&m, "box", "");
+    let b = m.mailbox("box", "");
     let o = m.sh(r#"echo "capacity=unlimited" > "$M/box/policy""#, SHORT);
     assert!(o.status.success(), "{}", show(&o));
     let p = read_policy(&b.join("policy"));
@@ -318,7 +284,7 @@ fn capacity_unlimited_accepted() {
         f.write_all(format!("{i}\n").as_bytes())
             .unwrap_or_else(|e| panic!("send {i} with unlimited capacity: {e}"));
     }
-    assert_eq!(num(&stat(&b), "messages"), 1100);
+    assert_eq!(count(&b, "messages"), 1100);
     assert_eq!(recv_nb(&b.join("recv")).unwrap(), b"0\n");
 }
 
@@ -333,13 +299,13 @@ fn memory_bound_flood_enobufs_and_rss_bounded() {
     const MSG: usize = 64 << 10;
     const COUNT: usize = 640; // 40 MiB
     let m = Mount::with_args(&["--max-memory", "4M"]);
-    let b = mailbox(&m, "box", "capacity=unlimited\n");
+    let b = m.mailbox("box", "capacity=unlimited\n");
     let st = stat(&b);
     assert_eq!(num(&st, "memory-limit"), LIMIT, "{st:?}");
     // What the mailbox itself holds of the bound, before any message.
     let base = num(&st, "memory-used");
     assert!(base < 4096, "{st:?}");
-    let rss0 = vm_rss(m.daemon_pid());
+    let rss0 = proc_kb(m.daemon_pid(), "VmRSS");
 
     let mut f = open_with(&b.join("send"), false, true, libc::O_NONBLOCK).unwrap();
     let (mut ok, mut nobufs, mut peak_rss, mut peak_used) = (0usize, 0usize, rss0, 0u64);
@@ -365,10 +331,10 @@ fn memory_bound_flood_enobufs_and_rss_bounded() {
                 "memory-used over the limit: {st:?}"
             );
             peak_used = peak_used.max(used);
-            peak_rss = peak_rss.max(vm_rss(m.daemon_pid()));
+            peak_rss = peak_rss.max(proc_kb(m.daemon_pid(), "VmRSS"));
         }
     }
-    peak_rss = peak_rss.max(vm_rss(m.daemon_pid()));
+    peak_rss = peak_rss.max(proc_kb(m.daemon_pid(), "VmRSS"));
     eprintln!(
         "flood: {ok} accepted, {nobufs} ENOBUFS; memory-used peak {peak_used}; daemon VmRSS before {rss0} bytes, peak {peak_rss} bytes (bound {} bytes)",
         LIMIT + CONSTANT
@@ -384,7 +350,7 @@ fn memory_bound_flood_enobufs_and_rss_bounded() {
         "daemon VmRSS {peak_rss} >= {}",
         LIMIT + CONSTANT
     );
-    assert_eq!(num(&stat(&b), "messages"), ok as u64);
+    assert_eq!(count(&b, "messages"), ok as u64);
 
     // A blocking send past the bound fails at once too.
     let o = m.sh(
@@ -411,10 +377,10 @@ fn memory_bound_flood_enobufs_and_rss_bounded() {
     // Left: the mailbox, and the send descriptor still open (descriptors
     // hold 1 KiB of the bound each).
     wait_until(SHORT, "memory-used back to what the mailbox holds", || {
-        num(&stat(&b), "memory-used") == base + 1024
+        count(&b, "memory-used") == base + 1024
     });
     f.write_all(&vec![7u8; MSG]).expect("send after draining");
-    assert_eq!(num(&stat(&b), "messages"), 1);
+    assert_eq!(count(&b, "messages"), 1);
 }
 
 /// Flow control applies to direct links: with `--capacity 1` a second
@@ -448,7 +414,7 @@ fn flow_control_applies_to_direct_links() {
 #[test]
 fn sigchld_from_a_finished_background_job_does_not_break_a_blocked_send() {
     let m = Mount::new();
-    let b = mailbox(&m, "sync", "arbitrary capacity=0\n");
+    let b = m.mailbox("sync", "arbitrary capacity=0\n");
     let marker = tempfile::tempdir().unwrap();
     let done = marker.path().join("done");
     let sender = m.spawn_sh(&format!(
@@ -473,11 +439,7 @@ fn sigchld_from_a_finished_background_job_does_not_break_a_blocked_send() {
     });
     // Several watcher rounds (100 ms each) pass without ending the send.
     std::thread::sleep(Duration::from_millis(350));
-    assert_eq!(
-        num(&stat(&b), "senders-waiting"),
-        1,
-        "the send is still waiting"
-    );
+    assert_eq!(count(&b, "senders-waiting"), 1, "the send is still waiting");
     assert_eq!(recv_nb(&b.join("recv")).unwrap(), b"go\n");
     let o = sender.wait_timeout(SHORT);
     assert_eq!(out_str(&o), "send rc=0\n", "{}", show(&o));

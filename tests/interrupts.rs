@@ -1,7 +1,9 @@
 //! Blocked calls behave like a pipe's (ipcfs(7) BLOCKING AND INTERRUPTS): the kernel's
 //! `FUSE_INTERRUPT` ends a parked read or write at once with `EINTR` (or
 //! lets the signal kill the process), senders never queue in the kernel
-//! behind a blocked sender, and nobody sleeps in state D.
+//! behind a blocked sender, and nobody sleeps in state D; `timeout -s INT`,
+//! SIGKILL and a handled signal end a reader parked in `recv` at once and
+//! leave the next message for the next reader.
 //!
 //! Every blocking step has a deadline; the deadlines guard against hangs and
 //! are not latency assertions (latency is measured in `scripts/bench.sh`).
@@ -11,29 +13,11 @@ use common::*;
 
 use std::io::Write;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const DEADLINE: Duration = Duration::from_secs(10);
-
-fn mkbox(m: &Mount, name: &str) -> PathBuf {
-    let b = m.p(name);
-    std::fs::create_dir(&b).unwrap_or_else(|e| panic!("mkdir {}: {e}", b.display()));
-    b
-}
-
-fn waiting(b: &Path, key: &str) -> u64 {
-    num(&status_map(&b.join("status")), key)
-}
-
-/// The state letter of a process (`S`, `D`, `Z`…) from `/proc/<pid>/stat`.
-fn state(pid: u32) -> char {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat.rsplit_once(')')
-        .and_then(|(_, rest)| rest.trim_start().chars().next())
-        .unwrap_or('?')
-}
 
 /// `cat <box>/recv` with every signal at its default action (the test
 /// harness may ignore some), in its own process group.
@@ -72,11 +56,11 @@ fn message_stays(b: &Path) {
 
 fn parked_reader_ends_on(sig: i32) {
     let m = Mount::new();
-    let b = mkbox(&m, "sig");
+    let b = m.mailbox("sig", "");
     let cat = cat_recv(&b);
     wait_status(&b.join("status"), "receivers-waiting", "1");
     assert_eq!(
-        state(cat.pid()),
+        proc_state(cat.pid()),
         'S',
         "a parked reader sleeps interruptibly"
     );
@@ -111,7 +95,7 @@ fn parked_reader_ends_on_sigkill() {
 #[test]
 fn traced_parked_reader_ends_on_sigterm() {
     let m = Mount::new();
-    let b = mkbox(&m, "traced");
+    let b = m.mailbox("traced", "");
     let mut cmd = Command::new("strace");
     cmd.args(["-qq", "-o", "/dev/null", "cat"])
         .arg(b.join("recv"));
@@ -138,7 +122,7 @@ fn traced_parked_reader_ends_on_sigterm() {
 #[test]
 fn strace_attaches_to_a_parked_reader_at_once() {
     let m = Mount::new();
-    let b = mkbox(&m, "attach");
+    let b = m.mailbox("attach", "");
     let cat = cat_recv(&b);
     wait_status(&b.join("status"), "receivers-waiting", "1");
     let trace = tempfile::NamedTempFile::new().expect("trace file");
@@ -157,7 +141,7 @@ fn strace_attaches_to_a_parked_reader_at_once() {
         "cat is traced: {status}"
     );
     wait_status(&b.join("status"), "receivers-waiting", "1");
-    assert_eq!(state(cat.pid()), 'S', "the traced reader parked again");
+    assert_eq!(proc_state(cat.pid()), 'S', "the traced reader parked again");
     send_nb(&b.join("send"), b"hello\n").expect("send");
     let o = cat.wait_timeout(DEADLINE);
     assert!(o.status.success(), "{}", show(&o));
@@ -179,10 +163,10 @@ fn strace_attaches_to_a_parked_reader_at_once() {
 #[test]
 fn burst_of_interrupts_among_hundreds_of_parked_readers() {
     let m = Mount::new();
-    let b = mkbox(&m, "crowd");
+    let b = m.mailbox("crowd", "");
     let mut cats: Vec<Bg> = (0..200).map(|_| cat_recv(&b)).collect();
     wait_until(DEADLINE, "200 readers parked", || {
-        waiting(&b, "receivers-waiting") == 200
+        count(&b, "receivers-waiting") == 200
     });
     let rest = cats.split_off(100);
     for c in &cats {
@@ -197,7 +181,12 @@ fn burst_of_interrupts_among_hundreds_of_parked_readers() {
     let late: Vec<Bg> = (0..20).map(|_| cat_recv(&b)).collect();
     wait_status(&b.join("status"), "receivers-waiting", "120");
     for c in rest.iter().chain(&late) {
-        assert_eq!(state(c.pid()), 'S', "reader {} after the burst", c.pid());
+        assert_eq!(
+            proc_state(c.pid()),
+            'S',
+            "reader {} after the burst",
+            c.pid()
+        );
     }
     let sender = m.sh(
         "for i in $(seq 1 120); do echo \"m$i\" > \"$M/crowd/send\" || exit 1; done",
@@ -220,7 +209,7 @@ fn burst_of_interrupts_among_hundreds_of_parked_readers() {
 #[test]
 fn background_job_ending_does_not_break_blocked_shell_calls() {
     let m = Mount::new();
-    let b = mkbox(&m, "job");
+    let b = m.mailbox("job", "");
     let reader = m.spawn_sh(r#"sleep 0.3 & read -r line < "$M/job/recv"; echo "rc=$? line=$line""#);
     wait_status(&b.join("status"), "receivers-waiting", "1");
     // The job has ended (and bash got its SIGCHLD) when bash has no child.
@@ -228,7 +217,7 @@ fn background_job_ending_does_not_break_blocked_shell_calls() {
     wait_until(DEADLINE, "the background job ended", || {
         job_ended(&children)
     });
-    assert_eq!(waiting(&b, "receivers-waiting"), 1, "still waiting");
+    assert_eq!(count(&b, "receivers-waiting"), 1, "still waiting");
     send_nb(&b.join("send"), b"after the job\n").expect("send");
     let o = reader.wait_timeout(DEADLINE);
     assert_eq!(out_str(&o), "rc=0 line=after the job\n", "{}", show(&o));
@@ -241,8 +230,8 @@ fn background_job_ending_does_not_break_blocked_shell_calls() {
     wait_until(DEADLINE, "the background job ended", || {
         job_ended(&children)
     });
-    assert_eq!(waiting(&b, "senders-waiting"), 1, "still waiting");
-    assert_eq!(recv_blocking(&b.join("recv")), b"hello\n");
+    assert_eq!(count(&b, "senders-waiting"), 1, "still waiting");
+    assert_eq!(recv(&b), b"hello\n");
     let o = sender.wait_timeout(DEADLINE);
     assert_eq!(out_str(&o), "rc=0\n", "{}", show(&o));
 }
@@ -252,7 +241,7 @@ fn background_job_ending_does_not_break_blocked_shell_calls() {
 #[test]
 fn a_call_kept_waiting_after_sigchld_still_ends_on_sigterm() {
     let m = Mount::new();
-    let b = mkbox(&m, "later");
+    let b = m.mailbox("later", "");
     let reader = m.spawn_sh(r#"sleep 0.2 & read -r line < "$M/later/recv""#);
     wait_status(&b.join("status"), "receivers-waiting", "1");
     let children = format!("/proc/{0}/task/{0}/children", reader.pid());
@@ -271,15 +260,7 @@ fn a_call_kept_waiting_after_sigchld_still_ends_on_sigterm() {
 fn job_ended(children: &str) -> bool {
     std::fs::read_to_string(children).is_ok_and(|c| {
         c.split_whitespace()
-            .all(|pid| state(pid.parse().unwrap_or(0)) == 'Z')
-    })
-}
-
-fn recv_blocking(path: &Path) -> Vec<u8> {
-    let path = path.to_path_buf();
-    within(DEADLINE, "receive", move || {
-        let mut f = std::fs::File::open(&path).expect("open recv");
-        read_message(&mut f).expect("read")
+            .all(|pid| proc_state(pid.parse().unwrap_or(0)) == 'Z')
     })
 }
 
@@ -289,7 +270,7 @@ fn recv_blocking(path: &Path) -> Vec<u8> {
 #[test]
 fn a_hundred_blocked_senders_never_wait_in_the_kernel() {
     let m = Mount::new();
-    let b = mkbox(&m, "full");
+    let b = m.mailbox("full", "");
     set_policy(&b.join("policy"), "capacity=0");
     let senders: Vec<Bg> = (0..100)
         .map(|i| {
@@ -303,11 +284,11 @@ fn a_hundred_blocked_senders_never_wait_in_the_kernel() {
         })
         .collect();
     wait_until(DEADLINE, "100 senders parked in the daemon", || {
-        waiting(&b, "senders-waiting") == 100
+        count(&b, "senders-waiting") == 100
     });
     for s in &senders {
         assert_eq!(
-            state(s.pid()),
+            proc_state(s.pid()),
             'S',
             "sender {} sleeps interruptibly",
             s.pid()
@@ -330,7 +311,7 @@ fn a_hundred_blocked_senders_never_wait_in_the_kernel() {
         assert_eq!(o.status.signal(), Some(libc::SIGKILL));
     }
     wait_status(&b.join("status"), "senders-waiting", "0");
-    assert_eq!(waiting(&b, "messages"), 0, "killed senders sent nothing");
+    assert_eq!(count(&b, "messages"), 0, "killed senders sent nothing");
 }
 
 /// One user's full link to a process does not hold up another user's send
@@ -364,17 +345,106 @@ fn a_full_link_does_not_block_another_users_send_to_the_same_process() {
 #[test]
 fn echo_into_a_mailbox_with_a_parked_sender_parks_in_the_daemon() {
     let m = Mount::new();
-    let b = mkbox(&m, "two");
+    let b = m.mailbox("two", "");
     set_policy(&b.join("policy"), "capacity=0");
     let first = m.spawn_sh(r#"echo a > "$M/two/send""#);
     wait_status(&b.join("status"), "senders-waiting", "1");
     let second = m.spawn_sh(r#"exec /bin/echo b > "$M/two/send""#);
     wait_status(&b.join("status"), "senders-waiting", "2");
-    assert_eq!(state(second.pid()), 'S');
+    assert_eq!(proc_state(second.pid()), 'S');
     second.signal(libc::SIGKILL);
     second.wait_timeout(DEADLINE);
     wait_status(&b.join("status"), "senders-waiting", "1");
-    assert_eq!(recv_blocking(&b.join("recv")), b"a\n");
+    assert_eq!(recv(&b), b"a\n");
     assert!(first.wait_timeout(DEADLINE).status.success());
-    assert_eq!(waiting(&b, "messages"), 0, "the killed sender sent nothing");
+    assert_eq!(count(&b, "messages"), 0, "the killed sender sent nothing");
+}
+
+// ------------------------------------------- signals at a reader parked in recv
+
+#[test]
+fn timeout_sigint_ends_blocked_cat_quickly_and_message_is_not_lost() {
+    let m = Mount::new();
+    let b = m.mailbox("int", "");
+    let start = Instant::now();
+    let o = m.sh(
+        "timeout -s INT 1 cat \"$M/int/recv\"; echo \"rc=$?\"",
+        Duration::from_secs(10),
+    );
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_millis(1500),
+        "timeout -s INT 1 cat took {took:?} (must end within 0.5 s of the signal): {}",
+        show(&o)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("rc=124"),
+        "timeout should report the command timed out: {}",
+        show(&o)
+    );
+    wait_status(&b.join("status"), "receivers-waiting", "0");
+    send(&b, b"after the interrupt");
+    assert_eq!(
+        status_of(&b, "messages"),
+        "1",
+        "the interrupted reader must not consume the next message"
+    );
+    assert_eq!(recv(&b), b"after the interrupt");
+}
+
+#[test]
+fn sigkill_of_blocked_cat_takes_effect_quickly() {
+    let m = Mount::new();
+    let b = m.mailbox("kill", "");
+    let cat = m.spawn_sh("exec cat \"$M/kill/recv\"");
+    wait_status(&b.join("status"), "receivers-waiting", "1");
+    let start = Instant::now();
+    cat.signal(libc::SIGKILL);
+    let o = cat.wait_timeout(Duration::from_millis(1500));
+    assert!(
+        start.elapsed() < Duration::from_millis(1500),
+        "SIGKILL took {:?}",
+        start.elapsed()
+    );
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&o.status),
+        Some(libc::SIGKILL)
+    );
+    wait_status(&b.join("status"), "receivers-waiting", "0");
+    send(&b, b"for the next one");
+    assert_eq!(status_of(&b, "messages"), "1");
+    assert_eq!(recv(&b), b"for the next one");
+}
+
+#[test]
+fn handled_signal_ends_blocked_read_with_eintr() {
+    let m = Mount::new();
+    let b = m.mailbox("eintr", "");
+    // perl's sysread is one read(2); with a handler installed, an interrupted read
+    // returns undef with $! = EINTR instead of killing the process.
+    let reader = m.spawn_sh(
+        r#"exec perl -e '
+            $SIG{USR1} = sub {};
+            open(my $f, "<", $ARGV[0]) or die "open: $!";
+            my $r = sysread($f, my $buf, 100);
+            if (defined $r) { print "read $r\n" } else { print "errno ", $!+0, "\n" }
+        ' "$M/eintr/recv""#,
+    );
+    wait_status(&b.join("status"), "receivers-waiting", "1");
+    let start = Instant::now();
+    reader.signal(libc::SIGUSR1);
+    let o = reader.wait_timeout(Duration::from_secs(3));
+    assert!(
+        start.elapsed() < Duration::from_millis(1500),
+        "EINTR took {:?}",
+        start.elapsed()
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        format!("errno {}", libc::EINTR),
+        "{}",
+        show(&o)
+    );
+    send(&b, b"kept");
+    assert_eq!(recv(&b), b"kept");
 }

@@ -11,21 +11,10 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 const DEADLINE: Duration = Duration::from_secs(10);
-
-fn mkbox(m: &Mount, name: &str) -> PathBuf {
-    let b = m.p(name);
-    std::fs::create_dir(&b).unwrap_or_else(|e| panic!("mkdir {}: {e}", b.display()));
-    b
-}
-
-fn count(b: &Path, key: &str) -> u64 {
-    num(&status_map(&b.join("status")), key)
-}
 
 fn frames(msgs: &[&[u8]]) -> Vec<u8> {
     let mut out = Vec::new();
@@ -57,7 +46,7 @@ fn read1(f: &mut File, size: usize) -> std::io::Result<Vec<u8>> {
 #[test]
 fn packets_reads_one_whole_message_each_and_no_end_of_file() {
     let m = Mount::new();
-    let b = mkbox(&m, "pk");
+    let b = m.mailbox("pk", "");
     let mut w = open_with(&b.join("packets"), false, true, 0).unwrap();
     for msg in [&b"a"[..], b"bb", b"ccc\n"] {
         assert_eq!(w.write(msg).unwrap(), msg.len());
@@ -78,7 +67,7 @@ fn packets_reads_one_whole_message_each_and_no_end_of_file() {
 #[test]
 fn packets_and_send_recv_are_one_mailbox() {
     let m = Mount::new();
-    let b = mkbox(&m, "mix");
+    let b = m.mailbox("mix", "");
     let o = m.sh("echo from-send > \"$M/mix/send\"", DEADLINE);
     assert!(o.status.success(), "{}", show(&o));
     let mut p = open_with(&b.join("packets"), true, true, libc::O_NONBLOCK).unwrap();
@@ -90,7 +79,7 @@ fn packets_and_send_recv_are_one_mailbox() {
 #[test]
 fn a_packets_buffer_too_small_gives_emsgsize_and_leaves_the_message() {
     let m = Mount::new();
-    let b = mkbox(&m, "small");
+    let b = m.mailbox("small", "");
     send_nb(&b.join("packets"), b"0123456789").unwrap();
     let mut r = open_with(&b.join("packets"), true, false, libc::O_NONBLOCK).unwrap();
     assert_errno(
@@ -105,7 +94,7 @@ fn a_packets_buffer_too_small_gives_emsgsize_and_leaves_the_message() {
 #[test]
 fn a_blocked_packets_read_too_small_for_what_arrives_gets_emsgsize() {
     let m = Mount::new();
-    let b = mkbox(&m, "late");
+    let b = m.mailbox("late", "");
     let path = b.join("packets");
     let reader = std::thread::spawn(move || {
         let mut r = open_with(&path, true, false, 0).unwrap();
@@ -121,7 +110,7 @@ fn a_blocked_packets_read_too_small_for_what_arrives_gets_emsgsize() {
 #[test]
 fn batch_write_is_one_message_per_frame_all_or_nothing() {
     let m = Mount::new();
-    let b = mkbox(&m, "bt");
+    let b = m.mailbox("bt", "");
     let mut w = open_with(&b.join("batch"), false, true, 0).unwrap();
     let data = frames(&[b"one", b"two", b"three"]);
     assert_eq!(w.write(&data).unwrap(), data.len());
@@ -144,7 +133,7 @@ fn batch_write_is_one_message_per_frame_all_or_nothing() {
 #[test]
 fn batch_read_returns_as_many_whole_messages_as_fit() {
     let m = Mount::new();
-    let b = mkbox(&m, "br");
+    let b = m.mailbox("br", "");
     for i in 0..5 {
         send_nb(&b.join("send"), format!("msg{i}").as_bytes()).unwrap();
     }
@@ -167,7 +156,7 @@ fn batch_read_returns_as_many_whole_messages_as_fit() {
 #[test]
 fn batch_meets_capacity_whole_or_not_at_all() {
     let m = Mount::new();
-    let b = mkbox(&m, "cap");
+    let b = m.mailbox("cap", "");
     set_policy(&b.join("policy"), "capacity=4");
     let mut w = open_with(&b.join("batch"), false, true, libc::O_NONBLOCK).unwrap();
     assert_errno(
@@ -210,7 +199,7 @@ fn batch_frames_go_to_exactly_one_of_several_readers() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     let m = Mount::new();
-    let b = mkbox(&m, "many");
+    let b = m.mailbox("many", "");
     set_policy(&b.join("policy"), "capacity=64");
     let n = 4000;
     let got = Arc::new(AtomicUsize::new(0));
@@ -266,7 +255,7 @@ fn batch_frames_go_to_exactly_one_of_several_readers() {
 #[test]
 fn a_blocked_packets_read_ends_on_a_signal_and_consumes_nothing() {
     let m = Mount::new();
-    let b = mkbox(&m, "intr");
+    let b = m.mailbox("intr", "");
     let mut cmd = Command::new("dd");
     cmd.arg(format!("if={}", b.join("packets").display()))
         .args(["bs=4096", "count=1", "status=none"]);
@@ -283,7 +272,7 @@ fn a_blocked_packets_read_ends_on_a_signal_and_consumes_nothing() {
 #[test]
 fn poll_on_packets_reports_messages_and_room() {
     let m = Mount::new();
-    let b = mkbox(&m, "poll");
+    let b = m.mailbox("poll", "");
     set_policy(&b.join("policy"), "capacity=1");
     let f = open_with(&b.join("packets"), true, true, libc::O_NONBLOCK).unwrap();
     let (_, ev) = poll1(&f, libc::POLLIN | libc::POLLOUT, 0);
@@ -318,7 +307,7 @@ fn poll_on_packets_reports_messages_and_room() {
 #[test]
 fn exclusive_applies_to_packets_readers() {
     let m = Mount::new();
-    let b = mkbox(&m, "ex");
+    let b = m.mailbox("ex", "");
     set_policy(&b.join("policy"), "exclusive");
     let holder = hold(&[(&b.join("packets"), libc::O_RDONLY)], None).expect("holder");
     assert_errno(
@@ -361,7 +350,7 @@ fn packets_on_a_direct_link() {
 #[test]
 fn append_descriptors_send_one_message_per_write() {
     let m = Mount::new();
-    let b = mkbox(&m, "app");
+    let b = m.mailbox("app", "");
     let o = m.sh(
         r#"exec 3>>"$M/app/send"; echo a >&3; echo b >&3; exec 4>>"$M/app/packets"; echo c >&4"#,
         DEADLINE,
@@ -381,7 +370,7 @@ fn append_descriptors_send_one_message_per_write() {
 #[test]
 fn blocked_packets_and_batch_writers_are_killable_and_send_nothing() {
     let m = Mount::new();
-    let b = mkbox(&m, "rv");
+    let b = m.mailbox("rv", "");
     set_policy(&b.join("policy"), "capacity=0");
     let writers: Vec<Bg> = [
         r#"exec printf one > "$M/rv/packets""#,
@@ -392,9 +381,8 @@ fn blocked_packets_and_batch_writers_are_killable_and_send_nothing() {
     .collect();
     wait_status(&b.join("status"), "senders-waiting", "2");
     for w in &writers {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", w.pid())).unwrap();
-        let state = stat.rsplit_once(')').unwrap().1.trim_start().chars().next();
-        assert_eq!(state, Some('S'), "writer {} sleeps interruptibly", w.pid());
+        let state = proc_state(w.pid());
+        assert_eq!(state, 'S', "writer {} sleeps interruptibly", w.pid());
     }
     for file in ["packets", "batch"] {
         let p = b.join(file);

@@ -16,9 +16,8 @@ const T: Duration = Duration::from_secs(20);
 
 /// A mailbox everyone may use, with receiver rule `rule`.
 fn public_box(m: &Mount, name: &str, rule: &str) {
-    fs::create_dir(m.p(name)).unwrap();
-    fs::set_permissions(m.p(name), fs::Permissions::from_mode(0o1777)).unwrap();
-    set_policy(&m.p(&format!("{name}/policy")), &format!("{rule}\n"));
+    let b = m.mailbox(name, &format!("{rule}\n"));
+    fs::set_permissions(&b, fs::Permissions::from_mode(0o1777)).unwrap();
 }
 
 /// `n` processes of nobody's that each open `path` for reading and sleep,
@@ -70,7 +69,7 @@ fn status_and_policy_opens_hold_no_descriptor() {
 fn a_flood_of_watched_processes_gets_enobufs_and_root_still_works() {
     // 128 descriptors: 62 to spare for watches, nobody's quarter about 15.
     let m = Mount::with_nofile(128, &[]);
-    fs::create_dir(m.p("x")).unwrap();
+    m.mailbox("x", "");
     public_box(&m, "ex2", "exclusive");
     let peer = sleeper();
     let (held, refused) = flood(&m.p(&format!("proc/{}/recv", peer.pid())), 150);

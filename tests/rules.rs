@@ -27,10 +27,13 @@ fn rule_of(path: &Path) -> String {
 /// A fresh mount with one mailbox `box` whose rule is set to `rule`.
 fn mount_with_box(rule: &str) -> (Mount, PathBuf) {
     let m = Mount::new();
-    let b = m.p("box");
-    std::fs::create_dir(&b).expect("mkdir box");
+    let policy = if rule.is_empty() {
+        String::new()
+    } else {
+        format!("{rule}\n")
+    };
+    let b = m.mailbox("box", &policy);
     if !rule.is_empty() {
-        set_policy(&b.join("policy"), &format!("{rule}\n"));
         assert_eq!(rule_of(&b.join("policy")), rule);
     }
     (m, b)
@@ -110,19 +113,19 @@ fn bogus_policy_texts_rejected_and_unchanged() {
 #[test]
 fn root_policy_applies_to_new_mailboxes_only() {
     let m = Mount::new();
-    std::fs::create_dir(m.p("old")).unwrap();
+    m.mailbox("old", "");
     let o = m.sh(r#"echo exclusive > "$M/policy""#, SHORT);
     assert!(o.status.success(), "{}", show(&o));
     assert_eq!(rule_of(&m.p("policy")), "exclusive");
-    std::fs::create_dir(m.p("new")).unwrap();
-    std::fs::create_dir_all(m.p("new/child")).unwrap();
+    m.mailbox("new", "");
+    m.mailbox("new/child", "");
     assert_eq!(rule_of(&m.p("new/policy")), "exclusive");
     assert_eq!(rule_of(&m.p("new/child/policy")), "exclusive");
     assert_eq!(rule_of(&m.p("old/policy")), "arbitrary");
     assert_eq!(status_get(&m.p("new/status"), "policy"), "exclusive");
     assert_eq!(status_get(&m.p("old/status"), "policy"), "arbitrary");
     write_policy(&m.p("policy"), b"pair\n").unwrap();
-    std::fs::create_dir(m.p("third")).unwrap();
+    m.mailbox("third", "");
     assert_eq!(rule_of(&m.p("third/policy")), "pair");
     assert_eq!(rule_of(&m.p("new/policy")), "exclusive");
 }
@@ -132,7 +135,7 @@ fn root_policy_applies_to_new_mailboxes_only() {
 fn default_policy_option_sets_root_policy() {
     let m = Mount::with_args(&["--default-policy", "exclusive"]);
     assert_eq!(rule_of(&m.p("policy")), "exclusive");
-    std::fs::create_dir(m.p("box")).unwrap();
+    m.mailbox("box", "");
     assert_eq!(rule_of(&m.p("box/policy")), "exclusive");
     assert_eq!(status_get(&m.p("box/status"), "policy"), "exclusive");
 }

@@ -1,113 +1,79 @@
-//! The ipcfs daemon under measure, mounted on a temporary directory and
-//! unmounted on drop.
+//! The ipcfs daemon under measure. The tests' harness (tests/common,
+//! [`Mount`]) starts it on a temporary directory and waits for the mount;
+//! what is the benchmark's own: the daemon's options and binary, a
+//! parent-death SIGTERM, its place in the watchdog's registry for an
+//! emergency clean-up, and a graceful end with SIGTERM.
 
-use std::fs;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::common::{Launch, Mount};
 use crate::report::REG;
-use crate::sys::{detach, is_mounted, lock, spawn};
+use crate::sys::lock;
 
 pub(crate) struct Daemon {
-    pub(crate) child: Child,
-    pub(crate) mnt: PathBuf,
-    pub(crate) log: PathBuf,
-    pub(crate) dir: tempfile::TempDir,
+    m: Mount,
 }
 
 impl Daemon {
+    /// `bin args MOUNTPOINT` on a fresh temporary directory.
     pub(crate) fn start(bin: &Path, args: &[&str]) -> Result<Daemon, String> {
         let dir = tempfile::Builder::new()
             .prefix("ipcfs-bench.")
             .tempdir()
             .map_err(|e| format!("tempdir: {e}"))?;
-        let mnt = dir.path().join("mnt");
-        let log = dir.path().join("daemon.log");
-        fs::create_dir(&mnt).map_err(|e| format!("mkdir {}: {e}", mnt.display()))?;
-        let logf = fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
-        let mut cmd = Command::new(bin);
-        cmd.args(args)
-            .arg(&mnt)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(logf);
-        // Should this process die without cleaning up, the daemon unmounts itself.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                Ok(())
-            });
-        }
-        let child = spawn(&mut cmd).map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
-        {
-            let mut reg = lock(&REG);
-            reg.daemon = Some(child.id() as i32);
-            reg.mounts.push(mnt.clone());
-            reg.dirs.push(dir.path().to_path_buf());
-        }
-        let mut d = Daemon {
-            child,
-            mnt,
-            log,
-            dir,
+        let mnt = dir
+            .path()
+            .canonicalize()
+            .map_err(|e| format!("{}: {e}", dir.path().display()))?;
+        let mut argv: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        argv.push(mnt.to_string_lossy().into_owned());
+        let launch = Launch {
+            bin: Some(bin.to_path_buf()),
+            // Should this process die without cleaning up, the daemon unmounts itself.
+            parent_death_signal: Some(libc::SIGTERM),
+            ..Launch::default()
         };
-        let end = Instant::now() + Duration::from_secs(15);
-        while !d.mnt.join("policy").exists() {
-            if let Ok(Some(st)) = d.child.try_wait() {
-                return Err(format!(
-                    "ipcfs exited ({st}) before mounting: {}",
-                    d.log_text()
-                ));
-            }
-            if Instant::now() > end {
-                return Err(format!("ipcfs did not mount within 15 s: {}", d.log_text()));
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        Ok(d)
+        let m = Mount::launch(&launch, &argv, mnt.clone(), Some(dir));
+        let mut reg = lock(&REG);
+        reg.daemon = Some(m.daemon_pid() as i32);
+        reg.mounts.push(mnt.clone());
+        reg.dirs.push(mnt);
+        Ok(Daemon { m })
     }
 
     pub(crate) fn pid(&self) -> i32 {
-        self.child.id() as i32
+        self.m.daemon_pid() as i32
     }
 
-    pub(crate) fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
+    pub(crate) fn mnt(&self) -> &Path {
+        self.m.path()
     }
 }
 
 impl Drop for Daemon {
+    /// SIGTERM, up to 10 s for the daemon to unmount and exit; then the
+    /// harness's own clean-up (SIGKILL if still running, lazy unmount).
     fn drop(&mut self) {
-        let pid = self.pid();
-        if let Ok(None) = self.child.try_wait() {
-            unsafe { libc::kill(pid, libc::SIGTERM) };
+        if self.m.daemon_exited().is_none() {
+            self.m.signal_daemon(libc::SIGTERM);
             let t0 = Instant::now();
-            while t0.elapsed() < Duration::from_secs(10) {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    break;
-                }
+            while t0.elapsed() < Duration::from_secs(10) && self.m.daemon_exited().is_none() {
                 thread::sleep(Duration::from_millis(20));
             }
-            if let Ok(None) = self.child.try_wait() {
+            if self.m.daemon_exited().is_none() {
                 progress!("ipcfs did not exit within 10 s of SIGTERM; killing it");
-                let _ = self.child.kill();
             } else if t0.elapsed() > Duration::from_secs(1) {
                 progress!(
                     "ipcfs took {:.1} s to exit after SIGTERM",
                     t0.elapsed().as_secs_f64()
                 );
             }
-            let _ = self.child.wait();
-        }
-        if is_mounted(&self.mnt) {
-            detach(&self.mnt);
         }
         let mut reg = lock(&REG);
         reg.daemon = None;
-        reg.mounts.retain(|m| m != &self.mnt);
-        reg.dirs.retain(|d| d != self.dir.path());
+        reg.mounts.retain(|m| m != self.m.path());
+        reg.dirs.retain(|d| d != self.m.path());
     }
 }

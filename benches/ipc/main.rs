@@ -31,7 +31,8 @@
 //! `plan` (sizes, repeats), `rows` (what each row measures), `vias` (how a
 //! duplex is built for each way of passing messages), `endpoints` (the
 //! descriptors and their senders and receivers), `remote` (the far end and the
-//! measures of round trips and throughput), `daemon` (the ipcfs mount),
+//! measures of round trips and throughput), `daemon` (the ipcfs mount,
+//! through the tests' harness `common`: tests/common),
 //! `floor` (the floor's filesystem), `report` (the table), `watchdog`
 //! (deadlines and clean-up), `stats` and `sys` (small helpers).
 
@@ -44,6 +45,9 @@ macro_rules! progress {
     ($($arg:tt)*) => { eprintln!("bench: {}", format!($($arg)*)) };
 }
 
+// The tests' mount harness: it starts, awaits and cleans up the daemon here too.
+#[path = "../../tests/common/mod.rs"]
+mod common;
 mod daemon;
 mod endpoints;
 mod floor;
@@ -165,7 +169,7 @@ fn run(quick: bool) -> Result<(), String> {
         Daemon::start(&bin, &["--max-memory", DAEMON_MAX_MEMORY])?
     };
     let rss_start = status_kib(daemon.pid(), "VmRSS:");
-    let max_msg = fs::read_to_string(daemon.mnt.join("policy"))
+    let max_msg = fs::read_to_string(daemon.mnt().join("policy"))
         .ok()
         .and_then(|p| {
             p.split_whitespace()
@@ -220,7 +224,7 @@ fn run(quick: bool) -> Result<(), String> {
     }
 
     let mut ctx = Ctx {
-        mnt: daemon.mnt.clone(),
+        mnt: daemon.mnt().to_path_buf(),
         floor: floor.mnt.clone(),
         daemon_pid: daemon.pid(),
         max_msg,

@@ -104,16 +104,6 @@ pub(crate) fn detach(path: &Path) {
     }
 }
 
-pub(crate) fn is_mounted(path: &Path) -> bool {
-    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let want = path.as_os_str().as_bytes();
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|m| m.as_bytes() == want)
-}
-
 pub(crate) fn command_output(cmd: &str, args: &[&str]) -> String {
     Command::new(cmd)
         .args(args)

@@ -7,8 +7,9 @@ use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::common::is_fuse_mounted;
 use crate::report::{ABORTING, IDLE_LIMIT, REG, Registry, STEP, report};
-use crate::sys::{caught_signals, detach, is_mounted, lock};
+use crate::sys::{caught_signals, detach, lock};
 
 /// A named step with a deadline; the watchdog ends the run past it.
 pub(crate) struct Step;
@@ -106,7 +107,11 @@ pub(crate) fn emergency_cleanup() {
         let _ = fs::remove_file(f);
     }
     for d in &reg.dirs {
-        if !reg.mounts.iter().any(|m| m.starts_with(d) && is_mounted(m)) {
+        if !reg
+            .mounts
+            .iter()
+            .any(|m| m.starts_with(d) && is_fuse_mounted(m))
+        {
             // A thread unblocked by the daemon's death may still write here.
             for _ in 0..10 {
                 if fs::remove_dir_all(d).is_ok() || !d.exists() {

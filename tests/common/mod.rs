@@ -1,19 +1,28 @@
-//! Test harness: mounts the built `ipcfs` binary on a fresh temporary directory
-//! and always cleans up (SIGKILL the daemon, `umount -l`, reap), also on panic.
+//! Test harness, shared by every test binary and the benchmark
+//! (benches/ipc/): mounts the built `ipcfs` binary on a fresh temporary
+//! directory and always cleans up (SIGKILL the daemon, `umount -l`, reap),
+//! also on panic; makes mailboxes, runs shells, reads status files, sends
+//! and receives, all with deadlines.
 //!
 //! Every blocking step has a deadline. Tests run in parallel threads, so nothing
 //! here is global: each `Mount` owns its own daemon and mountpoint.
 #![allow(dead_code)]
 
 mod child;
+mod mountinfo;
 mod msg;
+mod status;
 // Not every test binary uses every helper (same reason as `dead_code` above).
 #[allow(unused_imports)]
 pub use child::*;
 #[allow(unused_imports)]
+pub use mountinfo::*;
+#[allow(unused_imports)]
 pub use msg::*;
+#[allow(unused_imports)]
+pub use status::*;
 
-use std::collections::HashMap;
+use ipcfs::hub::errno::Errno;
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -29,8 +38,20 @@ pub const NOBODY: u32 = 65534;
 /// Deadline for the daemon to mount (and for it to exit when told to).
 const MOUNT_DEADLINE: Duration = Duration::from_secs(10);
 
-/// Deadline for `wait_status` to see the value it waits for.
-const STATUS_DEADLINE: Duration = Duration::from_secs(10);
+/// How [`Mount::launch`] starts the daemon, beyond its arguments.
+#[derive(Default)]
+pub struct Launch {
+    /// The ipcfs binary: the one cargo built beside this test binary if None.
+    pub bin: Option<PathBuf>,
+    /// The daemon's RLIMIT_NOFILE (soft and hard), set before it starts.
+    pub nofile: Option<u64>,
+    /// The signal the daemon gets when the thread that started it ends
+    /// (PR_SET_PDEATHSIG), so that it unmounts itself should its starter
+    /// die without cleaning up; with it the daemon also starts with no
+    /// signal blocked. Only for a mount that its starting thread outlives
+    /// (the benchmark's main thread): a test thread may end first.
+    pub parent_death_signal: Option<i32>,
+}
 
 /// A mounted ipcfs daemon on a temporary mountpoint.
 pub struct Mount {
@@ -74,7 +95,11 @@ impl Mount {
         let mut argv: Vec<String> = vec!["--allow-other".into()];
         argv.extend(args.iter().map(|s| s.to_string()));
         argv.push(path.to_string_lossy().into_owned());
-        Mount::spawn_limited(&argv, path, Some(dir), nofile)
+        let launch = Launch {
+            nofile,
+            ..Launch::default()
+        };
+        Mount::launch(&launch, &argv, path, Some(dir))
     }
 
     /// Start the daemon with exactly `argv` (no implicit options) and wait until
@@ -87,14 +112,15 @@ impl Mount {
         mountpoint: PathBuf,
         dir: Option<tempfile::TempDir>,
     ) -> Mount {
-        Mount::spawn_limited(argv, mountpoint, dir, None)
+        Mount::launch(&Launch::default(), argv, mountpoint, dir)
     }
 
-    fn spawn_limited(
+    /// Like [`Mount::spawn_raw`], started as `launch` says.
+    pub fn launch(
+        launch: &Launch,
         argv: &[String],
         mountpoint: PathBuf,
         dir: Option<tempfile::TempDir>,
-        nofile: Option<u64>,
     ) -> Mount {
         assert!(
             Path::new("/dev/fuse").exists(),
@@ -106,12 +132,16 @@ impl Mount {
             .expect("create daemon log file");
         let stderr = log.reopen().expect("reopen daemon log file");
         let before = fuse_mounts_at(&mountpoint);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ipcfs"));
+        let bin = launch
+            .bin
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ipcfs")));
+        let mut cmd = Command::new(&bin);
         cmd.args(argv)
             .stdin(Stdio::null())
             .stdout(Stdio::from(stderr.try_clone().expect("clone log fd")))
             .stderr(Stdio::from(stderr));
-        if let Some(n) = nofile {
+        if let Some(n) = launch.nofile {
             // SAFETY: the closure only calls setrlimit(2) (async-signal-safe).
             unsafe {
                 cmd.pre_exec(move || {
@@ -126,7 +156,25 @@ impl Mount {
                 });
             }
         }
-        let child = cmd.spawn().expect("spawn the ipcfs daemon");
+        if let Some(sig) = launch.parent_death_signal {
+            // SAFETY: prctl(2) and sigprocmask(2) only (async-signal-safe).
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, sig) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    // The caller may block signals it takes on one thread
+                    // of its own; the daemon must see its SIGTERM.
+                    let mut none: libc::sigset_t = std::mem::zeroed();
+                    libc::sigemptyset(&mut none);
+                    libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn the ipcfs daemon {}: {e}", bin.display()));
         let mut m = Mount {
             dir,
             path: mountpoint,
@@ -263,10 +311,28 @@ impl Mount {
     /// Like `sh`, but runs as uid/gid `nobody` (65534), with no supplementary groups,
     /// in the directory `/`.
     pub fn sh_as_nobody(&self, script: &str, timeout: Duration) -> Output {
+        self.sh_as(NOBODY, NOBODY, script, timeout)
+    }
+
+    /// Like `sh`, but runs as `uid`/`gid`, with no supplementary groups
+    /// (std drops root's when it sets the uid), in the directory `/`.
+    pub fn sh_as(&self, uid: u32, gid: u32, script: &str, timeout: Duration) -> Output {
         let mut cmd = self.bash(script);
-        // cwd "/" so that spawning works even when nobody cannot enter the mount.
-        cmd.uid(NOBODY).gid(NOBODY).current_dir("/");
+        // cwd "/" so that spawning works even when the user cannot enter the mount.
+        cmd.uid(uid).gid(gid).current_dir("/");
         Bg::spawn(cmd, script).wait_timeout(timeout)
+    }
+
+    /// Make the mailbox `name` (a path relative to the mountpoint) and, if
+    /// `policy` is not empty, write it to its policy file (one write).
+    /// Panics naming the path on failure.
+    pub fn mailbox(&self, name: &str, policy: &str) -> PathBuf {
+        let b = self.p(name);
+        std::fs::create_dir(&b).unwrap_or_else(|e| panic!("mkdir {}: {e}", b.display()));
+        if !policy.is_empty() {
+            set_policy(&b.join("policy"), policy);
+        }
+        b
     }
 
     /// Run `bash -c script` in the background (own process group, env `M`).
@@ -322,91 +388,6 @@ impl Drop for Mount {
         }
         // `dir` (TempDir) removes the now-empty mountpoint when dropped.
     }
-}
-
-/// Decode the octal escapes (`\040` etc.) used in /proc/self/mountinfo.
-fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 4 <= b.len() {
-            let digits = &b[i + 1..i + 4];
-            if digits.iter().all(|d| (b'0'..=b'7').contains(d)) {
-                let v = digits.iter().fold(0u32, |a, d| a * 8 + u32::from(d - b'0'));
-                out.push(v as u8);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// One mount, for as long as it exists: its mount id and its device number
-/// (`major:minor` as one number, as mountinfo field 3 reads).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MountKey {
-    pub id: u64,
-    pub dev: u64,
-}
-
-/// One line of /proc/self/mountinfo: (key, mount point, fstype, source).
-fn mountinfo_entries() -> Vec<(MountKey, String, String, String)> {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    info.lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split(' ').collect();
-            let sep = fields.iter().position(|f| *f == "-")?;
-            let (major, minor) = fields.get(2)?.split_once(':')?;
-            let key = MountKey {
-                id: fields.first()?.parse().ok()?,
-                dev: (major.parse::<u64>().ok()? << 32) | minor.parse::<u64>().ok()?,
-            };
-            Some((
-                key,
-                unescape_mountinfo(fields.get(4)?),
-                fields.get(sep + 1)?.to_string(),
-                unescape_mountinfo(fields.get(sep + 2)?),
-            ))
-        })
-        .collect()
-}
-
-/// The FUSE mounts (fstype `fuse` or `fuse.*`) listed at `path`, in the
-/// order of /proc/self/mountinfo.
-pub fn fuse_mounts_at(path: &Path) -> Vec<MountKey> {
-    let want = path.to_string_lossy();
-    mountinfo_entries()
-        .into_iter()
-        .filter(|(_, mp, fstype, _)| {
-            *mp == want && (fstype == "fuse" || fstype.starts_with("fuse."))
-        })
-        .map(|(key, ..)| key)
-        .collect()
-}
-
-/// Whether /proc/self/mountinfo lists `path` as a mount of fstype `fuse` or
-/// `fuse.*` (any one: see [`Mount::is_mounted`] for a daemon's own).
-pub fn is_fuse_mounted(path: &Path) -> bool {
-    !fuse_mounts_at(path).is_empty()
-}
-
-/// Whether the mount `key` is still listed, wherever it is.
-pub fn mount_listed(key: MountKey) -> bool {
-    mountinfo_entries().iter().any(|(k, ..)| *k == key)
-}
-
-/// Whether a mount of `fstype` from `source` is listed at `path`.
-pub fn mounted_at(path: &Path, fstype: &str, source: &str) -> bool {
-    let want = path.to_string_lossy();
-    mountinfo_entries()
-        .iter()
-        .any(|(_, mp, t, src)| *mp == want && t == fstype && src == source)
 }
 
 /// A background process (bash or other) in its own process group.
@@ -567,46 +548,6 @@ pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool)
     }
 }
 
-/// Parse a `status` file's `key: value` lines. Panics if the file cannot be read.
-pub fn status_map(path: &Path) -> HashMap<String, String> {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("read status file {}: {e}", path.display()));
-    parse_status(&text)
-}
-
-/// Parse `key: value` lines (lines without `": "` are ignored).
-pub fn parse_status(text: &str) -> HashMap<String, String> {
-    text.lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect()
-}
-
-/// One value of a status file, or panic naming it.
-pub fn status_get(path: &Path, key: &str) -> String {
-    let m = status_map(path);
-    m.get(key)
-        .unwrap_or_else(|| panic!("status {} has no key {key:?}: {m:?}", path.display()))
-        .clone()
-}
-
-/// A numeric value of a parsed status map, or panic naming the key.
-pub fn num(map: &HashMap<String, String>, key: &str) -> u64 {
-    map.get(key)
-        .unwrap_or_else(|| panic!("status has no key {key:?}: {map:?}"))
-        .parse()
-        .unwrap_or_else(|e| panic!("status key {key:?} is not a number ({e}): {map:?}"))
-}
-
-/// Wait (up to 10 s) until the status file `path` shows `key: want`.
-pub fn wait_status(path: &Path, key: &str, want: &str) {
-    wait_until(
-        STATUS_DEADLINE,
-        &format!("{} shows `{key}: {want}`", path.display()),
-        || status_map(path).get(key).map(String::as_str) == Some(want),
-    );
-}
-
 /// Run `f` on its own thread and return its result, or panic naming `what` if it
 /// takes longer than `timeout`. (The stuck thread is abandoned; dropping the Mount
 /// kills the daemon, which ends any FUSE call it is blocked in.)
@@ -632,19 +573,29 @@ pub fn errno(e: &std::io::Error) -> i32 {
         .unwrap_or_else(|| panic!("not an OS error: {e:?}"))
 }
 
+/// The symbolic name of an errno (`ENOBUFS`, `none` for 0), for figures and
+/// failure messages: the crate's names, else what the system calls it.
+pub fn errname(e: i32) -> String {
+    match (e, Errno(e).name()) {
+        (0, _) => "none".into(),
+        (_, "errno") => std::io::Error::from_raw_os_error(e).to_string(),
+        (_, name) => name.into(),
+    }
+}
+
 /// Assert that `r` failed with `want` (an errno), naming `what`.
 #[track_caller]
 pub fn assert_errno<T: std::fmt::Debug>(r: std::io::Result<T>, want: i32, what: &str) {
     match r {
         Ok(v) => panic!(
             "{what}: expected {} but it succeeded ({v:?})",
-            std::io::Error::from_raw_os_error(want)
+            errname(want)
         ),
         Err(e) => assert_eq!(
             e.raw_os_error(),
             Some(want),
             "{what}: expected {} but got {e}",
-            std::io::Error::from_raw_os_error(want)
+            errname(want)
         ),
     }
 }
@@ -657,6 +608,31 @@ pub fn open_with(path: &Path, read: bool, write: bool, flags: i32) -> std::io::R
         .write(write)
         .custom_flags(flags)
         .open(path)
+}
+
+/// A field of /proc/<pid>/status given in kB (`VmRSS`, `VmHWM`), in bytes.
+pub fn proc_kb(pid: u32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
+    let kb: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix(field).and_then(|r| r.strip_prefix(':')))
+        .unwrap_or_else(|| panic!("/proc/{pid}/status has no {field}"))
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .expect("a number of kB");
+    kb * 1024
+}
+
+/// The state letter of a process (`S`, `D`, `Z`…) from /proc/<pid>/stat,
+/// `?` if it cannot be read.
+pub fn proc_state(pid: u32) -> char {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next())
+        .unwrap_or('?')
 }
 
 /// Describe how a process ended, for messages.

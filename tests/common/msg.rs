@@ -1,13 +1,60 @@
-//! Message and policy I/O from the test process itself: non-blocking send and
-//! receive, reading one whole message, poll(2) on one descriptor, and the
-//! `policy` file.
+//! Message and policy I/O from the test process itself: sending and
+//! receiving (blocking with a deadline, or non-blocking), reading one whole
+//! message, poll(2) on one descriptor, and the `policy` file.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::Path;
+use std::time::Duration;
 
-use super::open_with;
+use super::{open_with, within};
+
+/// Deadline of `send` and `recv`.
+const MESSAGE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Send one message (one write(2), which must take it whole) to the send
+/// file `path` (`send`, `packets`, `proc/<pid>/send`), blocking at most
+/// `timeout`; panics naming the path on failure.
+pub fn send_within(timeout: Duration, path: &Path, msg: &[u8]) {
+    let path = path.to_path_buf();
+    let msg = msg.to_vec();
+    let what = format!("send {} bytes to {}", msg.len(), path.display());
+    within(timeout, &what.clone(), move || {
+        let mut f =
+            open_with(&path, false, true, 0).unwrap_or_else(|e| panic!("{what}: open: {e}"));
+        let n = f
+            .write(&msg)
+            .unwrap_or_else(|e| panic!("{what}: write: {e}"));
+        assert_eq!(n, msg.len(), "{what}: short write");
+    })
+}
+
+/// Receive one whole message from the receive file `path` (reading until
+/// the 0 that ends it), blocking at most `timeout`; panics naming the path
+/// on failure.
+pub fn recv_within(timeout: Duration, path: &Path) -> Vec<u8> {
+    let path = path.to_path_buf();
+    within(
+        timeout,
+        &format!("receive from {}", path.display()),
+        move || {
+            let mut f =
+                File::open(&path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+            read_message(&mut f).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+        },
+    )
+}
+
+/// Send `msg` to the mailbox `dir` (one write(2) on `dir/send`), within 10 s.
+pub fn send(dir: &Path, msg: &[u8]) {
+    send_within(MESSAGE_DEADLINE, &dir.join("send"), msg)
+}
+
+/// Receive one message from the mailbox `dir` (`dir/recv`), within 10 s.
+pub fn recv(dir: &Path) -> Vec<u8> {
+    recv_within(MESSAGE_DEADLINE, &dir.join("recv"))
+}
 
 /// Send one message (one write) from this process, never blocking.
 pub fn send_nb(path: &Path, msg: &[u8]) -> io::Result<()> {

@@ -1,4 +1,6 @@
-//! SIGKILL of the daemon itself while clients use the mount.
+//! SIGKILL of the daemon itself while clients use the mount: blocked calls
+//! end with ECONNABORTED or ENOTCONN (ipcfs(7) BLOCKING AND INTERRUPTS), and
+//! the mountpoint mounts again.
 
 use std::fs::File;
 use std::io;
@@ -8,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 
-use crate::harness::{daemon_answers, errname, mailbox, seed, stat, step};
+use crate::harness::{daemon_answers, seed, step};
 use crate::workers::blocker_kid;
 
 /// SIGKILL of the daemon while readers, senders, a receipt reader, a link
@@ -24,13 +26,13 @@ pub(crate) fn daemon_sigkill_frees_every_client_and_the_mountpoint_mounts_again(
         mp.to_string_lossy().into_owned(),
     ];
     let mut m = Mount::spawn_raw(&argv, mp.clone(), None);
-    let e = mailbox(&m, "e", "");
-    let f = mailbox(&m, "f", "capacity=1");
+    let e = m.mailbox("e", "");
+    let f = m.mailbox("f", "capacity=1");
     send_nb(&f.join("send"), b"fills it").unwrap();
-    let z = mailbox(&m, "z", "capacity=0");
-    let r = mailbox(&m, "r", "");
-    let p = mailbox(&m, "p", "");
-    let h = mailbox(&m, "h", "");
+    let z = m.mailbox("z", "capacity=0");
+    let r = m.mailbox("r", "");
+    let p = m.mailbox("p", "");
+    let h = m.mailbox("h", "");
     let peer = sleeper();
     let mut clients = vec![
         blocker_kid("read", &e.join("recv")),
@@ -55,7 +57,7 @@ pub(crate) fn daemon_sigkill_frees_every_client_and_the_mountpoint_mounts_again(
     clients.push(blocker_kid("loop-recv", &h.join("recv")));
     clients.push(blocker_kid("loop-send", &h.join("send")));
     wait_until(step(), "the loops move messages", || {
-        num(&stat(&h), "received") > 200
+        count(&h, "received") > 200
     });
 
     let t0 = Instant::now();
@@ -103,7 +105,7 @@ pub(crate) fn daemon_sigkill_frees_every_client_and_the_mountpoint_mounts_again(
         !m2.p("e").exists(),
         "a new daemon starts empty: all state was in the old one"
     );
-    let b = mailbox(&m2, "again", "");
+    let b = m2.mailbox("again", "");
     let reader = blocker_kid("read", &b.join("recv"));
     wait_status(&b.join("status"), "receivers-waiting", "1");
     send_nb(&b.join("send"), b"after the crash").unwrap();

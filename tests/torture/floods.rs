@@ -1,4 +1,4 @@
-//! Floods against `--max-memory` (ipcfs(7), LIMITS): one driver, five fills.
+//! Floods against `--max-memory` (ipcfs(7) BUFFERING, "Memory"): one driver, five fills.
 //! Each round fills the daemon up to the bound, checks the refusal past it,
 //! gives everything back and checks that the daemon holds again what it held
 //! before; the figures are printed after the last round.
@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::common::*;
-use crate::harness::{by_mode, daemon_answers, errname, mailbox, mib, proc_kb, seed, step};
+use crate::harness::{by_mode, daemon_answers, mib, seed, step};
 use crate::workers::Kid;
 
 const FLOOD_LIMIT: u64 = 4 << 20;
@@ -209,7 +209,7 @@ impl Fill for SmallMessages {
 
     fn setup(m: &Mount) -> Self {
         SmallMessages {
-            b: mailbox(m, "box", "capacity=unlimited"),
+            b: m.mailbox("box", "capacity=unlimited"),
             sent: 0,
         }
     }
@@ -288,7 +288,7 @@ impl Fill for Mailboxes {
 
     fn setup(m: &Mount) -> Self {
         Mailboxes {
-            reserve: mailbox(m, "reserve", "").join("send"),
+            reserve: m.mailbox("reserve", "").join("send"),
             made: 0,
         }
     }
@@ -342,7 +342,7 @@ impl Fill for Links {
     const PAST: &'static str = "a link open";
 
     fn setup(m: &Mount) -> Self {
-        let reserve = mailbox(m, "reserve", "").join("send");
+        let reserve = m.mailbox("reserve", "").join("send");
         let targets: Vec<Held> = (0..50).map(|_| sleeper()).collect();
         let line = targets
             .iter()
@@ -431,7 +431,7 @@ impl Fill for Descriptors {
 
     fn setup(m: &Mount) -> Self {
         Descriptors {
-            b: mailbox(m, "box", ""),
+            b: m.mailbox("box", ""),
             openers: Vec::new(),
         }
     }
@@ -499,7 +499,7 @@ impl Fill for ParkedReaders {
 
     fn setup(m: &Mount) -> Self {
         ParkedReaders {
-            b: mailbox(m, "box", ""),
+            b: m.mailbox("box", ""),
             parkers: Vec::new(),
         }
     }

@@ -1,15 +1,12 @@
-//! The suite's harness: its two sizes (quick, long) and the deadlines that
-//! go with them, a seeded generator of random choices, and helpers on a
-//! mount (mailboxes, status, memory figures, waiting for progress).
+//! The suite's own harness, beside the tests' (tests/common): its two sizes
+//! (quick, long) and the deadlines that go with them, a seeded generator of
+//! random choices, waiting for progress, and whether the daemon still
+//! answers.
 
-use std::collections::HashMap;
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::fs;
+use std::io;
 use std::thread;
 use std::time::{Duration, Instant};
-
-use ipcfs::hub::errno::Errno;
 
 use crate::common::*;
 
@@ -104,48 +101,6 @@ pub(crate) fn seed(test: &str) -> u64 {
     s
 }
 
-/// A mailbox `name` with `policy` written to its policy file (if not empty).
-pub(crate) fn mailbox(m: &Mount, name: &str, policy: &str) -> PathBuf {
-    let b = m.p(name);
-    fs::create_dir(&b).unwrap_or_else(|e| panic!("mkdir {}: {e}", b.display()));
-    if !policy.is_empty() {
-        set_policy(&b.join("policy"), policy);
-    }
-    b
-}
-
-pub(crate) fn stat(b: &Path) -> HashMap<String, String> {
-    status_map(&b.join("status"))
-}
-
-/// One message sent from this process, blocking (with a deadline).
-pub(crate) fn send_blocking(path: &Path, msg: Vec<u8>) {
-    let p = path.to_path_buf();
-    let r = within(step(), &format!("send to {}", path.display()), move || {
-        OpenOptions::new()
-            .write(true)
-            .open(&p)
-            .and_then(|mut f| f.write_all(&msg))
-    });
-    r.unwrap_or_else(|e| panic!("send to {}: {e}", path.display()));
-}
-
-/// A field of /proc/<pid>/status given in kB (VmRSS, VmHWM), in bytes.
-pub(crate) fn proc_kb(pid: u32, field: &str) -> u64 {
-    let text = fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
-    let kb: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix(field).and_then(|r| r.strip_prefix(':')))
-        .unwrap_or_else(|| panic!("/proc/{pid}/status has no {field}"))
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .expect("a number of kB");
-    kb * 1024
-}
-
 pub(crate) fn mib(bytes: u64) -> f64 {
     bytes as f64 / f64::from(1 << 20)
 }
@@ -182,17 +137,6 @@ pub(crate) fn drive<T>(
     }
 }
 
-/// Polls `done` every few ms until it holds; panics naming `what` after `timeout`.
-pub(crate) fn drive_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        if start.elapsed() > timeout {
-            panic!("{what}: not done after {timeout:?}");
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// The daemon must still be running and serving: a mailbox round trip.
 pub(crate) fn daemon_answers(m: &mut Mount, what: &str) {
     assert!(
@@ -219,14 +163,4 @@ pub(crate) fn daemon_answers(m: &mut Mount, what: &str) {
         b"still here",
         "{what}"
     );
-}
-
-/// The symbolic name of an errno (`ENOBUFS`, `none` for 0), for figures and
-/// failure messages: the crate's names, else what the system calls it.
-pub(crate) fn errname(e: i32) -> String {
-    match (e, Errno(e).name()) {
-        (0, _) => "none".into(),
-        (_, "errno") => io::Error::from_raw_os_error(e).to_string(),
-        (_, name) => name.into(),
-    }
 }

@@ -12,7 +12,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::common::*;
-use crate::harness::{Rng, daemon_answers, errname, mailbox, seed, stat};
+use crate::harness::{Rng, daemon_answers, seed};
 
 fn os_path(parent: &Path, name: &[u8]) -> PathBuf {
     parent.join(std::ffi::OsStr::from_bytes(name))
@@ -113,7 +113,7 @@ pub(crate) fn hostile_names() {
     let _ = seed("hostile names");
     let mut m = Mount::new();
     let root = m.path().to_path_buf();
-    let bx = mailbox(&m, "box", "");
+    let bx = m.mailbox("box", "");
     let euro = "€";
     let mut names: Vec<(Vec<u8>, Option<i32>)> = [
         &b"a\nb"[..],
@@ -289,7 +289,7 @@ pub(crate) fn hostile_policy_writes() {
     let mut rng = Rng::new(seed("hostile policy"));
     let mut m = Mount::new();
     let root = m.path().to_path_buf();
-    let bx = mailbox(&m, "box", "");
+    let bx = m.mailbox("box", "");
     let hard_max = Pol::parse_shown(&read_policy(&root.join("policy"))).size;
     let mut bad: Vec<Vec<u8>> = [
         &b" \n"[..],
@@ -388,10 +388,10 @@ pub(crate) fn hostile_policy_writes() {
         );
         other.push(format!("{file}: {}", errname(e)));
     }
-    assert_eq!(num(&stat(&bx), "messages"), 0, "nothing was queued");
+    assert_eq!(count(&bx, "messages"), 0, "nothing was queued");
     // The root policy is what a new mailbox gets.
     let root_pol = Pol::parse_shown(&read_policy(&root.join("policy")));
-    let fresh = mailbox(&m, "fresh", "");
+    let fresh = m.mailbox("fresh", "");
     assert_eq!(
         Pol::parse_shown(&read_policy(&fresh.join("policy"))),
         root_pol

@@ -1,11 +1,12 @@
-//! SIGKILL of senders, receivers and the exclusive holder under load.
+//! SIGKILL of senders, receivers and the exclusive holder under load
+//! (ipcfs(7) RECEIVING, RECEIVER RULES): nothing is lost or doubled.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::common::*;
 
-use crate::harness::{Rng, by_mode, drive, mailbox, seed, send_blocking, stat, step};
+use crate::harness::{Rng, by_mode, drive, seed, step};
 use crate::messages::{Rec, STOP, Senders, assert_clean, encode, read_log, sender_done, tally};
 use crate::workers::{Kid, receiver_kid, sender_kid};
 
@@ -222,14 +223,14 @@ pub(crate) fn kills_under_load() {
     let mut next_id = 1u32;
     let mut a = Load::new(
         "arbitrary",
-        mailbox(&m, "a", "arbitrary capacity=32"),
+        m.mailbox("a", "arbitrary capacity=32"),
         dir.path(),
         per_sender,
         "fail",
     );
     let mut x = Load::new(
         "exclusive",
-        mailbox(&m, "x", "exclusive capacity=16"),
+        m.mailbox("x", "exclusive capacity=16"),
         dir.path(),
         per_sender,
         "retry",
@@ -245,7 +246,7 @@ pub(crate) fn kills_under_load() {
         x.spawn_sender(&mut next_id);
     }
     let (ab, xb) = (a.b.clone(), x.b.clone());
-    let progress = || num(&stat(&ab), "received") + num(&stat(&xb), "received");
+    let progress = || count(&ab, "received") + count(&xb, "received");
     let start = Instant::now();
     let mut done = 0u32;
     let mut next_at = progress() + rng.range(20, 400);
@@ -283,9 +284,9 @@ pub(crate) fn kills_under_load() {
     });
     let elapsed = start.elapsed();
     for _ in 0..a.receivers.len() {
-        send_blocking(&a.b.join("send"), encode(STOP, 0, 0));
+        send_within(step(), &a.b.join("send"), &encode(STOP, 0, 0));
     }
-    send_blocking(&x.b.join("send"), encode(STOP, 0, 0));
+    send_within(step(), &x.b.join("send"), &encode(STOP, 0, 0));
     for k in a.receivers.iter_mut().chain(x.receivers.iter_mut()) {
         k.wait_ok(step());
     }

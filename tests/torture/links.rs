@@ -1,10 +1,11 @@
-//! Direct links (`proc/<pid>/send`, `proc/<pid>/recv`) between many processes.
+//! Direct links (`proc/<pid>/send`, `proc/<pid>/recv`) between many
+//! processes (ipcfs(7) DIRECT LINKS).
 
 use std::time::{Duration, Instant};
 
 use crate::common::*;
 
-use crate::harness::{by_mode, drive_until, seed, step};
+use crate::harness::{by_mode, seed, step};
 use crate::workers::Kid;
 
 /// P processes, each sending K sequence-numbered messages to every other over
@@ -40,7 +41,7 @@ pub(crate) fn direct_links_between_many_processes() {
     }
     let mut results: Vec<Option<String>> = vec![None; p];
     let deadline = by_mode(Duration::from_secs(60), Duration::from_secs(900));
-    drive_until("links: peers", deadline, || {
+    wait_until(deadline, "links: peers", || {
         for (i, c) in kids.iter_mut().enumerate() {
             if results[i].is_none()
                 && let Some(l) = c.drain().into_iter().find(|l| l.starts_with("RESULT"))

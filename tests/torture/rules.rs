@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 
-use crate::harness::{by_mode, drive, mailbox, mib, seed, send_blocking, stat, step};
+use crate::harness::{by_mode, drive, mib, seed, step};
 use crate::messages::{
     HDR, Rec, STOP, Senders, assert_clean, encode, payload_len, read_log, tally,
 };
@@ -24,7 +24,7 @@ pub(crate) fn rule_run(rule: &str) {
     let per = total / n_send;
     let total = per * n_send;
     let m = Mount::new();
-    let b = mailbox(&m, "box", rule);
+    let b = m.mailbox("box", rule);
     let (send, recv) = (b.join("send"), b.join("recv"));
     let logs = tempfile::tempdir().unwrap();
     let log = |n: &str| logs.path().join(n);
@@ -97,7 +97,7 @@ pub(crate) fn rule_run(rule: &str) {
     let mut joiner = None;
     let mut probes = 0u32;
     let mut last_probe = Instant::now();
-    let received = || num(&stat(&b), "received");
+    let received = || count(&b, "received");
     drive(&format!("{rule}: senders"), received, || {
         if rule == "pair" && last_probe.elapsed() > Duration::from_millis(50) {
             last_probe = Instant::now();
@@ -123,8 +123,7 @@ pub(crate) fn rule_run(rule: &str) {
             );
             probes += 1;
         }
-        if rule == "broadcast" && joiner.is_none() && num(&stat(&b), "sent") >= u64::from(total / 3)
-        {
+        if rule == "broadcast" && joiner.is_none() && count(&b, "sent") >= u64::from(total / 3) {
             let l = log("joiner");
             let mut k = receiver_kid("joiner", &recv, &l, "fail", 0);
             k.expect("OPEN", step());
@@ -166,7 +165,7 @@ pub(crate) fn rule_run(rule: &str) {
         _ => 1,
     };
     for _ in 0..stops {
-        send_blocking(&send, encode(STOP, 0, 0));
+        send_within(step(), &send, &encode(STOP, 0, 0));
     }
     let mut all: Vec<(Kid, PathBuf)> = recvs;
     all.extend(joiner);
