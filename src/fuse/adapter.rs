@@ -158,20 +158,23 @@ impl Filesystem for IpcFs {
             Node::RootPolicy => self.hub.set_attr(ROOT, None, mode, uid, gid).map(drop),
             _ => Err(Errno::EPERM.into()),
         };
-        match result.and_then(|()| self.attr_of(req, node)) {
-            Ok(c) => reply.attr(&c.attr_ttl, &c.attr),
-            Err(e) => return reply.error(err(&"setattr", e)),
-        }
         // A chmod of a mailbox set its files' modes anew; the kernel has
-        // them cached (see nodes.rs, TREE_TTL). Attributes only (offset
-        // -1), after the reply: nothing here waits for the chmod to end.
-        if let (Node::Mailbox(id), Some(_), Some(n)) = (node, mode, self.notifier.get()) {
+        // them cached (see nodes.rs, TREE_TTL). Their attributes only
+        // (offset -1: no page, no lock the chmod holds) are invalidated
+        // before the chmod is answered, so a stat right after it sees them.
+        if let (Ok(()), Node::Mailbox(id), Some(_), Some(n)) =
+            (&result, node, mode, self.notifier.get())
+        {
             for k in FileKind::ALL {
                 let ino = Node::MailboxFile(id, k).ino();
                 if let Err(e) = n.inval_inode(INodeNo(ino), -1, 0) {
                     debug!("setattr: cannot invalidate inode {ino}: {e}");
                 }
             }
+        }
+        match result.and_then(|()| self.attr_of(req, node)) {
+            Ok(c) => reply.attr(&c.attr_ttl, &c.attr),
+            Err(e) => reply.error(err(&"setattr", e)),
         }
     }
 

@@ -49,6 +49,29 @@ impl Reserve {
         }
     }
 
+    /// A descriptor opened even at the bound: reserve descriptors are given
+    /// back while the open is refused, and the open is tried again until the
+    /// daemon has seen their release (a close reaches it asynchronously).
+    fn open(&mut self, path: &Path, read: bool, write: bool, flags: i32) -> File {
+        let mut last = None;
+        wait_until(
+            step(),
+            &format!("open {} at the bound", path.display()),
+            || match open_with(path, read, write, flags) {
+                Ok(f) => {
+                    last = Some(f);
+                    true
+                }
+                Err(e) if errno(&e) == libc::ENOBUFS => {
+                    self.held.pop();
+                    false
+                }
+                Err(e) => panic!("open {}: {e}", path.display()),
+            },
+        );
+        last.expect("opened")
+    }
+
     /// A status file, read even at the bound.
     fn status(&mut self, path: &Path) -> HashMap<String, String> {
         loop {
@@ -262,8 +285,8 @@ impl Fill for SmallMessages {
     }
 
     /// Drains in order.
-    fn clean(&mut self, _: &Mount, _: &mut Reserve) {
-        let mut r = open_with(&self.b.join("recv"), true, false, libc::O_NONBLOCK).unwrap();
+    fn clean(&mut self, _: &Mount, res: &mut Reserve) {
+        let mut r = res.open(&self.b.join("recv"), true, false, libc::O_NONBLOCK);
         for i in 0..self.sent {
             let got = read_message(&mut r).unwrap_or_else(|e| panic!("drain {i}: {e}"));
             assert_eq!(got, [(i % 251) as u8], "message {i}");

@@ -52,7 +52,9 @@ pub(crate) fn direct_links_between_many_processes() {
                 c.assert_ok(st);
             }
         }
-        kids.iter_mut().all(|c| c.try_wait().is_some())
+        // A child's last lines reach us through a reader thread, maybe after
+        // it has exited: wait for both.
+        kids.iter_mut().all(|c| c.try_wait().is_some()) && results.iter().all(Option::is_some)
     });
     let elapsed = start.elapsed();
     let mut sum = [0u64; 5];
