@@ -1,6 +1,7 @@
 //! The operations of the model test and their strategies: what a process
-//! slot may do (mkdir, rmdir, open, write, read, close, policy writes,
-//! interrupts, exits) and how proptest draws sequences of them.
+//! slot may do (mkdir, rmdir, open of a mailbox's or a link's files, write,
+//! read, close, policy writes, interrupts, exits) and how proptest draws
+//! sequences of them.
 
 use proptest::prelude::*;
 
@@ -25,6 +26,8 @@ pub(super) enum Dir {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Kind {
     Send,
+    /// `send` opened read-write: with receipts.
+    SendRw,
     Recv,
     Packets(Dir),
     Batch(Dir),
@@ -37,14 +40,14 @@ impl Kind {
         match self {
             Kind::Recv => true,
             Kind::Packets(d) | Kind::Batch(d) => d != Dir::W,
-            Kind::Send | Kind::Status => false,
+            Kind::Send | Kind::SendRw | Kind::Status => false,
         }
     }
 
     /// Writes to it send.
     pub(super) fn sends(self) -> bool {
         match self {
-            Kind::Send => true,
+            Kind::Send | Kind::SendRw => true,
             Kind::Packets(d) | Kind::Batch(d) => d != Dir::R,
             Kind::Recv | Kind::Status => false,
         }
@@ -53,7 +56,7 @@ impl Kind {
     /// The file and the access an `open` of it asks for.
     pub(super) fn target(self) -> (FileKind, Access) {
         let file = match self {
-            Kind::Send => FileKind::Send,
+            Kind::Send | Kind::SendRw => FileKind::Send,
             Kind::Recv => FileKind::Recv,
             Kind::Packets(_) => FileKind::Packets,
             Kind::Batch(_) => FileKind::Batch,
@@ -61,7 +64,10 @@ impl Kind {
         };
         (
             file,
-            acc(self.receives() || self == Kind::Status, self.sends()),
+            acc(
+                self.receives() || matches!(self, Kind::Status | Kind::SendRw),
+                self.sends(),
+            ),
         )
     }
 }
@@ -142,12 +148,20 @@ pub(super) enum Op {
         name: &'static str,
         kind: Kind,
     },
+    /// Opens `proc/<pid of slot peer>/<kind>` (another slot's process).
+    Link {
+        who: usize,
+        peer: usize,
+        kind: Kind,
+    },
     /// One message of the frames' bytes on `send`/`packets`; the frames
-    /// on `batch` (`cut`: its last byte missing, a malformed batch).
+    /// on `batch` (`cut`: its last byte missing, a malformed batch);
+    /// `block`: without O_NONBLOCK.
     Write {
         fd: usize,
         lens: Vec<usize>,
         cut: bool,
+        block: bool,
     },
     Read {
         fd: usize,
@@ -163,7 +177,7 @@ pub(super) enum Op {
         name: Option<&'static str>,
         text: Text,
     },
-    /// Interrupts the `nth` blocked read (modulo their number).
+    /// Interrupts the `nth` blocked call (modulo their number).
     Interrupt {
         nth: usize,
     },
@@ -175,7 +189,8 @@ pub(super) enum Op {
 pub(super) fn kind() -> impl Strategy<Value = Kind> {
     let dir = prop::sample::select(&[Dir::RW, Dir::R, Dir::W][..]);
     prop_oneof![
-        3 => Just(Kind::Send),
+        2 => Just(Kind::Send),
+        2 => Just(Kind::SendRw),
         3 => Just(Kind::Recv),
         2 => dir.clone().prop_map(Kind::Packets),
         2 => dir.prop_map(Kind::Batch),
@@ -205,6 +220,12 @@ pub(super) fn text() -> impl Strategy<Value = Text> {
     ]
 }
 
+/// A link's files: no `status` (every link's status is compared after
+/// each operation).
+pub(super) fn link_kind() -> impl Strategy<Value = Kind> {
+    kind().prop_map(|k| if k == Kind::Status { Kind::Recv } else { k })
+}
+
 pub(super) fn op() -> impl Strategy<Value = Op> {
     let fd = 0usize..ANY_FD + 2;
     prop_oneof![
@@ -215,18 +236,29 @@ pub(super) fn op() -> impl Strategy<Value = Op> {
             name,
             kind
         }),
-        8 => (
+        3 => (0..SLOTS, 1..SLOTS, link_kind()).prop_map(|(who, peer, kind)| Op::Link {
+            who,
+            peer: (who + peer) % SLOTS,
+            kind
+        }),
+        9 => (
             fd.clone(),
             prop::collection::vec(1usize..=8, 1..=3),
             prop::bool::weighted(0.1),
+            prop::bool::weighted(0.5),
         )
-            .prop_map(|(fd, lens, cut)| Op::Write { fd, lens, cut }),
+            .prop_map(|(fd, lens, cut, block)| Op::Write {
+                fd,
+                lens,
+                cut,
+                block
+            }),
         9 => (fd.clone(), 1u32..=24, prop::bool::weighted(0.3))
             .prop_map(|(fd, size, block)| Op::Read { fd, size, block }),
         2 => fd.prop_map(|fd| Op::Close { fd }),
         3 => (0..SLOTS, prop::option::weighted(0.85, name()), text())
             .prop_map(|(who, name, text)| Op::Policy { who, name, text }),
-        1 => (0usize..4).prop_map(|nth| Op::Interrupt { nth }),
+        2 => (0usize..4).prop_map(|nth| Op::Interrupt { nth }),
         1 => (0..SLOTS).prop_map(|who| Op::Exit { who }),
     ]
 }
