@@ -219,7 +219,14 @@ impl Channel {
 
     // ----- receivers -----------------------------------------------------
 
-    pub fn open_recv(&mut self, p: Process) {
+    /// `p` opens `recv`. Under `broadcast` a new receiver's empty queue may
+    /// be the room a blocked sender waits for: it goes in at once.
+    pub fn open_recv(&mut self, p: Process, fx: &mut Effects) {
+        self.opened_recv(p);
+        self.pump(fx);
+    }
+
+    fn opened_recv(&mut self, p: Process) {
         self.opened += 1;
         let since = self.opened;
         self.receivers
@@ -510,6 +517,9 @@ impl Channel {
             let i = self.send_waiters.iter().position(|w| w.id == id)?;
             let w = self.send_waiters.remove(i)?;
             w.msgs.iter().for_each(|m| unsent(fx, m));
+            // The senders behind it may fit where it did not (a smaller
+            // batch, or a single message).
+            self.pump(fx);
             Some(Removed::Send(w))
         };
         fx.unparked.push(id);

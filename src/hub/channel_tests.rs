@@ -188,8 +188,8 @@ fn broadcast_copies_and_paces_by_slowest() {
     let mut fx = Effects::default();
     // Nobody listening: waits for the first reader, exactly one copy.
     c.accept(msg("early", 1), &mut fx);
-    c.open_recv(p(2));
-    c.open_recv(p(3));
+    c.open_recv(p(2), &mut Effects::default());
+    c.open_recv(p(3), &mut Effects::default());
     assert_eq!(text(&c.take(p(3), &mut fx).unwrap()), "early");
     assert!(c.take(p(2), &mut fx).is_none());
     c.accept(msg("a", 1), &mut fx);

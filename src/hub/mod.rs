@@ -61,7 +61,7 @@ use self::links::Links;
 use self::policy::{Policy, Rule};
 use self::process::{Process, Processes};
 use self::receiver_rule::Role;
-use self::reply::Effects;
+use self::reply::{Effects, Outcome};
 use self::tree::Tree;
 use self::waiters::{Place, WaiterId, Waiters};
 
@@ -198,6 +198,13 @@ impl State {
             .into_iter()
             .map(|tag| (tag, None));
         for (tag, fate) in resolved.chain(cancelled) {
+            // Receipts read to their end on a mailbox that is gone end in
+            // EIDRM, like any other I/O on a descriptor opened before rmdir:
+            // a blocked read as a read made now (ipcfs(7), SENDER RECEIPTS).
+            let ended = match self.handles.get(tag.handle).map(|h| &h.kind) {
+                Some(HandleKind::Send { chan, .. }) if !self.has_chan(*chan) => Some(gone(*chan)),
+                _ => None,
+            };
             let Some(book) = self.handles.receipts_mut(tag.handle) else {
                 continue;
             };
@@ -207,8 +214,22 @@ impl State {
             }
             for (w, out) in book.serve_waiters() {
                 self.waiters.unpark(w.id);
+                let out = match (out, ended) {
+                    (Outcome::Bytes(b), Some(e)) if b.is_empty() => Outcome::Error(e),
+                    (out, _) => out,
+                };
                 fx.reply(w.reply, out);
             }
+        }
+    }
+}
+
+impl State {
+    /// Whether the channel at `key` still exists.
+    fn has_chan(&self, key: ChanKey) -> bool {
+        match key {
+            ChanKey::Mailbox(id) => self.tree.get(id).is_some(),
+            ChanKey::Link { from, to } => self.links.get(from, to).is_some(),
         }
     }
 }

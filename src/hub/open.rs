@@ -124,9 +124,10 @@ impl Hub {
             Some(self.budget.charge(caller.uid, HANDLE_COST)?)
         };
         let mut watch = ToWatch::default();
+        let mut fx = Effects::default();
         let mut st = self.lock();
         let result = self
-            .open_locked(&mut st, caller, target, access, facts, &mut watch)
+            .open_locked(&mut st, &mut fx, caller, target, access, facts, &mut watch)
             .and_then(|kind| {
                 let charge = match early {
                     Some(charge) => charge,
@@ -134,7 +135,8 @@ impl Hub {
                 };
                 Ok(st.handles.insert(me, caller.uid, kind, charge))
             });
-        drop(st);
+        // A new receiver may have let blocked senders in.
+        self.finish(st, fx);
         let h = result?;
         for (i, p) in watch.needed.iter().enumerate() {
             // pidfd_open and epoll_ctl, unless already watched.
@@ -154,9 +156,11 @@ impl Hub {
         Ok(h)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn open_locked(
         &self,
         st: &mut State,
+        fx: &mut Effects,
         caller: Caller,
         target: Target,
         access: Access,
@@ -170,7 +174,9 @@ impl Hub {
                 text: format!("{}\n", st.tree.default_policy).into_bytes(),
             },
             Target::DaemonStatus => HandleKind::Snapshot(self.daemon_status(st).into_bytes()),
-            Target::Mailbox(id, kind) => self.open_mailbox(st, caller, id, kind, access, watch)?,
+            Target::Mailbox(id, kind) => {
+                self.open_mailbox(st, fx, caller, id, kind, access, watch)?
+            }
             Target::Link(pid, kind) => {
                 let opener = Opener {
                     me,
@@ -178,7 +184,7 @@ impl Hub {
                     access,
                     facts,
                 };
-                self.open_link(st, &opener, pid, kind, watch)?
+                self.open_link(st, fx, &opener, pid, kind, watch)?
             }
         };
         Ok(kind)
@@ -217,9 +223,11 @@ impl Hub {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn open_mailbox(
         &self,
         st: &mut State,
+        fx: &mut Effects,
         caller: Caller,
         id: MailboxId,
         kind: FileKind,
@@ -271,7 +279,7 @@ impl Hub {
             self.admit(ch, me, Role::Send)?;
         }
         if reads {
-            ch.open_recv(me);
+            ch.open_recv(me, fx);
         }
         ch.handles += 1;
         if bound {
@@ -285,6 +293,7 @@ impl Hub {
     fn open_link(
         &self,
         st: &mut State,
+        fx: &mut Effects,
         opener: &Opener,
         pid: u32,
         kind: FileKind,
@@ -370,7 +379,7 @@ impl Hub {
             let ch = st
                 .links
                 .open((peer, me), Some(pid), policy, &self.budget, uid)?;
-            ch.open_recv(me);
+            ch.open_recv(me, fx);
             ch.handles += 1;
         }
         watch.needed.extend(ends);

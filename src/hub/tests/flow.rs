@@ -316,3 +316,75 @@ fn status_can_be_read_when_the_daemon_is_full() {
         (MAILBOX_COST + HANDLE_COST).to_string()
     );
 }
+
+#[test]
+fn a_new_broadcast_receiver_lets_a_blocked_sender_in() {
+    // Found by the model test: each broadcast receiver has a queue of its
+    // own, so the first receiver's open is room for a sender blocked on the
+    // shared queue (ipcfs(7) BUFFERING: blocked senders go in while there
+    // is room).
+    let (hub, w) = hub("broadcast capacity=1");
+    let (a, b) = (w.spawn(1, 0), w.spawn(2, 0));
+    let id = mkbox(&hub, "news");
+    let s = send_fd(&hub, a, id, false);
+    assert_eq!(write(&hub, s, 1, b"first", false).got(), Got::Written(5));
+    let blocked = write(&hub, s, 1, b"second", false);
+    assert_eq!(blocked.got(), Got::Parked);
+    let r = recv_fd(&hub, b, id);
+    assert_eq!(blocked.got(), Got::Written(6));
+    assert_eq!(
+        read(&hub, r, 2, 64, true).got(),
+        Got::Data(b"first".to_vec())
+    );
+}
+
+#[test]
+fn an_interrupted_blocked_batch_lets_the_sender_behind_it_in() {
+    // Found by the model test: room the first blocked sender could not use
+    // may be enough for the next one once it has gone.
+    let (hub, w) = hub("capacity=2");
+    let (a, c, d) = (w.spawn(1, 0), w.spawn(3, 0), w.spawn(4, 0));
+    let id = mkbox(&hub, "jobs");
+    let s = send_fd(&hub, a, id, false);
+    assert_eq!(write(&hub, s, 1, b"queued", false).got(), Got::Written(6));
+    let batch = hub
+        .open(c, Target::Mailbox(id, FileKind::Batch), acc(false, true))
+        .unwrap();
+    let mut frames = Vec::new();
+    for m in [b"x", b"y"] {
+        frames.extend_from_slice(&1u32.to_le_bytes());
+        frames.extend_from_slice(m);
+    }
+    let big = write(&hub, batch, 3, &frames, false);
+    assert_eq!(big.got(), Got::Parked, "two frames, room for one");
+    let single = send_fd(&hub, d, id, false);
+    let small = write(&hub, single, 4, b"z", false);
+    assert_eq!(small.got(), Got::Parked, "behind the blocked batch");
+    w.signal(3);
+    hub.interrupt(big.req());
+    assert_eq!(big.got(), Got::Err(libc::EINTR));
+    assert_eq!(small.got(), Got::Written(1));
+    assert_eq!(status_of(&hub, id, a)["messages"], "2");
+}
+
+#[test]
+fn blocked_receipt_reads_wake_with_eidrm_on_rmdir() {
+    // Found by the model test: a blocked receipt read left with nothing
+    // outstanding by rmdir ended with end of file, where a read made then
+    // gets EIDRM (ipcfs(7) SENDER RECEIPTS, ERRORS).
+    let (hub, w) = hub("arbitrary");
+    let a = w.spawn(1, 0);
+    let id = mkbox(&hub, "gone");
+    let s = send_fd(&hub, a, id, true);
+    assert_eq!(write(&hub, s, 1, b"queued", false).got(), Got::Written(6));
+    let first = read(&hub, s, 1, 64, false);
+    let second = read(&hub, s, 1, 64, false);
+    assert_eq!((first.got(), second.got()), (Got::Parked, Got::Parked));
+    hub.rmdir(ROOT, OsStr::new("gone")).unwrap();
+    assert_eq!(
+        first.got(),
+        Got::Err(libc::EIDRM),
+        "its message was dropped"
+    );
+    assert_eq!(second.got(), Got::Err(libc::EIDRM), "its mailbox is gone");
+}

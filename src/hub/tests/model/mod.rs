@@ -53,14 +53,6 @@
 //!   continuations (every request is at offset 0), no `O_APPEND`.
 //! - All processes are root: permissions (and the kill(2) rule of links)
 //!   are the kernel's, not the core's.
-//! - Two places where the core and ipcfs(7) disagree are followed as the
-//!   core does, behind named switches, until settled:
-//!   `CORE_PUMPS_LATE` (reference/mod.rs: room that appears when `recv` of a
-//!   broadcast mailbox is opened, or when the first blocked sender is
-//!   interrupted, is not used until a later read, block, policy write or
-//!   last close) and `BLOCKED_RECEIPT_READ_EOF_AFTER_RMDIR`
-//!   (reference/receipts.rs: a blocked receipt read left with nothing
-//!   outstanding by rmdir gets end of file, not EIDRM).
 //!
 //! This file is the harness that runs both and compares (`Run`) and the
 //! property; `operations.rs` holds the operations and their strategies,

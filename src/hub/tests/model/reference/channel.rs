@@ -102,10 +102,6 @@ pub(in super::super) struct Mbox {
     pub(in super::super) sender_gone: bool,
     /// A link whose receiving process has exited.
     pub(in super::super) receiver_gone: bool,
-    /// Room appeared that the core does not let blocked senders into until
-    /// the next read, blocked write, policy write or last close of a
-    /// receiver (see [`super::CORE_PUMPS_LATE`]).
-    pub(in super::super) held: bool,
     pub(in super::super) pair: Vec<u32>,
     pub(in super::super) holder: Option<u32>,
     pub(in super::super) sent: u64,
@@ -130,7 +126,6 @@ impl Mbox {
             link: None,
             sender_gone: false,
             receiver_gone: false,
-            held: false,
             pair: Vec::new(),
             holder: None,
             sent: 0,

@@ -69,7 +69,6 @@ impl Model {
             }
             return Got::Written(n as u32);
         }
-        self.boxes[m].held = false;
         self.boxes[m].senders.push_back(Sender {
             req,
             fd,
@@ -226,7 +225,6 @@ impl Model {
         }?;
         self.boxes[m].received += 1;
         self.resolve(msg.receipt, Ok(pid));
-        self.boxes[m].held = false;
         self.pump(m);
         Some(msg)
     }
@@ -301,7 +299,6 @@ impl Model {
         if let Some(got) = self.idle(m, block) {
             return got;
         }
-        self.boxes[m].held = false;
         self.boxes[m].waiters.push_back(wait);
         self.fds[fd].reading = true;
         Got::Parked
@@ -341,7 +338,6 @@ impl Model {
             None => match self.idle(m, block) {
                 Some(got) => got,
                 None => {
-                    self.boxes[m].held = false;
                     self.boxes[m].waiters.push_back(Wait {
                         req,
                         fd,

@@ -42,17 +42,6 @@ pub(super) struct Model {
 }
 
 /// Where the core and ipcfs(7) disagree, reported and not yet settled.
-/// BUFFERING and BLOCKING AND INTERRUPTS say blocked senders go in, in
-/// order, while there is room; the core lets them in only when a read
-/// takes a message, a reader or sender blocks, a policy is written or a
-/// receiver's last descriptor closes. Room also appears, but is not used
-/// until then, when a process opens `recv` of a broadcast mailbox whose
-/// shared queue is full (each receiver has a queue of its own) and when
-/// the first blocked sender is interrupted (the next may fit). While this
-/// is true the model follows the core there; set it to false to hold the
-/// core to the page.
-pub(super) const CORE_PUMPS_LATE: bool = true;
-
 pub(super) fn err(e: i32) -> Got {
     Got::Err(e)
 }
@@ -149,7 +138,6 @@ impl Model {
                 b.admit(pid, false)?;
             }
             if kind.receives() {
-                b.held |= CORE_PUMPS_LATE && b.policy.rule == Rule::Broadcast;
                 b.open_recv(pid);
             }
         }
@@ -205,7 +193,6 @@ impl Model {
         };
         r.opens -= 1;
         if r.opens == 0 {
-            b.held = false;
             // RECEIVER RULES, broadcast: "When a process closes its last
             // recv descriptor, its unread copies are dropped and counted in
             // dropped."
@@ -247,7 +234,6 @@ impl Model {
             self.default = new;
             return Got::Written(text.render().len() as u32);
         };
-        self.boxes[m].held = false;
         let old = std::mem::replace(&mut self.boxes[m].policy, new);
         if old.rule != new.rule {
             // RECEIVER RULES, "Changing the rule of a busy mailbox": the
@@ -300,7 +286,6 @@ impl Model {
             }
             if let Some(i) = b.senders.iter().position(|s| s.req == req) {
                 let s = b.senders.remove(i).expect("sender");
-                b.held |= CORE_PUMPS_LATE;
                 return self.end_sender(s, libc::EINTR);
             }
         }
@@ -341,7 +326,7 @@ impl Model {
     pub(super) fn finish(&mut self) -> Vec<(u64, Got)> {
         loop {
             for m in 0..self.boxes.len() {
-                if !self.boxes[m].gone && !self.boxes[m].held {
+                if !self.boxes[m].gone {
                     self.pump(m);
                 }
             }

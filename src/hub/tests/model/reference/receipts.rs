@@ -17,15 +17,6 @@ pub(in super::super) struct Book {
     pub(in super::super) waiters: VecDeque<(u64, u32)>,
 }
 
-/// Where the core and ipcfs(7) disagree, reported and not yet settled:
-/// ERRORS, EIDRM, says that when a mailbox is removed "blocked callers wake
-/// with it", and a receipt read that finds nothing outstanding on a removed
-/// mailbox fails with EIDRM, but the core answers a *blocked* receipt read
-/// that finds nothing outstanding any more (its message was blocked, so
-/// never sent) with end of file. While this is true the model follows the
-/// core there; set it to false to hold the core to the page.
-const BLOCKED_RECEIPT_READ_EOF_AFTER_RMDIR: bool = true;
-
 /// What a read of receipts finds now: `Pending` when it would block.
 enum Found {
     Got(Got),
@@ -123,7 +114,6 @@ impl Model {
             let Some(book) = &mut self.fds[fd].book else {
                 continue;
             };
-            let gone = gone && !BLOCKED_RECEIPT_READ_EOF_AFTER_RMDIR;
             while let Some(&(req, size)) = book.waiters.front() {
                 let Found::Got(got) = book.read(size, gone) else {
                     break;
