@@ -156,15 +156,25 @@ impl Hub {
         };
         let ch = check!(fx, reply, chan_mut(tree, links, key).ok_or(gone(key)));
         check!(fx, reply, self.admit(ch, owner, Role::Recv));
-        match ch.peek_len(owner) {
-            Some(len) if !framing.fits(len, size) => fx.reply(
-                reply,
-                Outcome::Error(
-                    Errno::EMSGSIZE.because("the next message is larger than the buffer"),
-                ),
-            ),
-            Some(_) => {
-                let first = ch.take(owner, fx).expect("the message peeked at");
+        // A stream takes any message, piece by piece; `packets` and `batch`
+        // only one that fits the buffer whole.
+        let next = match framing {
+            Framing::Stream => ch.take(owner, fx),
+            _ => match ch.peek_len(owner) {
+                Some(len) if !framing.fits(len, size) => {
+                    return fx.reply(
+                        reply,
+                        Outcome::Error(
+                            Errno::EMSGSIZE.because("the next message is larger than the buffer"),
+                        ),
+                    );
+                }
+                Some(_) => ch.take(owner, fx),
+                None => None,
+            },
+        };
+        match next {
+            Some(first) => {
                 // A batch read takes as many whole messages as fit.
                 let mut more = |room: usize| match ch.peek_len(owner) {
                     Some(len) if framing::HEADER + len <= room => ch.take(owner, fx),
