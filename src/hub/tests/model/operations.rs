@@ -262,3 +262,89 @@ pub(super) fn op() -> impl Strategy<Value = Op> {
         1 => (0..SLOTS).prop_map(|who| Op::Exit { who }),
     ]
 }
+
+/// A scenario random operations rarely reach: a batch blocks behind a
+/// queued message, the capacity drops below the batch's frame count (0
+/// too), and the queue drains, so the batch stays blocked with nothing
+/// queued. A reader must not pull a single frame out of it (ipcfs(7),
+/// PACKETS AND BATCH: a batch goes in whole). Run first in a case, so that
+/// its descriptor numbers name its own descriptors.
+pub(super) fn blocked_batch() -> impl Strategy<Value = Vec<Op>> {
+    let reader =
+        prop::sample::select(&[Kind::Recv, Kind::Packets(Dir::R), Kind::Batch(Dir::R)][..]);
+    (
+        prop::sample::select(&["a", "b"][..]),
+        prop::option::of(prop::sample::select(&Rule::ALL[..])),
+        2usize..=3,
+        prop::collection::vec(1usize..=8, 3),
+        prop::bool::ANY,
+        reader,
+        prop::collection::vec(prop::bool::weighted(0.3), 3),
+    )
+        .prop_flat_map(|(name, rule, capacity, lens, by_packets, reader, blocks)| {
+            (0..capacity).prop_map(move |lower| {
+                let policy = |rule, capacity| Op::Policy {
+                    who: 0,
+                    name: Some(name),
+                    text: Text::Set {
+                        rule,
+                        capacity: Some(Some(capacity)),
+                        max: None,
+                    },
+                };
+                let sender = if by_packets {
+                    Kind::Packets(Dir::W)
+                } else {
+                    Kind::Send
+                };
+                let mut ops = vec![
+                    policy(rule, capacity),
+                    Op::Open {
+                        who: 0,
+                        name,
+                        kind: sender,
+                    },
+                    Op::Open {
+                        who: 0,
+                        name,
+                        kind: Kind::Batch(Dir::W),
+                    },
+                    // Descriptor 0: one message queued.
+                    Op::Write {
+                        fd: 0,
+                        lens: vec![lens[0]],
+                        cut: false,
+                        block: false,
+                    },
+                    // Descriptor 1: a batch filling the capacity blocks.
+                    Op::Write {
+                        fd: 1,
+                        lens: lens[..capacity].to_vec(),
+                        cut: false,
+                        block: true,
+                    },
+                    policy(None, lower),
+                    Op::Open {
+                        who: 1,
+                        name,
+                        kind: reader,
+                    },
+                ];
+                ops.extend(blocks.iter().map(|&block| Op::Read {
+                    fd: 0,
+                    size: 24,
+                    block,
+                }));
+                ops
+            })
+        })
+}
+
+/// A case: now and then [`blocked_batch`] first, then random operations.
+pub(super) fn ops() -> impl Strategy<Value = Vec<Op>> {
+    (
+        prop::option::weighted(0.3, blocked_batch()),
+        prop::collection::vec(op(), 1..80),
+    )
+        .prop_map(|(first, rest)| first.into_iter().flatten().chain(rest).collect())
+}
