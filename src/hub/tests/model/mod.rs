@@ -155,6 +155,22 @@ impl Run {
         ))
     }
 
+    /// An open in the core (`real`: its handle) and in the model (`model`:
+    /// its descriptor): both succeed, or both fail alike.
+    fn opened(
+        &mut self,
+        real: std::result::Result<u64, i32>,
+        model: std::result::Result<usize, i32>,
+    ) -> std::result::Result<(), TestCaseError> {
+        if let Ok(h) = real {
+            self.handles.push(h);
+        }
+        let shown = model.map(|fd| self.describe(fd));
+        self.note(format!("-> {}", outcome(&shown)));
+        self.check("open", real.is_ok(), model.is_ok())?;
+        self.check("open", real.err(), model.err())
+    }
+
     fn check<T: PartialEq + std::fmt::Debug>(
         &self,
         what: &str,
@@ -282,13 +298,7 @@ impl Run {
                 let target = Target::Mailbox(self.id_of(name), file);
                 let real = errno_of(self.hub.open(caller, target, access));
                 let model = self.model.open(caller.process.pid, name, *kind);
-                if let Ok(h) = real {
-                    self.handles.push(h);
-                }
-                let shown = model.map(|fd| self.describe(fd));
-                self.note(format!("-> {}", outcome(&shown)));
-                self.check("open", real.is_ok(), model.is_ok())?;
-                self.check("open", real.err(), model.err())
+                self.opened(real, model)
             }
             Op::Link { who, peer, kind } => {
                 let caller = self.callers[*who];
@@ -296,13 +306,7 @@ impl Run {
                 let (file, access) = kind.target();
                 let real = errno_of(self.hub.open(caller, Target::Link(peer, file), access));
                 let model = self.model.open_link(caller.process.pid, peer, *kind);
-                if let Ok(h) = real {
-                    self.handles.push(h);
-                }
-                let shown = model.map(|fd| self.describe(fd));
-                self.note(format!("-> {}", outcome(&shown)));
-                self.check("open", real.is_ok(), model.is_ok())?;
-                self.check("open", real.err(), model.err())
+                self.opened(real, model)
             }
             Op::Write {
                 fd,
