@@ -8,10 +8,9 @@ use super::accounting::{Charge, HANDLE_COST};
 use super::errno::{Errno, Result};
 use super::framing::Framing;
 use super::handles::{Cursor, HandleKind};
-use super::policy::Rule;
 use super::process::Process;
 use super::receipts::ReceiptBook;
-use super::receiver_rule::Role;
+use super::receiver_rule::{Role, binds};
 use super::reply::Effects;
 use super::{
     Access, Caller, ChanKey, FileKind, Hub, MailboxId, PeerFacts, State, Target, chan_mut, status,
@@ -260,13 +259,9 @@ impl Hub {
         let reads = kind.receives() && access.read;
         let writes = kind.sends() && access.write;
         // The exit of a process the rule binds is watched, so that its slot
-        // is freed when it exits: any member of a pair, the receivers of an
-        // exclusive mailbox (the hold may pass to any of them).
-        let bound = match ch.policy.rule {
-            Rule::Pair => reads || writes,
-            Rule::Exclusive => reads,
-            Rule::Arbitrary | Rule::Broadcast => false,
-        };
+        // is freed when it exits.
+        let rule = ch.policy.rule;
+        let bound = (reads && binds(rule, Role::Recv)) || (writes && binds(rule, Role::Send));
         let pending = if bound {
             self.charge_watch(&st.watched, caller.uid, me)?
         } else {

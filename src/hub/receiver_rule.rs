@@ -42,6 +42,17 @@ fn refusal(rule: Rule) -> &'static str {
     }
 }
 
+/// Whether `rule` binds a process that uses the mailbox in `role` (a
+/// member of a pair, a receiver that holds or may come to hold an
+/// exclusive mailbox): its exit must be watched, to free its slot.
+pub fn binds(rule: Rule, role: Role) -> bool {
+    match rule {
+        Rule::Pair => true,
+        Rule::Exclusive => role == Role::Recv,
+        Rule::Arbitrary | Rule::Broadcast => false,
+    }
+}
+
 impl Membership {
     /// May `p` act in `role` under `rule`? Claims a free slot for it; the
     /// slot of a bound process that has exited is free.

@@ -13,10 +13,10 @@ use super::framing::{self, Framing};
 use super::handles::HandleKind;
 use super::handles::Handles;
 use super::message::{Message, Payload, ReceiptTag};
-use super::policy::{self, Rule};
+use super::policy;
 use super::process::Process;
 use super::receipts::{ReceiptBook, ReceiptRead};
-use super::receiver_rule::Role;
+use super::receiver_rule::{self, Role};
 use super::reply::{Effects, Outcome, Replier};
 use super::tree::Tree;
 use super::waiters::{Place, ReadBehind, ReceiptWait, RecvWait, SendWait, Waiters};
@@ -449,11 +449,9 @@ impl Hub {
                 // write; any receiver may come to hold an exclusive
                 // mailbox), new watches charged to the writer before the
                 // rule changes.
-                let bound = openers.iter().filter(|(_, role)| match new.rule {
-                    Rule::Pair => true,
-                    Rule::Exclusive => *role == Role::Recv,
-                    Rule::Arbitrary | Rule::Broadcast => false,
-                });
+                let bound = openers
+                    .iter()
+                    .filter(|(_, role)| receiver_rule::binds(new.rule, *role));
                 let mut pending = Vec::new();
                 for (p, _) in bound {
                     if pending.iter().any(|(q, _)| q == p) {

@@ -330,44 +330,14 @@ pub(crate) fn child_blocker() {
     }
 }
 
-/// Opens `proc/<pid>/recv` (O_NONBLOCK) of `T_MOUNT` for every pid read from
-/// stdin, until the first refusal; reports `OPENED n` and `REFUSED errno`
-/// (or `REFUSED 0`), then holds the descriptors until stdin closes.
-pub(crate) fn child_linker() {
-    let mount = PathBuf::from(env_str("T_MOUNT"));
-    let mut stdin = BufReader::new(io::stdin());
-    let mut line = String::new();
-    stdin.read_line(&mut line).expect("read the pids");
+/// Makes the descriptors `opens` gives until the first refusal; reports
+/// `OPENED n` and `REFUSED errno` (or `REFUSED 0`), then holds them until
+/// stdin closes.
+fn open_until_refused(opens: impl Iterator<Item = io::Result<File>>) {
     let mut held = Vec::new();
     let mut refused = 0;
-    for p in line.split_whitespace() {
-        match open_with(
-            &mount.join(format!("proc/{p}/recv")),
-            true,
-            false,
-            libc::O_NONBLOCK,
-        ) {
-            Ok(f) => held.push(f),
-            Err(e) => {
-                refused = errno(&e);
-                break;
-            }
-        }
-    }
-    say(&format!("OPENED {}", held.len()));
-    say(&format!("REFUSED {refused}"));
-    let _ = stdin.read_line(&mut line);
-}
-
-/// Opens `T_PATH` write-only up to `T_MAX` times, until the first refusal;
-/// reports like `child_linker`, holds the descriptors until stdin closes.
-pub(crate) fn child_opener() {
-    let path = PathBuf::from(env_str("T_PATH"));
-    let max: usize = env_num("T_MAX");
-    let mut held = Vec::new();
-    let mut refused = 0;
-    while held.len() < max {
-        match OpenOptions::new().write(true).open(&path) {
+    for r in opens {
+        match r {
             Ok(f) => held.push(f),
             Err(e) => {
                 refused = errno(&e);
@@ -378,6 +348,29 @@ pub(crate) fn child_opener() {
     say(&format!("OPENED {}", held.len()));
     say(&format!("REFUSED {refused}"));
     let _ = io::stdin().read_line(&mut String::new());
+}
+
+/// Opens `proc/<pid>/recv` (O_NONBLOCK) of `T_MOUNT` for every pid read from
+/// stdin (see [`open_until_refused`]).
+pub(crate) fn child_linker() {
+    let mount = PathBuf::from(env_str("T_MOUNT"));
+    let mut line = String::new();
+    io::stdin().read_line(&mut line).expect("read the pids");
+    open_until_refused(line.split_whitespace().map(|p| {
+        open_with(
+            &mount.join(format!("proc/{p}/recv")),
+            true,
+            false,
+            libc::O_NONBLOCK,
+        )
+    }));
+}
+
+/// Opens `T_PATH` write-only up to `T_MAX` times (see [`open_until_refused`]).
+pub(crate) fn child_opener() {
+    let path = PathBuf::from(env_str("T_PATH"));
+    let max: usize = env_num("T_MAX");
+    open_until_refused((0..max).map(|_| OpenOptions::new().write(true).open(&path)));
 }
 
 /// `T_THREADS` threads, each opening `T_PATH` and blocking in a read of it;
