@@ -32,6 +32,11 @@ impl Errno {
     pub const EMFILE: Errno = Errno(libc::EMFILE);
     pub const ENFILE: Errno = Errno(libc::ENFILE);
     pub const ENOMEM: Errno = Errno(libc::ENOMEM);
+    /// The broker cannot be reached (ipcfs(7), ACROSS HOSTS).
+    pub const EHOSTUNREACH: Errno = Errno(libc::EHOSTUNREACH);
+    /// This daemon lost its lease on the broker: descriptors opened before
+    /// fail until reopened (ipcfs(7), ACROSS HOSTS).
+    pub const ESTALE: Errno = Errno(libc::ESTALE);
 
     /// This error, with the reason the log gives for it.
     pub const fn because(self, why: &'static str) -> Refusal {
@@ -75,6 +80,8 @@ impl Errno {
             libc::ECONNABORTED => "ECONNABORTED",
             libc::ENOBUFS => "ENOBUFS",
             libc::ENOTCONN => "ENOTCONN",
+            libc::EHOSTUNREACH => "EHOSTUNREACH",
+            libc::ESTALE => "ESTALE",
             _ => "errno",
         }
     }

@@ -42,6 +42,7 @@ pub mod receipts;
 pub mod receiver_rule;
 pub mod reply;
 pub mod status;
+pub mod store;
 mod transfer;
 pub mod tree;
 pub mod waiters;

@@ -11,6 +11,7 @@
 mod child;
 mod mountinfo;
 mod msg;
+mod redis;
 mod status;
 // Not every test binary uses every helper (same reason as `dead_code` above).
 #[allow(unused_imports)]
@@ -19,6 +20,8 @@ pub use child::*;
 pub use mountinfo::*;
 #[allow(unused_imports)]
 pub use msg::*;
+#[allow(unused_imports)]
+pub use redis::*;
 #[allow(unused_imports)]
 pub use status::*;
 

@@ -1,0 +1,227 @@
+//! The seam between the core and a store that keeps mailboxes elsewhere:
+//! the broker of ipcfs(7), ACROSS HOSTS. What stays in the core is what is
+//! local to one daemon — descriptors, parked requests, interrupts, the
+//! memory bound, receipts owed to local descriptors, `proc/` links. What a
+//! [`Store`] keeps is what every mount of the broker shares: the tree of
+//! mailboxes, their queues, rule holds, counters, and the first-come list
+//! of readers waiting on each mailbox across hosts.
+//!
+//! A store is called without the core's lock held, and never from a FUSE
+//! event-loop thread: the core decides under its lock, a broker thread
+//! makes the call, and the answer is applied under the lock again. Waking
+//! comes the other way, as [`Event`]s from the store's pump.
+//!
+//! Each daemon is one *node* (`--node`, by default the host name). A parked
+//! request is known to the store by the kernel's request id on its node
+//! ([`Wid`]); a node's incarnation holds a lease, and a store that finds
+//! the lease lost refuses with `ESTALE` (fenced).
+
+use std::ffi::OsString;
+
+use super::MailboxId;
+use super::errno::Result;
+use super::framing::Framing;
+use super::message::ReceiptTag;
+use super::policy::Policy;
+use super::receiver_rule::Role;
+use super::tree::Attr;
+
+/// A parked request, as the store knows it: the kernel's request id, unique
+/// on its node.
+pub type Wid = u64;
+
+/// The record of messages handed to this node and not yet acknowledged
+/// (the node's inbox entry): what the reaper gives to other readers if the
+/// node dies before [`Store::ack`].
+pub type FlightId = String;
+
+/// One mailbox as the store keeps it: what the local mirror of the tree is
+/// rebuilt from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MailboxMeta {
+    pub id: MailboxId,
+    pub parent: MailboxId,
+    pub name: OsString,
+    pub dir: Attr,
+    /// The files' attributes, in [`super::FileKind::ALL`] order.
+    pub files: [Attr; 6],
+    pub policy: Policy,
+}
+
+/// A message on its way into the store. The sender's node is the store's
+/// own; the receipt, when there is one, comes back as [`Event::Receipt`].
+#[derive(Clone, Debug)]
+pub struct Outgoing {
+    pub bytes: Vec<u8>,
+    pub receipt: Option<ReceiptTag>,
+}
+
+/// What a send did.
+#[derive(Debug, PartialEq)]
+pub enum Sent {
+    /// Queued, or handed to a waiting reader.
+    Accepted,
+    /// No room (capacity, or a rendezvous with no reader waiting): nothing
+    /// was queued, and the sender is listed as blocked on the mailbox —
+    /// [`Event::Room`] comes when it is worth trying again. Never for
+    /// `nonblock` (that is `EAGAIN`).
+    Full,
+}
+
+/// A read that wants messages.
+#[derive(Clone, Copy, Debug)]
+pub struct Reader {
+    pub wid: Wid,
+    /// The receiving process, as its receipt names it.
+    pub pid: u32,
+    /// The reader's buffer: `packets` takes one message that fits, `batch`
+    /// as many framed messages as fit (at least one), a stream one message
+    /// of any length.
+    pub size: u32,
+    pub framing: Framing,
+    /// Do not wait: [`Received::Empty`] rather than [`Received::Parked`].
+    pub nonblock: bool,
+}
+
+/// What a receive got.
+#[derive(Debug, PartialEq)]
+pub enum Received {
+    /// Messages taken now, oldest first; ack `flight` once they are handed
+    /// to the caller.
+    Messages {
+        msgs: Vec<Vec<u8>>,
+        flight: FlightId,
+    },
+    /// Nothing queued: the reader is listed as waiting on the mailbox, and
+    /// its messages come as [`Event::Deliver`].
+    Parked,
+    /// Nothing queued, and the reader may not wait.
+    Empty,
+    /// The next message (of this many bytes) does not fit the buffer; it
+    /// stays queued.
+    TooBig(usize),
+}
+
+/// A mailbox's shared counters, for its `status` file.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RemoteStatus {
+    pub messages: usize,
+    pub bytes: usize,
+    pub receivers: usize,
+    pub receivers_waiting: usize,
+    pub senders_waiting: usize,
+    pub sent: u64,
+    pub received: u64,
+    pub dropped: u64,
+    pub truncated: u64,
+    /// `exclusive`: the holder; `pair`: the bound processes — as `PID NODE`.
+    pub holders: Vec<(u32, String)>,
+}
+
+/// What the store's pump reports to the core.
+#[derive(Debug, PartialEq)]
+pub enum Event {
+    /// Messages for the parked reader `wid` of this node. If it no longer
+    /// waits, the core gives them back ([`Store::give_back`]).
+    Deliver {
+        mailbox: MailboxId,
+        wid: Wid,
+        msgs: Vec<Vec<u8>>,
+        flight: FlightId,
+    },
+    /// The mailbox has room, or a reader waits on it: blocked senders of
+    /// this node try again, in the order they came.
+    Room { mailbox: MailboxId },
+    /// A message sent from this node with a receipt was received.
+    Receipt {
+        tag: ReceiptTag,
+        pid: u32,
+        node: String,
+    },
+    /// The tree changed on some node: the mirror reloads
+    /// ([`Store::tree`]) and the kernel's cached entries are invalidated.
+    TreeChanged,
+    /// A mailbox was removed: calls blocked on it end with `EIDRM`.
+    Removed { mailbox: MailboxId },
+    /// The broker became reachable again (after [`Event::Unreachable`]):
+    /// parked readers and senders are listed anew.
+    Reachable,
+    /// The broker cannot be reached.
+    Unreachable,
+    /// This node's lease was lost: descriptors opened before fail with
+    /// `ESTALE`; the store has registered a new incarnation.
+    Fenced,
+}
+
+/// A store of mailboxes shared by several daemons. Every call may fail with
+/// `EHOSTUNREACH` (the broker cannot be reached), `ESTALE` (this node was
+/// fenced), `ENOBUFS` (the broker's memory is full), or `EIDRM` (the
+/// mailbox is gone), besides the errors each call lists.
+pub trait Store: Send + Sync {
+    /// This daemon's node name.
+    fn node(&self) -> &str;
+    /// The broker's address, without its password (for `status` and logs).
+    fn url(&self) -> &str;
+    /// Whether the last exchange with the broker succeeded.
+    fn reachable(&self) -> bool;
+
+    /// Every mailbox.
+    fn tree(&self) -> Result<Vec<MailboxMeta>>;
+    /// Creates a mailbox (`EEXIST`, `ENOENT` for a missing parent).
+    fn mkdir(
+        &self,
+        parent: MailboxId,
+        name: &OsString,
+        dir: Attr,
+        policy: &Policy,
+    ) -> Result<MailboxId>;
+    /// Removes a mailbox without child mailboxes (`ENOENT`, `ENOTEMPTY`),
+    /// dropping its queue; every node's calls on it end (`Event::Removed`).
+    fn rmdir(&self, parent: MailboxId, name: &OsString) -> Result<MailboxId>;
+    /// Moves a mailbox, queue and all (`ENOENT`, `EEXIST`, `EINVAL`).
+    fn rename(
+        &self,
+        parent: MailboxId,
+        name: &OsString,
+        new_parent: MailboxId,
+        new_name: &OsString,
+    ) -> Result<()>;
+    /// Sets the attributes of a mailbox and its files.
+    fn set_attrs(&self, id: MailboxId, dir: Attr, files: [Attr; 6]) -> Result<()>;
+    fn set_policy(&self, id: MailboxId, policy: &Policy) -> Result<()>;
+
+    /// Admits process `pid` of this node in `role` under the mailbox's rule
+    /// (`EBUSY` for `exclusive` and `pair`), and counts it as a receiver.
+    fn open(&self, id: MailboxId, pid: u32, role: Role) -> Result<()>;
+    /// One descriptor of `pid` in `role` closed; `exited`: the process is
+    /// gone, and its `pair` slot with it.
+    fn close(&self, id: MailboxId, pid: u32, role: Role, exited: bool) -> Result<()>;
+
+    /// Sends `msgs` (one, or a batch's frames: all or none) on behalf of
+    /// the request `wid`. `ENOSPC`/`EAGAIN` as [`Sent`] says.
+    fn send(&self, id: MailboxId, wid: Wid, msgs: &[Outgoing], nonblock: bool) -> Result<Sent>;
+    /// The blocked sender `wid` gave up.
+    fn cancel_send(&self, id: MailboxId, wid: Wid) -> Result<()>;
+    /// Takes messages for `reader`, or lists it as waiting.
+    fn receive(&self, id: MailboxId, reader: &Reader) -> Result<Received>;
+    /// The parked reader `wid` gave up (interrupted, closed). A message
+    /// already on its way to it comes as [`Event::Deliver`] and is given
+    /// back.
+    fn cancel_receive(&self, id: MailboxId, wid: Wid) -> Result<()>;
+    /// Messages delivered to a reader that no longer waits go back to the
+    /// head of the queue, or to the next waiting reader.
+    fn give_back(&self, id: MailboxId, flight: &FlightId) -> Result<()>;
+    /// Messages of `flight` reached their reader.
+    fn ack(&self, flight: &FlightId) -> Result<()>;
+    /// A reader closed its descriptor in the middle of a message.
+    fn truncated(&self, id: MailboxId) -> Result<()>;
+    fn status(&self, id: MailboxId) -> Result<RemoteStatus>;
+
+    /// Renews this node's lease and reaps nodes whose lease ran out.
+    fn heartbeat(&self) -> Result<()>;
+    /// Blocks reading this node's inbox and reports what arrives, until
+    /// [`Store::stop`]; reconnects by itself when the broker goes away.
+    fn pump(&self, on: &mut dyn FnMut(Event));
+    /// Ends the pump and releases this node's lease (its holds go at once).
+    fn stop(&self);
+}
