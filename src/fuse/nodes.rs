@@ -85,6 +85,9 @@ impl IpcFs {
         let hub = &self.hub;
         let file = FileType::RegularFile;
         let dir = FileType::Directory;
+        // Mailboxes on a broker change on other hosts, unseen by this
+        // kernel: it caches none of them (ipcfs(7), ACROSS HOSTS).
+        let shared_ttl = if hub.is_shared() { NO_TTL } else { TREE_TTL };
         let (kind, meta, ttl) = match node.canonical() {
             Node::Root => (dir, hub.root_meta(), TREE_TTL),
             Node::RootPolicy => (file, hub.root_policy_meta(), TREE_TTL),
@@ -97,8 +100,8 @@ impl IpcFs {
             // proc/<pid> answers differ per caller and per moment.
             Node::Peer(pid) => (dir, hub.peer_meta(req.pid(), pid, None)?, NO_TTL),
             Node::PeerFile(pid, k) => (file, hub.peer_meta(req.pid(), pid, Some(k))?, NO_TTL),
-            Node::Mailbox(id) => (dir, hub.mailbox_meta(id, None)?, TREE_TTL),
-            Node::MailboxFile(id, k) => (file, hub.mailbox_meta(id, Some(k))?, TREE_TTL),
+            Node::Mailbox(id) => (dir, hub.mailbox_meta(id, None)?, shared_ttl),
+            Node::MailboxFile(id, k) => (file, hub.mailbox_meta(id, Some(k))?, shared_ttl),
             Node::MailboxOwn(..) | Node::PeerOwn(..) => unreachable!("canonical"),
         };
         // A file written to is looked up anew by each caller (see

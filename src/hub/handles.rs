@@ -148,6 +148,11 @@ impl Handles {
         self.last
     }
 
+    /// The number of the newest descriptor.
+    pub fn last(&self) -> u64 {
+        self.last
+    }
+
     pub fn get(&self, h: u64) -> Option<&Handle> {
         self.map.get(&h)
     }

@@ -35,11 +35,12 @@ pub mod framing;
 pub mod handles;
 pub mod links;
 pub mod message;
-mod open;
+pub(crate) mod open;
 pub mod policy;
 pub mod process;
 pub mod receipts;
 pub mod receiver_rule;
+pub mod remote;
 pub mod reply;
 pub mod status;
 pub mod store;
@@ -161,6 +162,15 @@ struct State {
     /// made it watched; dropped when the exit is reported.
     watched: HashMap<Process, Charge>,
     shut_down: bool,
+    /// Reads and writes of remote mailboxes not yet answered (ipcfs(7),
+    /// ACROSS HOSTS), by request id.
+    calls: HashMap<WaiterId, remote::Call>,
+    /// Descriptors numbered up to this were opened before the daemon lost
+    /// its lease on the broker: their I/O fails with `ESTALE`.
+    fenced_below: u64,
+    /// Processes bound to remote mailboxes by a rule (`pair`, `exclusive`):
+    /// their exit frees their slots on the broker.
+    bound: remote::Bound,
 }
 
 impl State {
@@ -198,7 +208,11 @@ impl State {
         let cancelled = std::mem::take(&mut fx.cancelled)
             .into_iter()
             .map(|tag| (tag, None));
-        for (tag, fate) in resolved.chain(cancelled) {
+        let named = std::mem::take(&mut fx.receipts_on)
+            .into_iter()
+            .map(|(tag, pid, node)| (tag, Some(Fate::On(pid, node))));
+        let resolved = resolved.map(|(tag, fate)| (tag, fate.map(Fate::Here)));
+        for (tag, fate) in resolved.chain(named).chain(cancelled) {
             // Receipts read to their end on a mailbox that is gone end in
             // EIDRM, like any other I/O on a descriptor opened before rmdir:
             // a blocked read as a read made now (ipcfs(7), SENDER RECEIPTS).
@@ -210,7 +224,8 @@ impl State {
                 continue;
             };
             match fate {
-                Some(fate) => book.resolve(tag.seq, fate),
+                Some(Fate::Here(fate)) => book.resolve(tag.seq, fate),
+                Some(Fate::On(pid, node)) => book.resolve_on(tag.seq, pid, node),
                 None => book.cancel(tag.seq),
             }
             for (w, out) in book.serve_waiters() {
@@ -223,6 +238,13 @@ impl State {
             }
         }
     }
+}
+
+/// Who took a message: a process of this daemon (or why it was lost), or
+/// a process of another node.
+enum Fate {
+    Here(std::result::Result<u32, Errno>),
+    On(u32, Arc<str>),
 }
 
 impl State {
@@ -257,6 +279,8 @@ pub struct Hub {
     budget: Arc<MemoryBudget>,
     config: Config,
     notifier: OnceLock<Box<dyn Fn(u64) + Send + Sync>>,
+    /// The broker, on a mount with `--broker`.
+    remote: OnceLock<remote::Remote>,
 }
 
 /// Answers `$reply` with the error of `$e` and returns, or gives its value.
@@ -288,6 +312,9 @@ impl Hub {
                 waiters: Waiters::default(),
                 watched: HashMap::new(),
                 shut_down: false,
+                calls: HashMap::new(),
+                fenced_below: 0,
+                bound: Default::default(),
             }),
             procs: Arc::from(procs),
             budget: Arc::new(MemoryBudget::with_shares(
@@ -300,6 +327,7 @@ impl Hub {
             )),
             config,
             notifier: OnceLock::new(),
+            remote: OnceLock::new(),
         }
     }
 
@@ -361,6 +389,7 @@ impl Hub {
         }
         drop(st);
         let suspects = std::mem::take(&mut fx.suspects);
+        let later = std::mem::take(&mut fx.later);
         let watch = std::mem::take(&mut fx.watch);
         fx.run(&|kh| {
             if let Some(n) = self.notifier.get() {
@@ -380,6 +409,7 @@ impl Hub {
                 st.watched.remove(&p);
             }
         }
+        self.dispatch(later);
         for req in suspects {
             self.interrupt(req);
         }
@@ -427,6 +457,9 @@ impl Hub {
         uid: u32,
         gid: u32,
     ) -> Result<MailboxId> {
+        if let Some(r) = self.mkdir_remote(parent, name, Attr { mode, uid, gid }) {
+            return r;
+        }
         let mut st = self.lock();
         let id = st
             .tree
@@ -438,6 +471,9 @@ impl Hub {
     /// Destroys a mailbox: its queued messages are dropped, its waiters
     /// get `EIDRM`.
     pub fn rmdir(&self, parent: MailboxId, name: &OsStr) -> Result<()> {
+        if let Some(r) = self.rmdir_remote(parent, name) {
+            return r;
+        }
         let mut st = self.lock();
         let (mut mailbox, path) = st.tree.rmdir(parent, name)?;
         let mut fx = Effects::default();
@@ -459,6 +495,9 @@ impl Hub {
         new_parent: MailboxId,
         new_name: &OsStr,
     ) -> Result<()> {
+        if let Some(r) = self.rename_remote(parent, name, new_parent, new_name) {
+            return r;
+        }
         self.lock().tree.rename(parent, name, new_parent, new_name)
     }
 
@@ -472,6 +511,9 @@ impl Hub {
         uid: Option<u32>,
         gid: Option<u32>,
     ) -> Result<Attr> {
+        if let Some(r) = self.set_attr_remote(id, file, mode, uid, gid) {
+            return r;
+        }
         self.lock().tree.set_attr(id, file, mode, uid, gid)
     }
 
@@ -537,7 +579,8 @@ impl Hub {
     // ----- figures -----------------------------------------------------------
 
     fn daemon_status(&self, st: &State) -> String {
-        status::daemon(&status::DaemonFigures {
+        let broker = self.broker_lines();
+        let mut text = status::daemon(&status::DaemonFigures {
             mailboxes: st.tree.len(),
             links: st.links.len(),
             processes: st.links.processes(),
@@ -545,7 +588,9 @@ impl Hub {
             parked: st.waiters.len(),
             memory_used: self.budget.used(),
             memory_limit: self.budget.limit(),
-        })
+        });
+        text.push_str(&broker);
+        text
     }
 
     /// What the daemon holds of `--max-memory`.

@@ -46,7 +46,7 @@ impl ToWatch {
 
 /// `recv` is for reading, `send` for writing (and reading receipts);
 /// `packets` and `batch` for either or both.
-fn check_access(kind: FileKind, access: Access) -> Result<()> {
+pub(super) fn check_access(kind: FileKind, access: Access) -> Result<()> {
     match kind {
         FileKind::Recv if access.write => Err(Errno::EACCES.because("recv is for reading")),
         FileKind::Send if !access.write => {
@@ -83,6 +83,14 @@ impl Hub {
 
     fn open_watched(&self, caller: Caller, target: Target, access: Access) -> Result<u64> {
         let me = caller.process;
+        // A mailbox kept by the broker is admitted there (ipcfs(7), ACROSS
+        // HOSTS), before the lock is taken.
+        if let Target::Mailbox(id, kind) = target
+            && let Some(kind) = self.open_remote(caller, id, kind, access)?
+        {
+            let charge = self.budget.charge(caller.uid, HANDLE_COST)?;
+            return Ok(self.lock().handles.insert(me, caller.uid, kind, charge));
+        }
         // What the system says about a link's peer is asked before taking
         // the lock (pidfd_open, /proc/<pid>/status). `pid` is the number the
         // caller uses (all threads of a process share one pid namespace).
@@ -190,7 +198,7 @@ impl Hub {
     }
 
     /// What a descriptor of a message file is, once its channels admit it.
-    fn message_handle(
+    pub(super) fn message_handle(
         &self,
         kind: FileKind,
         access: Access,
@@ -388,6 +396,7 @@ impl Hub {
         let Some(handle) = st.handles.remove(h) else {
             return;
         };
+        self.release_remote(&mut fx, handle.owner, &handle.kind);
         let State { tree, links, .. } = &mut *st;
         for (chan, reads) in handle.kind.channels() {
             if let Some(ch) = chan_mut(tree, links, chan) {

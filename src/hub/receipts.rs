@@ -19,11 +19,15 @@ pub struct ReceiptBook {
     next_seq: u64,
     /// Messages sent on this descriptor, oldest first (by `seq`), with their
     /// fate once known.
-    outstanding: VecDeque<(u64, Option<std::result::Result<u32, Errno>>)>,
+    outstanding: VecDeque<(u64, Option<Fate>)>,
     /// The rest of the line being read.
     line: Vec<u8>,
     pub waiters: VecDeque<ReceiptWait>,
 }
+
+/// Who took a message (its pid, and on a broker mount its node), or why
+/// it was lost.
+type Fate = std::result::Result<(u32, Option<Arc<str>>), Errno>;
 
 /// What a read of receipts finds.
 #[derive(Debug, PartialEq)]
@@ -78,7 +82,17 @@ impl ReceiptBook {
     /// fate recorded stands (a broadcast message is taken several times).
     pub fn resolve(&mut self, seq: u64, fate: std::result::Result<u32, Errno>) {
         if let Some(i) = self.find(seq) {
-            self.outstanding[i].1.get_or_insert(fate);
+            self.outstanding[i]
+                .1
+                .get_or_insert(fate.map(|pid| (pid, None)));
+        }
+    }
+
+    /// Records that message `seq` was taken by process `pid` of `node`
+    /// (ipcfs(7), ACROSS HOSTS: the line is `PID NODE`).
+    pub fn resolve_on(&mut self, seq: u64, pid: u32, node: Arc<str>) {
+        if let Some(i) = self.find(seq) {
+            self.outstanding[i].1.get_or_insert(Ok((pid, Some(node))));
         }
     }
 
@@ -94,10 +108,11 @@ impl ReceiptBook {
                 None => return ReceiptRead::Eof,
                 Some((_, None)) => return ReceiptRead::Pending,
                 Some((_, Some(fate))) => {
-                    let fate = *fate;
+                    let fate = fate.clone();
                     self.forget(0);
                     match fate {
-                        Ok(pid) => self.line = format!("{pid}\n").into_bytes(),
+                        Ok((pid, None)) => self.line = format!("{pid}\n").into_bytes(),
+                        Ok((pid, Some(node))) => self.line = format!("{pid} {node}\n").into_bytes(),
                         Err(e) => return ReceiptRead::Error(e),
                     }
                 }

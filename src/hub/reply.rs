@@ -61,6 +61,11 @@ pub struct Effects {
     pub handoffs: Vec<(RecvWait, Message)>,
     /// Receipts to fill in: the receiving pid, or why the message was lost.
     pub receipts: Vec<(ReceiptTag, Result<u32, Errno>)>,
+    /// Receipts of messages taken on another node (ipcfs(7), ACROSS
+    /// HOSTS): the pid and node of the receiver.
+    pub receipts_on: Vec<(ReceiptTag, u32, std::sync::Arc<str>)>,
+    /// Work for broker threads, once the lock is released.
+    pub later: Vec<crate::hub::remote::Job>,
     /// Receipts to forget: their write failed, nothing was sent.
     pub cancelled: Vec<ReceiptTag>,
     /// Waiters that left their queue.

@@ -5,6 +5,8 @@ use std::fmt::Write;
 
 use crate::hub::accounting::MemoryBudget;
 use crate::hub::channel::Channel;
+use crate::hub::policy::{Policy, Rule};
+use crate::hub::store::RemoteStatus;
 
 fn line(out: &mut String, key: &str, value: impl std::fmt::Display) {
     let _ = writeln!(out, "{key}: {value}");
@@ -101,5 +103,66 @@ pub fn daemon(f: &DaemonFigures) -> String {
     line(&mut out, "parked", f.parked);
     line(&mut out, "memory-used", f.memory_used);
     line(&mut out, "memory-limit", f.memory_limit);
+    out
+}
+
+/// The lines of a mount with a broker (ipcfs(7), ACROSS HOSTS): where it
+/// is, which node this daemon is, and whether the broker answers.
+pub fn broker(url: &str, node: &str, reachable: bool) -> String {
+    let mut out = String::new();
+    line(&mut out, "broker", url);
+    line(&mut out, "node", node);
+    line(
+        &mut out,
+        "broker-reachable",
+        if reachable { "yes" } else { "no" },
+    );
+    out
+}
+
+/// A remote mailbox's `status`: its policy, the broker's shared counters,
+/// this daemon's memory, and the broker lines.
+pub fn remote_mailbox(
+    p: &Policy,
+    s: &RemoteStatus,
+    budget: &MemoryBudget,
+    url: &str,
+    node: &str,
+    reachable: bool,
+) -> String {
+    let mut out = String::new();
+    line(&mut out, "policy", p.rule);
+    match p.capacity {
+        Some(c) => line(&mut out, "capacity", c),
+        None => line(&mut out, "capacity", "unlimited"),
+    }
+    line(&mut out, "max-message-size", p.max_message_size);
+    line(&mut out, "messages", s.messages);
+    line(&mut out, "bytes", s.bytes);
+    line(&mut out, "receivers", s.receivers);
+    line(&mut out, "receivers-waiting", s.receivers_waiting);
+    line(&mut out, "senders-waiting", s.senders_waiting);
+    line(&mut out, "sent", s.sent);
+    line(&mut out, "received", s.received);
+    line(&mut out, "dropped", s.dropped);
+    line(&mut out, "truncated", s.truncated);
+    let held = |s: &RemoteStatus| {
+        let v: Vec<String> = s.holders.iter().map(|(p, n)| format!("{p}@{n}")).collect();
+        if v.is_empty() {
+            "-".into()
+        } else {
+            v.join(" ")
+        }
+    };
+    let (pair, holder) = match p.rule {
+        Rule::Pair => (held(s), "-".to_string()),
+        Rule::Exclusive => ("-".to_string(), held(s)),
+        _ => ("-".to_string(), "-".to_string()),
+    };
+    line(&mut out, "pair", pair);
+    line(&mut out, "holder", holder);
+    line(&mut out, "memory-used", budget.used());
+    line(&mut out, "memory-limit", budget.limit());
+    out.push_str(&broker(url, node, reachable));
     out
 }

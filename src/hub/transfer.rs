@@ -154,6 +154,11 @@ impl Hub {
                 return;
             }
         };
+        // A mailbox kept by the broker is read there (ipcfs(7), ACROSS
+        // HOSTS); the descriptor's cursor and reads behind stay here.
+        if let (true, ChanKey::Mailbox(id)) = (self.is_shared(), key) {
+            return self.read_remote(st, fx, io, id, owner, uid, size, framing, reply);
+        }
         let ch = check!(fx, reply, chan_mut(tree, links, key).ok_or(gone(key)));
         check!(fx, reply, self.admit(ch, owner, Role::Recv));
         // A stream takes any message, piece by piece; `packets` and `batch`
@@ -277,6 +282,7 @@ impl Hub {
             waiters,
             watched,
             shut_down,
+            ..
         } = st;
         let Some(handle) = handles.get_mut(io.handle) else {
             return fx.reply(reply, Outcome::Error(Errno::EBADF.into()));
@@ -331,6 +337,17 @@ impl Hub {
             }
             _ => return fx.reply(reply, Outcome::Error(Errno::EBADF.into())),
         };
+        if let (true, ChanKey::Mailbox(id)) = (self.is_shared(), key) {
+            let tag = match book.map(ReceiptBook::issue).transpose() {
+                Ok(seq) => seq.map(|seq| ReceiptTag {
+                    handle: io.handle,
+                    seq,
+                }),
+                Err(e) => return fx.reply(reply, Outcome::Error(e)),
+            };
+            let written = data.len() as u32;
+            return self.write_remote(st, fx, io, id, uid, frames, tag, written, reply);
+        }
         let ch = check!(fx, reply, chan_mut(tree, links, key).ok_or(gone(key)));
         let largest = frames.iter().map(|f| f.len()).max().unwrap_or(0);
         if largest > ch.policy.max_message_size {
@@ -442,6 +459,9 @@ impl Hub {
         };
         match of {
             None => tree.default_policy = new,
+            Some(id) if self.is_shared() => {
+                return self.write_policy_remote(fx, id, new, data.len() as u32, reply);
+            }
             Some(id) => {
                 let openers = handles.openers(id);
                 // The processes the new rule may bind are watched for their

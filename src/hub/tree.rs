@@ -13,6 +13,7 @@ use super::accounting::{Charge, MemoryBudget};
 use super::channel::Channel;
 use super::errno::{Errno, Refusal, Result};
 use super::policy::Policy;
+use super::store::MailboxMeta;
 
 /// The parent of top-level mailboxes.
 pub const ROOT: MailboxId = 0;
@@ -236,6 +237,58 @@ impl Tree {
             .expect("parent")
             .insert(name.to_owned(), id);
         Ok(id)
+    }
+
+    /// Replaces the whole tree with the mailboxes a store keeps (ipcfs(7),
+    /// ACROSS HOSTS): the local mirror that lookups, listings and
+    /// attributes are answered from. Their queues are the store's; what a
+    /// mirrored mailbox holds of the daemon's bound is not charged.
+    pub fn load(&mut self, metas: Vec<MailboxMeta>, budget: &Arc<MemoryBudget>) {
+        self.mailboxes.clear();
+        self.top.clear();
+        for m in &metas {
+            let mut chan = Channel::new(m.policy);
+            chan.policy = m.policy;
+            let charge = budget.charge(0, 0).expect("a charge of nothing");
+            self.mailboxes.insert(
+                m.id,
+                Mailbox {
+                    name: m.name.clone(),
+                    parent: m.parent,
+                    children: BTreeMap::new(),
+                    dir: m.dir,
+                    files: m.files,
+                    chan,
+                    _charge: charge,
+                },
+            );
+            self.last = self.last.max(m.id);
+        }
+        // A mailbox whose parent is not (yet) in the listing is left out.
+        for m in &metas {
+            if m.parent == ROOT {
+                self.top.insert(m.name.clone(), m.id);
+            } else if let Some(p) = self.mailboxes.get_mut(&m.parent) {
+                p.children.insert(m.name.clone(), m.id);
+            }
+        }
+        let reachable: std::collections::HashSet<MailboxId> = self
+            .mailboxes
+            .keys()
+            .copied()
+            .filter(|id| {
+                let mut up = *id;
+                for _ in 0..=self.mailboxes.len() {
+                    match self.mailboxes.get(&up) {
+                        Some(m) if m.parent == ROOT => return true,
+                        Some(m) => up = m.parent,
+                        None => return false,
+                    }
+                }
+                false
+            })
+            .collect();
+        self.mailboxes.retain(|id, _| reachable.contains(id));
     }
 
     /// Takes out a mailbox that has no child mailboxes; returns it with

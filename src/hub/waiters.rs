@@ -77,6 +77,9 @@ pub enum Place {
     Behind(u64),
     /// For a receipt, on a read-write `send` descriptor.
     Receipts(u64),
+    /// A read or write of a mailbox kept by the broker (see
+    /// [`super::remote`]).
+    Remote(super::MailboxId),
 }
 
 #[derive(Clone, Copy)]

@@ -98,6 +98,7 @@ impl Hub {
                     _ => None,
                 }
             }
+            Place::Remote(_) => return self.interrupt_remote(st, fx, id),
             Place::Receipts(h) => {
                 waiters.unpark(id);
                 handles
@@ -125,6 +126,7 @@ impl Hub {
         st.watched.remove(&p);
         let mut fx = Effects::default();
         st.links.exited(p, &mut fx);
+        self.exited_remote(&mut st, &mut fx, p);
         for m in st.tree.mailboxes_mut() {
             m.chan.prune_members(&|q| q != p);
         }

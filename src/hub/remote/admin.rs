@@ -1,0 +1,269 @@
+//! Opening, closing and naming mailboxes kept by the broker (ipcfs(7),
+//! ACROSS HOSTS): rule admission across hosts, the shared tree, policies
+//! and status. These calls are short, one script each, bounded by the
+//! store's timeout; they are made with the lock released.
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+
+use log::debug;
+
+use super::super::errno::{Errno, Result};
+use super::super::handles::HandleKind;
+use super::super::policy::Policy;
+use super::super::process::Process;
+use super::super::receiver_rule::{Role, binds};
+use super::super::reply::{Effects, Outcome, Replier};
+use super::super::tree::{Attr, FileKind, file_modes};
+use super::super::{Access, Caller, ChanKey, Hub, MailboxId, State, status};
+use super::Job;
+
+impl Hub {
+    /// Opens a file of a remote mailbox: its rule is asked of the store
+    /// (`EBUSY` across hosts), before the lock is taken.
+    pub(in crate::hub) fn open_remote(
+        &self,
+        caller: Caller,
+        id: MailboxId,
+        kind: FileKind,
+        access: Access,
+    ) -> Result<Option<HandleKind>> {
+        let Some(store) = self.store() else {
+            return Ok(None);
+        };
+        let me = caller.process;
+        let policy = self
+            .lock()
+            .tree
+            .get(id)
+            .map(|m| m.chan.policy)
+            .ok_or(Errno::ENOENT)?;
+        match kind {
+            FileKind::Policy => {
+                return Ok(Some(HandleKind::Policy {
+                    of: Some(id),
+                    text: format!("{policy}\n").into_bytes(),
+                }));
+            }
+            FileKind::Status => {
+                let shared = store.status(id)?;
+                let text = status::remote_mailbox(
+                    &policy,
+                    &shared,
+                    &self.budget,
+                    store.url(),
+                    store.node(),
+                    store.reachable(),
+                );
+                return Ok(Some(HandleKind::Snapshot(text.into_bytes())));
+            }
+            _ if access.copy => return Ok(Some(HandleKind::Snapshot(Vec::new()))),
+            _ => {}
+        }
+        super::super::open::check_access(kind, access)?;
+        let reads = kind.receives() && access.read;
+        let writes = kind.sends() && access.write;
+        if reads {
+            store.open(id, me.pid, Role::Recv)?;
+        }
+        if writes && let Err(e) = store.open(id, me.pid, Role::Send) {
+            if reads {
+                let _ = store.close(id, me.pid, Role::Recv, false);
+            }
+            return Err(e);
+        }
+        // A process the rule binds is watched: its `pair` slot goes when
+        // it exits.
+        if (reads && binds(policy.rule, Role::Recv)) || (writes && binds(policy.rule, Role::Send)) {
+            let mut st = self.lock();
+            st.bound.entry(me).or_default().insert(id);
+            drop(st);
+            if let Err(e) = self.procs.watch_exit(me) {
+                debug!("cannot watch process {}: {e}", me.pid);
+            }
+        }
+        let key = ChanKey::Mailbox(id);
+        Ok(Some(self.message_handle(kind, access, key, key)))
+    }
+
+    /// A descriptor of a remote mailbox was closed: the store is told,
+    /// off the lock.
+    pub(in crate::hub) fn release_remote(
+        &self,
+        fx: &mut Effects,
+        owner: Process,
+        kind: &HandleKind,
+    ) {
+        if !self.is_shared() {
+            return;
+        }
+        let truncated = matches!(kind, HandleKind::Recv { cursor, .. } if cursor.partial());
+        for (chan, reads) in kind.channels() {
+            let ChanKey::Mailbox(id) = chan else {
+                continue;
+            };
+            let role = if reads { Role::Recv } else { Role::Send };
+            let pid = owner.pid;
+            let job: Job = Box::new(move |hub: &Hub| {
+                if let Some(store) = hub.store() {
+                    if let Err(e) = store.close(id, pid, role, false) {
+                        debug!("close on the broker: {e}");
+                    }
+                    if truncated && let Err(e) = store.truncated(id) {
+                        debug!("truncation count on the broker: {e}");
+                    }
+                }
+            });
+            fx.later.push(job);
+        }
+    }
+
+    /// Process `p` exited: its `pair` slots on remote mailboxes go.
+    pub(in crate::hub) fn exited_remote(&self, st: &mut State, fx: &mut Effects, p: Process) {
+        let Some(ids) = st.bound.remove(&p) else {
+            return;
+        };
+        let job: Job = Box::new(move |hub: &Hub| {
+            if let Some(store) = hub.store() {
+                for id in ids {
+                    for role in [Role::Recv, Role::Send] {
+                        if let Err(e) = store.close(id, p.pid, role, true) {
+                            debug!("exit of {} on the broker: {e}", p.pid);
+                        }
+                    }
+                }
+            }
+        });
+        fx.later.push(job);
+    }
+
+    /// `mkdir` on a mount with a broker.
+    pub(in crate::hub) fn mkdir_remote(
+        &self,
+        parent: MailboxId,
+        name: &OsStr,
+        dir: Attr,
+    ) -> Option<Result<MailboxId>> {
+        let store = self.store()?;
+        let policy = self.lock().tree.default_policy;
+        let dir = Attr {
+            mode: dir.mode & 0o7777,
+            ..dir
+        };
+        let result = store
+            .mkdir(parent, &name.to_owned(), dir, &policy)
+            .inspect(|_| self.reload(store.as_ref()));
+        Some(result)
+    }
+
+    pub(in crate::hub) fn rmdir_remote(
+        &self,
+        parent: MailboxId,
+        name: &OsStr,
+    ) -> Option<Result<()>> {
+        let store = self.store()?;
+        let result = store.rmdir(parent, &name.to_owned()).map(|id| {
+            self.reload(store.as_ref());
+            // Calls blocked here end now; other nodes hear of it from
+            // their pump.
+            self.on_event(super::super::store::Event::Removed { mailbox: id });
+        });
+        Some(result)
+    }
+
+    pub(in crate::hub) fn rename_remote(
+        &self,
+        parent: MailboxId,
+        name: &OsStr,
+        new_parent: MailboxId,
+        new_name: &OsStr,
+    ) -> Option<Result<()>> {
+        let store = self.store()?;
+        let result = store
+            .rename(parent, &name.to_owned(), new_parent, &new_name.to_owned())
+            .inspect(|_| self.reload(store.as_ref()));
+        Some(result)
+    }
+
+    /// `chmod`/`chown` of a remote mailbox or one of its files (the root
+    /// policy file stays this mount's).
+    pub(in crate::hub) fn set_attr_remote(
+        &self,
+        id: MailboxId,
+        file: Option<FileKind>,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    ) -> Option<Result<Attr>> {
+        let store = self.store()?;
+        if id == super::super::ROOT {
+            return None;
+        }
+        let (mut dir, mut files) = {
+            let st = self.lock();
+            match st.tree.get(id) {
+                Some(m) => (m.dir, m.files),
+                None => return Some(Err(Errno::ENOENT.into())),
+            }
+        };
+        if let (None, Some(mode)) = (file, mode) {
+            for (f, mode) in files.iter_mut().zip(file_modes(mode)) {
+                f.mode = mode;
+            }
+        }
+        let attr = match file {
+            None => &mut dir,
+            Some(k) => &mut files[k as usize],
+        };
+        if let Some(mode) = mode {
+            attr.mode = mode & 0o7777;
+        }
+        if let Some(uid) = uid {
+            attr.uid = uid;
+        }
+        if let Some(gid) = gid {
+            attr.gid = gid;
+        }
+        let attr = *attr;
+        let result = store.set_attrs(id, dir, files).map(|()| {
+            self.reload(store.as_ref());
+            attr
+        });
+        Some(result)
+    }
+
+    /// A write of a remote mailbox's `policy`: set on the store, then
+    /// answered.
+    pub(in crate::hub) fn write_policy_remote(
+        &self,
+        fx: &mut Effects,
+        id: MailboxId,
+        new: Policy,
+        written: u32,
+        reply: Box<dyn Replier>,
+    ) {
+        let job: Job = Box::new(move |hub: &Hub| {
+            let Some(store) = hub.store() else { return };
+            let out = match store.set_policy(id, &new) {
+                Ok(()) => {
+                    hub.reload(store.as_ref());
+                    Outcome::Written(written)
+                }
+                Err(e) => Outcome::Error(e),
+            };
+            reply.reply(out);
+        });
+        fx.later.push(job);
+    }
+
+    /// The lines `proc/status` gains on a mount with a broker.
+    pub(in crate::hub) fn broker_lines(&self) -> String {
+        match self.store() {
+            Some(s) => status::broker(s.url(), s.node(), s.reachable()),
+            None => String::new(),
+        }
+    }
+}
+
+/// Mailboxes a process is bound to by a rule, on a remote store.
+pub(crate) type Bound = std::collections::HashMap<Process, HashSet<MailboxId>>;

@@ -1,0 +1,562 @@
+//! Reads and writes of remote mailboxes: parked here, answered from the
+//! store's answers and its pump's events.
+
+use log::{debug, info, warn};
+
+use super::super::accounting::{Charge, PARK_COST};
+use super::super::errno::{Errno, Refusal};
+use super::super::framing::{self, Framing};
+use super::super::handles::HandleKind;
+use super::super::message::{Message, Payload, ReceiptTag};
+use super::super::process::Process;
+use super::super::reply::{Effects, Outcome, Replier};
+use super::super::store::{Event, FlightId, Outgoing, Reader, Received, Sent, Wid};
+use super::super::waiters::Place;
+use super::super::{Hub, Io, MailboxId, State};
+use super::{Job, stale};
+
+/// A read or write of a remote mailbox that has not been answered.
+pub(crate) struct Call {
+    mailbox: MailboxId,
+    handle: u64,
+    what: CallKind,
+    /// None once the caller was answered (interrupted) while the store's
+    /// answer was on its way: that answer is undone when it comes.
+    reply: Option<Box<dyn Replier>>,
+    /// The store lists it: a reader waiting, a sender blocked.
+    listed: bool,
+    /// A write interrupted while its send was on its way: answered when the
+    /// store says whether the message went in.
+    interrupted: bool,
+}
+
+enum CallKind {
+    Read {
+        pid: u32,
+        uid: u32,
+        size: u32,
+        framing: Framing,
+        nonblock: bool,
+    },
+    Write {
+        msgs: Vec<Outgoing>,
+        written: u32,
+        nonblock: bool,
+        /// What the bytes in transit hold of the memory bound.
+        _charge: Charge,
+    },
+}
+
+impl Call {
+    fn reader(&self, wid: Wid) -> Option<Reader> {
+        match self.what {
+            CallKind::Read {
+                pid,
+                size,
+                framing,
+                nonblock,
+                ..
+            } => Some(Reader {
+                wid,
+                pid,
+                size,
+                framing,
+                nonblock,
+            }),
+            CallKind::Write { .. } => None,
+        }
+    }
+
+    fn tags(&self) -> Vec<ReceiptTag> {
+        match &self.what {
+            CallKind::Write { msgs, .. } => msgs.iter().filter_map(|m| m.receipt).collect(),
+            CallKind::Read { .. } => Vec::new(),
+        }
+    }
+}
+
+impl Hub {
+    /// A read of a remote mailbox: parked, then asked of the store.
+    #[allow(clippy::too_many_arguments)]
+    pub(in crate::hub) fn read_remote(
+        &self,
+        st: &mut State,
+        fx: &mut Effects,
+        io: Io,
+        mailbox: MailboxId,
+        owner: Process,
+        uid: u32,
+        size: u32,
+        framing: Framing,
+        reply: Box<dyn Replier>,
+    ) {
+        if io.handle <= st.fenced_below {
+            return fx.reply(reply, Outcome::Error(stale()));
+        }
+        if st.shut_down {
+            let e = Errno::ENOTCONN.because("the daemon is stopping");
+            return fx.reply(reply, Outcome::Error(e));
+        }
+        let charge = match self.budget.charge(uid, PARK_COST) {
+            Ok(c) => c,
+            Err(e) => return fx.reply(reply, Outcome::Error(e)),
+        };
+        st.waiters.park(&io, Place::Remote(mailbox), charge, fx);
+        if let Some(HandleKind::Recv { reading, .. }) = st.handles.recv_mut(io.handle) {
+            *reading = true;
+        }
+        let call = Call {
+            mailbox,
+            handle: io.handle,
+            what: CallKind::Read {
+                pid: owner.pid,
+                uid,
+                size,
+                framing,
+                nonblock: io.nonblock,
+            },
+            reply: Some(reply),
+            listed: false,
+            interrupted: false,
+        };
+        let reader = call.reader(io.req).expect("a read");
+        st.calls.insert(io.req, call);
+        fx.later.push(receive_job(mailbox, reader));
+    }
+
+    /// A write of a remote mailbox: `frames` (one message, or a batch's),
+    /// parked, then sent to the store.
+    #[allow(clippy::too_many_arguments)]
+    pub(in crate::hub) fn write_remote(
+        &self,
+        st: &mut State,
+        fx: &mut Effects,
+        io: Io,
+        mailbox: MailboxId,
+        uid: u32,
+        frames: &[&[u8]],
+        receipt: Option<ReceiptTag>,
+        written: u32,
+        reply: Box<dyn Replier>,
+    ) {
+        let refuse = |fx: &mut Effects, reply, e: Refusal| {
+            if let Some(tag) = receipt {
+                fx.cancelled.push(tag);
+            }
+            fx.reply(reply, Outcome::Error(e));
+        };
+        if io.handle <= st.fenced_below {
+            return refuse(fx, reply, stale());
+        }
+        if st.shut_down {
+            return refuse(fx, reply, Errno::ENOTCONN.because("the daemon is stopping"));
+        }
+        let Some(m) = st.tree.get(mailbox) else {
+            return refuse(fx, reply, Errno::EIDRM.because("the mailbox was removed"));
+        };
+        let policy = m.chan.policy;
+        if frames.iter().any(|f| f.len() > policy.max_message_size) {
+            let e = Errno::EMSGSIZE.because("larger than the maximum message size");
+            return refuse(fx, reply, e);
+        }
+        if frames.len() > policy.capacity.unwrap_or(usize::MAX).max(1) {
+            let e = Errno::EMSGSIZE.because("batch: more frames than the mailbox's capacity");
+            return refuse(fx, reply, e);
+        }
+        let bytes: usize = frames.iter().map(|f| f.len()).sum();
+        let charge = match self.budget.charge(uid, PARK_COST + bytes) {
+            Ok(c) => c,
+            Err(e) => return refuse(fx, reply, e),
+        };
+        let msgs: Vec<Outgoing> = frames
+            .iter()
+            .enumerate()
+            .map(|(i, f)| Outgoing {
+                bytes: f.to_vec(),
+                receipt: if i == 0 { receipt } else { None },
+            })
+            .collect();
+        let park = match self.budget.charge(uid, 0) {
+            Ok(c) => c,
+            Err(e) => return refuse(fx, reply, e),
+        };
+        st.waiters.park(&io, Place::Remote(mailbox), park, fx);
+        st.calls.insert(
+            io.req,
+            Call {
+                mailbox,
+                handle: io.handle,
+                what: CallKind::Write {
+                    msgs,
+                    written,
+                    nonblock: io.nonblock,
+                    _charge: charge,
+                },
+                reply: Some(reply),
+                listed: false,
+                interrupted: false,
+            },
+        );
+        fx.later.push(send_job(mailbox, io.req));
+    }
+
+    /// The store's answer to a receive.
+    fn received(&self, wid: Wid, mailbox: MailboxId, answer: Result<Received, Refusal>) {
+        let mut st = self.lock();
+        let mut fx = Effects::default();
+        let live = st.calls.get(&wid).is_some_and(|c| c.reply.is_some());
+        match answer {
+            Ok(Received::Messages { msgs, flight }) if live => {
+                let call = st.calls.remove(&wid).expect("call");
+                self.hand_over(&mut st, &mut fx, wid, call, msgs, flight);
+            }
+            Ok(Received::Messages { flight, .. }) => {
+                st.calls.remove(&wid);
+                fx.later.push(give_back_job(mailbox, flight));
+            }
+            Ok(Received::Parked) if live => {
+                st.calls.get_mut(&wid).expect("call").listed = true;
+            }
+            Ok(Received::Parked) => {
+                st.calls.remove(&wid);
+                fx.later.push(cancel_receive_job(mailbox, wid));
+            }
+            other => {
+                let out = match other {
+                    Ok(Received::Empty) => Errno::EAGAIN.because("O_NONBLOCK: nothing to receive"),
+                    Ok(Received::TooBig(_)) => {
+                        Errno::EMSGSIZE.because("the next message is larger than the buffer")
+                    }
+                    Err(e) => e,
+                    Ok(_) => unreachable!("handled above"),
+                };
+                if let Some(call) = st.calls.remove(&wid) {
+                    self.end_call(&mut st, &mut fx, wid, call, Outcome::Error(out));
+                }
+            }
+        }
+        self.finish(st, fx);
+    }
+
+    /// Messages for the reader `wid`: framed into its reply, and the
+    /// store told they arrived.
+    fn hand_over(
+        &self,
+        st: &mut State,
+        fx: &mut Effects,
+        wid: Wid,
+        call: Call,
+        msgs: Vec<Vec<u8>>,
+        flight: FlightId,
+    ) {
+        let CallKind::Read {
+            pid,
+            uid,
+            size,
+            framing,
+            ..
+        } = call.what
+        else {
+            return;
+        };
+        let process = Process { pid, start: 0 };
+        let made: Result<Vec<Message>, Refusal> = msgs
+            .iter()
+            .map(|b| {
+                Payload::new(b, &self.budget, uid).map(|payload| Message {
+                    payload,
+                    sender: process,
+                    receipt: None,
+                    order: 0,
+                })
+            })
+            .collect();
+        let mailbox = call.mailbox;
+        let mut msgs = match made {
+            Ok(m) if !m.is_empty() => m.into_iter(),
+            Ok(_) => {
+                fx.later.push(ack_job(flight));
+                return self.end_call(st, fx, wid, call, Outcome::empty());
+            }
+            Err(e) => {
+                warn!("a message from the broker for user {uid}: refused {e}");
+                fx.later.push(give_back_job(mailbox, flight));
+                return self.end_call(st, fx, wid, call, Outcome::Error(e));
+            }
+        };
+        let first = msgs.next().expect("a message");
+        let cursor = match st.handles.recv_mut(call.handle) {
+            Some(HandleKind::Recv { cursor, .. }) => Some(cursor),
+            _ => None,
+        };
+        let out = framing::deliver(framing, cursor, first, size, &mut |_| msgs.next());
+        if msgs.len() > 0 {
+            warn!("the broker handed more messages than a read of {size} bytes takes");
+        }
+        fx.later.push(ack_job(flight));
+        self.end_call(st, fx, wid, call, out);
+    }
+
+    /// Answers a call and lets reads behind it on its descriptor go on.
+    fn end_call(&self, st: &mut State, fx: &mut Effects, wid: Wid, mut call: Call, out: Outcome) {
+        if let Some(HandleKind::Recv {
+            reading, behind, ..
+        }) = st.handles.recv_mut(call.handle)
+            && matches!(call.what, CallKind::Read { .. })
+        {
+            *reading = false;
+            if !behind.is_empty() {
+                st.waiters.resume.push(call.handle);
+            }
+        }
+        if matches!(out, Outcome::Error(_)) {
+            for tag in call.tags() {
+                fx.cancelled.push(tag);
+            }
+        }
+        if let Some(reply) = call.reply.take() {
+            st.waiters.unpark(wid);
+            fx.reply(reply, out);
+        }
+    }
+
+    /// The store's answer to a send.
+    fn sent(&self, wid: Wid, mailbox: MailboxId, answer: Result<Sent, Refusal>) {
+        let mut st = self.lock();
+        let mut fx = Effects::default();
+        let Some(call) = st.calls.get_mut(&wid) else {
+            return;
+        };
+        match answer {
+            Ok(Sent::Accepted) => {
+                let call = st.calls.remove(&wid).expect("call");
+                let CallKind::Write { written, .. } = call.what else {
+                    unreachable!("a send answers a write");
+                };
+                self.end_call(&mut st, &mut fx, wid, call, Outcome::Written(written));
+            }
+            Ok(Sent::Full) if !call.interrupted => call.listed = true,
+            Ok(Sent::Full) => {
+                let call = st.calls.remove(&wid).expect("call");
+                fx.later.push(cancel_send_job(mailbox, wid));
+                let e = Errno::EINTR.because("interrupted by a signal");
+                self.end_call(&mut st, &mut fx, wid, call, Outcome::Error(e));
+            }
+            Err(e) => {
+                let call = st.calls.remove(&wid).expect("call");
+                self.end_call(&mut st, &mut fx, wid, call, Outcome::Error(e));
+            }
+        }
+        self.finish(st, fx);
+    }
+
+    /// An interrupt of a remote call. A read ends at once (a message on
+    /// its way to it goes back to the queue when it comes); a write whose
+    /// send is on its way ends when the store says whether it went in.
+    pub(in crate::hub) fn interrupt_remote(&self, st: &mut State, fx: &mut Effects, id: Wid) {
+        let Some(call) = st.calls.get_mut(&id) else {
+            return;
+        };
+        let e = || Outcome::Error(Errno::EINTR.because("interrupted by a signal"));
+        match (&call.what, call.listed) {
+            (CallKind::Write { .. }, false) => call.interrupted = true,
+            (CallKind::Write { .. }, true) => {
+                let call = st.calls.remove(&id).expect("call");
+                fx.later.push(cancel_send_job(call.mailbox, id));
+                self.end_call(st, fx, id, call, e());
+            }
+            (CallKind::Read { .. }, true) => {
+                let call = st.calls.remove(&id).expect("call");
+                fx.later.push(cancel_receive_job(call.mailbox, id));
+                self.end_call(st, fx, id, call, e());
+            }
+            (CallKind::Read { .. }, false) => {
+                // Answered now; the store's answer, when it comes, finds
+                // no reply and is undone.
+                let Some(reply) = call.reply.take() else {
+                    return;
+                };
+                let handle = call.handle;
+                if let Some(HandleKind::Recv {
+                    reading, behind, ..
+                }) = st.handles.recv_mut(handle)
+                {
+                    *reading = false;
+                    if !behind.is_empty() {
+                        st.waiters.resume.push(handle);
+                    }
+                }
+                st.waiters.unpark(id);
+                fx.reply(reply, e());
+            }
+        }
+    }
+
+    /// What the store's pump reports. Called on the pump's thread, which
+    /// may ask the store (with the lock released).
+    pub fn on_event(&self, ev: Event) {
+        let Some(store) = self.store() else {
+            return;
+        };
+        debug!("broker event: {ev:?}");
+        let mut st = self.lock();
+        let mut fx = Effects::default();
+        match ev {
+            Event::Deliver {
+                mailbox,
+                wid,
+                msgs,
+                flight,
+            } => {
+                let live = st.calls.get(&wid).is_some_and(|c| c.reply.is_some());
+                match st.calls.remove(&wid) {
+                    Some(call) if live => self.hand_over(&mut st, &mut fx, wid, call, msgs, flight),
+                    _ => fx.later.push(give_back_job(mailbox, flight)),
+                }
+            }
+            Event::Room { mailbox } => {
+                let mut again: Vec<Wid> = st
+                    .calls
+                    .iter()
+                    .filter(|(_, c)| {
+                        c.mailbox == mailbox && c.listed && matches!(c.what, CallKind::Write { .. })
+                    })
+                    .map(|(w, _)| *w)
+                    .collect();
+                // Kernel request ids grow: the order the writes came in.
+                again.sort_unstable();
+                for wid in again {
+                    st.calls.get_mut(&wid).expect("call").listed = false;
+                    fx.later.push(send_job(mailbox, wid));
+                }
+            }
+            Event::Receipt { tag, pid, node } => {
+                fx.receipts_on.push((tag, pid, node.into()));
+            }
+            Event::TreeChanged => {
+                drop(st);
+                self.reload(store.as_ref());
+                return;
+            }
+            Event::Removed { mailbox } => {
+                let gone: Vec<Wid> = st
+                    .calls
+                    .iter()
+                    .filter(|(_, c)| c.mailbox == mailbox)
+                    .map(|(w, _)| *w)
+                    .collect();
+                for wid in gone {
+                    let call = st.calls.remove(&wid).expect("call");
+                    let e = Errno::EIDRM.because("the mailbox was removed");
+                    self.end_call(&mut st, &mut fx, wid, call, Outcome::Error(e));
+                }
+                drop(st);
+                self.reload(store.as_ref());
+                st = self.lock();
+            }
+            Event::Unreachable => {
+                warn!("the broker at {} cannot be reached", store.url());
+            }
+            Event::Reachable => {
+                info!("the broker at {} is reachable again", store.url());
+                // Calls the store listed are listed anew (a restarted
+                // broker without persistence has forgotten them).
+                let listed: Vec<(Wid, MailboxId, Option<Reader>)> = st
+                    .calls
+                    .iter()
+                    .filter(|(_, c)| c.listed)
+                    .map(|(w, c)| (*w, c.mailbox, c.reader(*w)))
+                    .collect();
+                for (wid, mailbox, reader) in listed {
+                    st.calls.get_mut(&wid).expect("call").listed = false;
+                    fx.later.push(match reader {
+                        Some(r) => receive_job(mailbox, r),
+                        None => send_job(mailbox, wid),
+                    });
+                }
+                drop(st);
+                self.reload(store.as_ref());
+                st = self.lock();
+            }
+            Event::Fenced => {
+                warn!(
+                    "node {}: lost its lease on the broker at {}; descriptors opened before now fail with ESTALE",
+                    store.node(),
+                    store.url()
+                );
+                st.fenced_below = st.handles.last();
+                let all: Vec<Wid> = st.calls.keys().copied().collect();
+                for wid in all {
+                    let call = st.calls.remove(&wid).expect("call");
+                    self.end_call(&mut st, &mut fx, wid, call, Outcome::Error(stale()));
+                }
+            }
+        }
+        self.finish(st, fx);
+    }
+}
+
+fn receive_job(mailbox: MailboxId, reader: Reader) -> Job {
+    Box::new(move |hub: &Hub| {
+        let Some(store) = hub.store() else { return };
+        let answer = store.receive(mailbox, &reader);
+        hub.received(reader.wid, mailbox, answer);
+    })
+}
+
+fn send_job(mailbox: MailboxId, wid: Wid) -> Job {
+    Box::new(move |hub: &Hub| {
+        let Some(store) = hub.store() else { return };
+        // The messages stay in the call (a blocked send is tried again);
+        // copied out, the lock is not held during the call.
+        let (msgs, nonblock) = {
+            let st = hub.lock();
+            match st.calls.get(&wid).map(|c| &c.what) {
+                Some(CallKind::Write { msgs, nonblock, .. }) => (msgs.clone(), *nonblock),
+                _ => return,
+            }
+        };
+        let answer = store.send(mailbox, wid, &msgs, nonblock);
+        hub.sent(wid, mailbox, answer);
+    })
+}
+
+fn give_back_job(mailbox: MailboxId, flight: FlightId) -> Job {
+    Box::new(move |hub: &Hub| {
+        if let Some(store) = hub.store()
+            && let Err(e) = store.give_back(mailbox, &flight)
+        {
+            warn!("cannot give messages back to the broker: {e}");
+        }
+    })
+}
+
+fn ack_job(flight: FlightId) -> Job {
+    Box::new(move |hub: &Hub| {
+        if let Some(store) = hub.store()
+            && let Err(e) = store.ack(&flight)
+        {
+            debug!("cannot acknowledge a delivery to the broker: {e}");
+        }
+    })
+}
+
+fn cancel_receive_job(mailbox: MailboxId, wid: Wid) -> Job {
+    Box::new(move |hub: &Hub| {
+        if let Some(store) = hub.store()
+            && let Err(e) = store.cancel_receive(mailbox, wid)
+        {
+            debug!("cannot take a waiting reader off the broker: {e}");
+        }
+    })
+}
+
+fn cancel_send_job(mailbox: MailboxId, wid: Wid) -> Job {
+    Box::new(move |hub: &Hub| {
+        if let Some(store) = hub.store()
+            && let Err(e) = store.cancel_send(mailbox, wid)
+        {
+            debug!("cannot take a blocked sender off the broker: {e}");
+        }
+    })
+}

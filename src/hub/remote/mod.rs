@@ -1,0 +1,78 @@
+//! Mailboxes kept by a [`Store`] elsewhere (ipcfs(7), ACROSS HOSTS): the
+//! part of the core a mount with `--broker` adds.
+//!
+//! A read or write of such a mailbox is decided under the lock (which
+//! descriptor, which framing, which receipt), parked like any blocked call
+//! — so that an interrupt finds it and ends it at once — and recorded as a
+//! call ([`calls`]). The store is asked on a broker thread ([`Job`]), and
+//! its answer, or a later [`Event`](super::store::Event) from the pump, is
+//! applied under the lock again. No store call is ever made with the lock
+//! held, and reads and writes never make one on a FUSE event-loop thread;
+//! opens, `mkdir`, `rmdir`, `rename` and `chmod` make one short call
+//! there ([`admin`]), bounded by the store's timeout.
+
+mod admin;
+mod calls;
+
+use std::sync::Arc;
+
+use log::debug;
+
+use super::Hub;
+use super::errno::{Errno, Refusal};
+use super::store::Store;
+
+pub(super) use admin::Bound;
+pub(super) use calls::Call;
+
+/// Work for a broker thread: a store call and the application of its answer.
+pub type Job = Box<dyn FnOnce(&Hub) + Send>;
+
+/// The store of a mount with `--broker`, and how its calls are run.
+pub struct Remote {
+    pub store: Arc<dyn Store>,
+    /// Hands a job to a broker thread.
+    pub run: Box<dyn Fn(Job) + Send + Sync>,
+}
+
+fn stale() -> Refusal {
+    Errno::ESTALE.because("this daemon lost its lease on the broker: reopen the file")
+}
+
+impl Hub {
+    /// Makes this a mount whose mailboxes live in `remote.store` (once,
+    /// before serving), and loads the tree.
+    pub fn set_remote(&self, remote: Remote) -> Result<(), Refusal> {
+        let metas = remote.store.tree()?;
+        let _ = self.remote.set(remote);
+        self.lock().tree.load(metas, &self.budget);
+        Ok(())
+    }
+
+    pub(super) fn store(&self) -> Option<&Arc<dyn Store>> {
+        self.remote.get().map(|r| &r.store)
+    }
+
+    /// Whether mailboxes live on a broker (the tree is shared: the kernel
+    /// caches none of it).
+    pub fn is_shared(&self) -> bool {
+        self.remote.get().is_some()
+    }
+
+    /// Runs jobs left by an operation, on broker threads.
+    pub(super) fn dispatch(&self, jobs: Vec<Job>) {
+        if let Some(r) = self.remote.get() {
+            for j in jobs {
+                (r.run)(j);
+            }
+        }
+    }
+
+    /// Rebuilds the mirror of the tree from the store.
+    pub fn reload(&self, store: &dyn Store) {
+        match store.tree() {
+            Ok(metas) => self.lock().tree.load(metas, &self.budget),
+            Err(e) => debug!("cannot reload the tree from the broker: {e}"),
+        }
+    }
+}
