@@ -397,8 +397,13 @@ impl Hub {
             return;
         };
         self.release_remote(&mut fx, handle.owner, &handle.kind);
+        let shared = self.is_shared();
         let State { tree, links, .. } = &mut *st;
         for (chan, reads) in handle.kind.channels() {
+            // A broker's mailbox counts its descriptors there.
+            if shared && matches!(chan, ChanKey::Mailbox(_)) {
+                continue;
+            }
             if let Some(ch) = chan_mut(tree, links, chan) {
                 ch.handles -= 1;
                 if let Some(kh) = handle.poll {

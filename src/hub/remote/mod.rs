@@ -76,3 +76,13 @@ impl Hub {
         }
     }
 }
+
+impl Hub {
+    /// The daemon is stopping: this node's lease is given up, so that its
+    /// holds go at once rather than after the lease.
+    pub fn stop_store(&self) {
+        if let Some(store) = self.store() {
+            store.stop();
+        }
+    }
+}
