@@ -8,12 +8,15 @@
 //! here is global: each `Mount` owns its own daemon and mountpoint.
 #![allow(dead_code)]
 
+mod broker;
 mod child;
 mod mountinfo;
 mod msg;
 mod redis;
 mod status;
 // Not every test binary uses every helper (same reason as `dead_code` above).
+#[allow(unused_imports)]
+pub use broker::*;
 #[allow(unused_imports)]
 pub use child::*;
 #[allow(unused_imports)]
@@ -54,6 +57,11 @@ pub struct Launch {
     /// signal blocked. Only for a mount that its starting thread outlives
     /// (the benchmark's main thread): a test thread may end first.
     pub parent_death_signal: Option<i32>,
+    /// Environment variables given to the daemon (e.g. `IPCFS_BROKER_URL`,
+    /// `RUST_LOG`). `IPCFS_BROKER_URL` is removed from the daemon's
+    /// environment unless given here, so that a test mount never goes to a
+    /// broker by accident of the caller's environment.
+    pub env: Vec<(String, String)>,
 }
 
 /// A mounted ipcfs daemon on a temporary mountpoint.
@@ -90,6 +98,15 @@ impl Mount {
     }
 
     fn with_nofile_opt(nofile: Option<u64>, args: &[&str]) -> Mount {
+        let launch = Launch {
+            nofile,
+            ..Launch::default()
+        };
+        Mount::with_launch(&launch, args)
+    }
+
+    /// Like `with_args`, started as `launch` says (its environment, limits).
+    pub fn with_launch(launch: &Launch, args: &[&str]) -> Mount {
         let dir = tempfile::Builder::new()
             .prefix("ipcfs-test.")
             .tempdir()
@@ -98,11 +115,7 @@ impl Mount {
         let mut argv: Vec<String> = vec!["--allow-other".into()];
         argv.extend(args.iter().map(|s| s.to_string()));
         argv.push(path.to_string_lossy().into_owned());
-        let launch = Launch {
-            nofile,
-            ..Launch::default()
-        };
-        Mount::launch(&launch, &argv, path, Some(dir))
+        Mount::launch(launch, &argv, path, Some(dir))
     }
 
     /// Start the daemon with exactly `argv` (no implicit options) and wait until
@@ -140,7 +153,9 @@ impl Mount {
             .clone()
             .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ipcfs")));
         let mut cmd = Command::new(&bin);
-        cmd.args(argv)
+        cmd.env_remove("IPCFS_BROKER_URL")
+            .envs(launch.env.iter().map(|(k, v)| (k, v)))
+            .args(argv)
             .stdin(Stdio::null())
             .stdout(Stdio::from(stderr.try_clone().expect("clone log fd")))
             .stderr(Stdio::from(stderr));

@@ -1,0 +1,518 @@
+//! Mailboxes across hosts when things go wrong (ipcfs(7), ACROSS HOSTS):
+//! a broker that cannot be reached at mount time, a wrong password, a node
+//! name already served; a broker killed under parked calls and restarted
+//! (with AOF); a daemon killed while it holds a rule's hold, has messages
+//! queued or has one on its way to it (leases of 1 s); rmdir under blocked
+//! calls on another mount; a broker out of memory.
+//!
+//! Every test starts its own redis-server and its own mounts. Every blocking
+//! step has a deadline; waits are on conditions, never on a fixed sleep.
+
+mod common;
+use common::*;
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(10);
+
+/// The lease of daemons that a test kills: short, so that the test is.
+const LEASE: &[&str] = &["--lease", "1"];
+
+/// How long after a lease of 1 s ends its holds and messages may take to
+/// be released (the other daemon reaps at its own lease/3 beats).
+const AFTER_LEASE: Duration = Duration::from_secs(5);
+
+/// How long a refused mount may take (connecting to a closed local port is
+/// refused at once).
+const REFUSAL: Duration = Duration::from_secs(15);
+
+// ---------------------------------------------------------------- local helpers
+
+fn two(redis: &Redis, extra: &[&str]) -> (Mount, Mount) {
+    (
+        Mount::on_broker(redis, "a", extra),
+        Mount::on_broker(redis, "b", extra),
+    )
+}
+
+/// What the mount's `proc/status` (local, readable in any outage) says of
+/// the broker.
+fn reachable(m: &Mount) -> String {
+    status_get(&m.p("proc/status"), "broker-reachable")
+}
+
+fn wait_reachable(m: &Mount, node: &str, want: &str) {
+    wait_until(
+        T,
+        &format!("{node}'s proc/status shows broker-reachable: {want}"),
+        || reachable(m) == want,
+    );
+}
+
+/// `cat FILE` with every signal at its default action, in its own process
+/// group.
+fn cat(file: &Path) -> Bg {
+    let mut cmd = Command::new("cat");
+    cmd.arg(file);
+    // SAFETY: signal(2) and sigprocmask(2) only, between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            for sig in [libc::SIGINT, libc::SIGQUIT, libc::SIGTERM, libc::SIGPIPE] {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    Bg::spawn(cmd, &format!("cat {}", file.display()))
+}
+
+fn wait_readers(dir: &Path, n: u64) {
+    wait_until(
+        T,
+        &format!("{} shows {n} receivers waiting", dir.display()),
+        || count(dir, "receivers-waiting") == n,
+    );
+}
+
+/// One read(2) on an open descriptor, within the deadline.
+fn read_within(f: &File, what: &str) -> std::io::Result<Vec<u8>> {
+    let mut f = f.try_clone().expect("dup a descriptor");
+    within(T, what, move || {
+        let mut buf = vec![0u8; 4096];
+        let n = f.read(&mut buf)?;
+        buf.truncate(n);
+        Ok(buf)
+    })
+}
+
+/// One write(2) on an open descriptor, within the deadline.
+fn write_within(f: &File, msg: &[u8], what: &str) -> std::io::Result<usize> {
+    let mut f = f.try_clone().expect("dup a descriptor");
+    let msg = msg.to_vec();
+    within(T, what, move || f.write(&msg))
+}
+
+/// A direct link between a shell and its child on the mount `m` carries a
+/// message (proc/ is local to each daemon).
+fn assert_proc_link_works(m: &Mount, when: &str) {
+    let o = m.sh(
+        r#"set -e
+        cat "$M/proc/$$/recv" & c=$!
+        echo over-the-link > "$M/proc/$c/send"
+        wait $c"#,
+        T,
+    );
+    assert!(o.status.success(), "proc/ link {when}: {}", show(&o));
+    assert_eq!(out_str(&o), "over-the-link\n", "proc/ link {when}");
+}
+
+fn assert_stderr_sentence(r: &Refused, parts: &[&str], secret: Option<&str>) {
+    assert_eq!(
+        r.status.code(),
+        Some(1),
+        "a refused mount exits with status 1: {r:?}"
+    );
+    assert!(
+        r.stderr.starts_with("ipcfs: "),
+        "the error starts with `ipcfs: `: {r:?}"
+    );
+    for p in parts {
+        assert!(r.stderr.contains(p), "the error says {p:?}: {r:?}");
+    }
+    if let Some(s) = secret {
+        assert!(
+            !r.stderr.contains(s) && !r.stdout.contains(s),
+            "the error never shows the password: {r:?}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------- tests
+
+/// A broker nobody listens on: exit 1, the error names the URL without its
+/// password, nothing is mounted.
+#[test]
+fn an_unreachable_broker_at_mount_is_refused_naming_the_url() {
+    let port = free_port();
+    let url = format!("redis://ipcfs:hunter2-secret@127.0.0.1:{port}");
+    let start = Instant::now();
+    let r = mount_refused(&[], &["--broker", &url, "--node", "a"], REFUSAL);
+    assert_stderr_sentence(
+        &r,
+        &[&format!(
+            "cannot reach the broker at redis://ipcfs@127.0.0.1:{port}"
+        )],
+        Some("hunter2-secret"),
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "refused only after {:?}",
+        start.elapsed()
+    );
+    // The same from the environment.
+    let r = mount_refused(&[("IPCFS_BROKER_URL", &url)], &["--node", "a"], REFUSAL);
+    assert_stderr_sentence(
+        &r,
+        &[&format!(
+            "cannot reach the broker at redis://ipcfs@127.0.0.1:{port}"
+        )],
+        Some("hunter2-secret"),
+    );
+}
+
+/// A wrong password: exit 1, the error says the broker refused the
+/// password (and does not show it), nothing is mounted.
+#[test]
+fn a_wrong_password_is_refused() {
+    let redis = Redis::with(RedisConfig {
+        password: Some("the-right-one".into()),
+        ..RedisConfig::default()
+    });
+    let url = format!("redis://:not-the-pw-4711@127.0.0.1:{}", redis.port());
+    let r = mount_refused(&[], &["--broker", &url, "--node", "a"], REFUSAL);
+    assert_stderr_sentence(
+        &r,
+        &[
+            "refused the password",
+            &format!("127.0.0.1:{}", redis.port()),
+        ],
+        Some("not-the-pw-4711"),
+    );
+    // No password at all is refused the same way, and the right one mounts.
+    let bare = format!("redis://127.0.0.1:{}", redis.port());
+    let r = mount_refused(&[], &["--broker", &bare, "--node", "a"], REFUSAL);
+    assert_eq!(r.status.code(), Some(1), "{r:?}");
+    let m = Mount::on_broker(&redis, "a", &[]);
+    m.mailbox("box", "");
+}
+
+/// A second daemon with the node name of a live one is refused (exit 1,
+/// naming the node); the first keeps serving; once it has stopped (SIGTERM
+/// releases its lease), the name is free at once.
+#[test]
+fn a_node_name_served_by_a_live_daemon_is_refused() {
+    let redis = Redis::start();
+    let mut a = Mount::on_broker(&redis, "a", &[]);
+    let r = mount_refused(&[], &["--broker", &redis.url(), "--node", "a"], REFUSAL);
+    assert_stderr_sentence(
+        &r,
+        &[
+            "node \"a\" is already served by a live daemon",
+            &redis.url(),
+        ],
+        None,
+    );
+    assert!(a.daemon_exited().is_none(), "the first daemon still runs");
+    let bx = a.mailbox("box", "");
+    send(&bx, b"still served\n");
+    assert_eq!(recv(&bx), b"still served\n");
+
+    a.signal_daemon(libc::SIGTERM);
+    let st = a.wait_daemon_exit(T);
+    assert_eq!(st.code(), Some(0), "{}", describe(&st));
+    let again = Mount::on_broker(&redis, "a", &[]);
+    assert!(
+        again.p("box").is_dir(),
+        "the new daemon serves the shared tree"
+    );
+}
+
+/// The broker SIGKILLed under a reader parked on `b`: the daemons say
+/// `broker-reachable: no`; the parked reader stays interruptible (SIGINT
+/// ends it at once); new calls fail with EHOSTUNREACH, O_NONBLOCK ones
+/// without blocking; proc/ links keep working. Once the broker is back
+/// (AOF), another reader parked before the outage gets a message sent
+/// after it, exactly once, and the write refused in the outage was not
+/// delivered.
+#[test]
+fn a_broker_outage_keeps_parked_readers_and_refuses_new_calls() {
+    let mut redis = Redis::with(RedisConfig {
+        aof: true,
+        ..RedisConfig::default()
+    });
+    // The default lease (10 s): this outage is shorter, so no daemon is fenced.
+    let (a, b) = two(&redis, &[]);
+    let bx = shared_mailbox(&a, &[&b], "box", "");
+    let nb_recv = open_with(&b.p("box/recv"), true, false, libc::O_NONBLOCK).unwrap();
+    let send_a = open_with(&bx.join("send"), false, true, 0).unwrap();
+    let first = cat(&b.p("box/recv"));
+    wait_readers(&bx, 1);
+    let second = cat(&b.p("box/recv"));
+    wait_readers(&bx, 2);
+
+    redis.kill();
+    wait_reachable(&a, "a", "no");
+    wait_reachable(&b, "b", "no");
+
+    assert_eq!(
+        proc_state(first.pid()),
+        'S',
+        "the parked reader sleeps interruptibly"
+    );
+    let start = Instant::now();
+    first.signal(libc::SIGINT);
+    let o = first.wait_timeout(T);
+    assert!(
+        start.elapsed() < Duration::from_millis(500),
+        "SIGINT ended the parked reader only after {:?} in the outage",
+        start.elapsed()
+    );
+    assert_eq!(o.status.signal(), Some(libc::SIGINT), "{}", show(&o));
+
+    assert_errno(
+        read_within(&nb_recv, "an O_NONBLOCK read on b in the outage"),
+        libc::EHOSTUNREACH,
+        "an O_NONBLOCK read on b in the outage",
+    );
+    assert_errno(
+        write_within(&send_a, b"refused\n", "a write on a in the outage"),
+        libc::EHOSTUNREACH,
+        "a write on a in the outage",
+    );
+    let path = b.p("box/recv");
+    assert_errno(
+        within(T, "an O_NONBLOCK open in the outage", move || {
+            open_with(&path, true, false, libc::O_NONBLOCK)
+        }),
+        libc::EHOSTUNREACH,
+        "an open of recv on b in the outage",
+    );
+    let path = b.p("other");
+    assert_errno(
+        within(T, "mkdir in the outage", move || std::fs::create_dir(&path)),
+        libc::EHOSTUNREACH,
+        "mkdir on b in the outage",
+    );
+    assert_proc_link_works(&a, "in the outage");
+    let mut second = second;
+    assert!(
+        second.try_wait().is_none(),
+        "the second reader stays parked through the outage"
+    );
+    assert_eq!(proc_state(second.pid()), 'S', "and sleeps interruptibly");
+
+    redis.restart();
+    wait_reachable(&a, "a", "yes");
+    wait_reachable(&b, "b", "yes");
+    send(&bx, b"after the restart\n");
+    let o = second.wait_timeout(T);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(
+        out_str(&o),
+        "after the restart\n",
+        "the reader parked before the outage gets the message sent after it"
+    );
+    assert_errno(
+        recv_nb(&b.p("box/recv")),
+        libc::EAGAIN,
+        "exactly once, and the write refused in the outage sent nothing",
+    );
+}
+
+/// Messages queued when the broker is SIGKILLed survive its restart (AOF):
+/// each is received once, in order, and the counters survive too.
+#[test]
+fn queued_messages_survive_a_broker_restart_with_aof() {
+    let mut redis = Redis::with(RedisConfig {
+        aof: true,
+        ..RedisConfig::default()
+    });
+    let (a, b) = two(&redis, &[]);
+    let bx = shared_mailbox(&a, &[&b], "box", "");
+    for i in 0..5 {
+        send(&bx, format!("m{i}\n").as_bytes());
+    }
+    redis.kill();
+    wait_reachable(&a, "a", "no");
+    wait_reachable(&b, "b", "no");
+    redis.restart();
+    wait_reachable(&a, "a", "yes");
+    wait_reachable(&b, "b", "yes");
+    assert_eq!(count(&b.p("box"), "messages"), 5, "{:?}", stat(&b.p("box")));
+    for i in 0..5 {
+        assert_eq!(
+            String::from_utf8_lossy(&recv(&b.p("box"))),
+            format!("m{i}\n"),
+            "message {i}, once, in order"
+        );
+    }
+    assert_errno(recv_nb(&b.p("box/recv")), libc::EAGAIN, "no duplicate");
+    let s = stat(&a.p("box"));
+    assert_eq!((num(&s, "sent"), num(&s, "received")), (5, 5), "{s:?}");
+}
+
+/// A daemon SIGKILLed while one of its processes holds an exclusive
+/// mailbox: the other mount may open recv once the dead daemon's lease has
+/// ended.
+#[test]
+fn an_exclusive_hold_of_a_killed_daemon_ends_with_its_lease() {
+    let redis = Redis::start();
+    let (mut a, b) = two(&redis, LEASE);
+    let bx = shared_mailbox(&a, &[&b], "box", "exclusive\n");
+    let recv_b = b.p("box/recv");
+    let _holder = hold(&[(&bx.join("recv"), libc::O_RDONLY)], None).expect("a holder on a");
+    assert_errno(
+        in_child(&recv_b, libc::O_RDONLY, false, None),
+        libc::EBUSY,
+        "recv on b while a's process holds it",
+    );
+    a.signal_daemon(libc::SIGKILL);
+    a.wait_daemon_exit(T);
+    let start = Instant::now();
+    wait_until(AFTER_LEASE, "recv on b is free after a's lease", || {
+        in_child(&recv_b, libc::O_RDONLY, false, None).is_ok()
+    });
+    eprintln!("the hold ended {:?} after the kill", start.elapsed());
+    assert_eq!(status_of(&b.p("box"), "holder"), "-");
+}
+
+/// Messages queued by a daemon that is SIGKILLed stay queued: the other
+/// mount receives them, in order, at once.
+#[test]
+fn queued_messages_outlive_a_killed_daemon() {
+    let redis = Redis::start();
+    let (mut a, b) = two(&redis, LEASE);
+    let bx = shared_mailbox(&a, &[&b], "box", "");
+    for i in 0..3 {
+        send(&bx, format!("m{i}\n").as_bytes());
+    }
+    a.signal_daemon(libc::SIGKILL);
+    a.wait_daemon_exit(T);
+    for i in 0..3 {
+        assert_eq!(
+            String::from_utf8_lossy(&recv(&b.p("box"))),
+            format!("m{i}\n"),
+            "message {i} of the killed daemon"
+        );
+    }
+    assert_errno(recv_nb(&b.p("box/recv")), libc::EAGAIN, "each once");
+}
+
+/// A message on its way to a reader of a daemon that dies before handing
+/// it over (the daemon is stopped, then SIGKILLed) is not lost: after the
+/// daemon's lease it goes to a reader on the other mount, once.
+#[test]
+fn a_message_in_flight_to_a_killed_daemon_goes_to_another_reader() {
+    let redis = Redis::start();
+    let (mut a, b) = two(&redis, LEASE);
+    let bx = shared_mailbox(&b, &[&a], "box", "");
+    let on_a = cat(&a.p("box/recv"));
+    wait_readers(&bx, 1);
+    a.signal_daemon(libc::SIGSTOP);
+    send(&bx, b"in flight\n");
+    // Handed to a's reader, in flight (or, should a's lease run out first,
+    // left queued with a's reader reaped: either way b must get it once).
+    wait_until(T, "a's reader no longer waits", || {
+        count(&bx, "receivers-waiting") == 0
+    });
+    let in_flight = count(&bx, "messages") == 0;
+    eprintln!("the message was in flight to the stopped daemon: {in_flight}");
+    a.signal_daemon(libc::SIGKILL);
+    a.wait_daemon_exit(T);
+    drop(on_a);
+    let got = recv_within(AFTER_LEASE + T, &bx.join("recv"));
+    assert_eq!(got, b"in flight\n", "the message went to b's reader");
+    assert_errno(recv_nb(&bx.join("recv")), libc::EAGAIN, "once");
+}
+
+/// rmdir on `a` ends calls blocked on `b` with EIDRM (a reader, a sender at
+/// a full mailbox), at once; I/O on descriptors opened on `b` before then
+/// fails with EIDRM.
+#[test]
+fn rmdir_on_a_ends_calls_blocked_on_b_with_eidrm() {
+    let redis = Redis::start();
+    let (a, b) = two(&redis, &[]);
+    let r = shared_mailbox(&a, &[&b], "r", "");
+    let s = shared_mailbox(&a, &[&b], "s", "arbitrary capacity=1\n");
+    send_nb(&s.join("send"), b"fill\n").unwrap();
+    let old = open_with(&b.p("r/send"), false, true, 0).unwrap();
+    let reader = b.spawn_sh(r#"cat "$M/r/recv"; echo "rc=$?""#);
+    let sender = b.spawn_sh(r#"echo blocked > "$M/s/send"; echo "rc=$?""#);
+    wait_readers(&r, 1);
+    wait_until(T, "b's sender waits", || count(&s, "senders-waiting") == 1);
+    let start = Instant::now();
+    std::fs::remove_dir(&r).expect("rmdir r on a");
+    std::fs::remove_dir(&s).expect("rmdir s on a (messages queued)");
+    for (bg, who) in [(reader, "reader"), (sender, "sender")] {
+        let o = bg.wait_timeout(T);
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "the blocked {who} on b woke only {:?} after the rmdir",
+            start.elapsed()
+        );
+        assert_eq!(out_str(&o), "rc=1\n", "{who}: {}", show(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("Identifier removed"),
+            "the blocked {who} on b fails with EIDRM: {}",
+            show(&o)
+        );
+    }
+    assert_errno(
+        write_within(&old, b"late\n", "a write on an old descriptor"),
+        libc::EIDRM,
+        "a write on b's descriptor opened before the rmdir",
+    );
+}
+
+/// A broker at its maxmemory (noeviction) refuses sends with ENOBUFS —
+/// never a hang; what it accepted before is received whole; once drained
+/// it takes messages again.
+#[test]
+fn a_broker_out_of_memory_gives_enobufs() {
+    let redis = Redis::with(RedisConfig {
+        maxmemory: Some(2 << 20),
+        ..RedisConfig::default()
+    });
+    let (a, b) = two(&redis, &[]);
+    let bx = shared_mailbox(&a, &[&b], "big", "arbitrary capacity=unlimited\n");
+    let msg: Vec<u8> = (0..256 << 10).map(|i: u32| (i % 251) as u8).collect();
+    let mut accepted = 0;
+    let refused = loop {
+        assert!(
+            accepted < 64,
+            "64 messages of 256 KiB accepted by a broker with maxmemory 2 MiB"
+        );
+        let path = bx.join("send");
+        let m = msg.clone();
+        let r = within(T, "a send to a broker near its maxmemory", move || {
+            open_with(&path, false, true, 0)?.write(&m)
+        });
+        match r {
+            Ok(n) => {
+                assert_eq!(n, msg.len(), "a whole message");
+                accepted += 1;
+            }
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(
+        errno(&refused),
+        libc::ENOBUFS,
+        "the broker's refusal after {accepted} messages: expected ENOBUFS, got {} ({refused})",
+        errname(errno(&refused))
+    );
+    assert!(accepted >= 1, "the broker took messages before its bound");
+    for i in 0..accepted {
+        assert!(
+            recv(&b.p("big")) == msg,
+            "accepted message {i} arrives whole on b"
+        );
+    }
+    assert_errno(
+        recv_nb(&b.p("big/recv")),
+        libc::EAGAIN,
+        "the refused message was not queued",
+    );
+    wait_until(T, "the drained broker takes messages again", || {
+        send_nb(&bx.join("send"), b"small\n").is_ok()
+    });
+    assert_eq!(recv(&b.p("big")), b"small\n");
+}
