@@ -6,7 +6,13 @@
 # 1 MiB messages through ipcfs (send/recv, packets, batch, proc/<pid> links),
 # a pipe, SOCK_SEQPACKET, POSIX mq and the floor; shell loops; 4 senders x
 # 4 receivers; round trips with many mailboxes and parked readers; the
-# daemon's CPU time per message and its memory.
+# daemon's CPU time per message and its memory; and, through a redis-server it
+# starts on a free port (tests/common's harness; `apt-get install redis-server`),
+# the broker rows: a baseline with the redis crate alone (Lua capacity check +
+# XADD, XREAD BLOCK: round trips, one-way latency, 100-send pipelines) next to
+# two mounts `--broker URL --node a|b` (packets a->b->a, one-way, batch).
+# A broker mount that fails to start makes its rows "n/a (broker mount failed:
+# REASON)"; the rest of the table is unchanged.
 #
 #   bash scripts/bench.sh            full run (about a minute or two on 2 cores)
 #   bash scripts/bench.sh --quick    64 B and 1 MiB only, fewer repeats: under a minute

@@ -3,6 +3,7 @@
 //! be given inside `-o`.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
 use fuser::MountOption;
@@ -26,6 +27,9 @@ foreground until Ctrl-C, SIGTERM, SIGHUP or an external umount.
   MOUNTPOINT/proc/PID/send   direct link to process PID (recv: from PID)
 
 Example:  mkdir /tmp/ipc/jobs; echo hi > /tmp/ipc/jobs/send; cat /tmp/ipc/jobs/recv
+
+Across hosts: every mount given the same --broker (a Redis server) shares
+its mailboxes, e.g. ipcfs --broker redis://redis-host:6379 --node a /tmp/ipc
 See ipcfs(1) and ipcfs(7).";
 
 #[derive(Parser, Debug)]
@@ -65,9 +69,27 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
 
+    /// Keep the mailboxes in this Redis server, shared with every mount
+    /// given the same URL: redis://[USER[:PASSWORD]@]HOST[:PORT][/DB], or
+    /// rediss:// for TLS [default: $IPCFS_BROKER_URL, which keeps a password
+    /// out of ps; without either, mailboxes live in this daemon].
+    #[arg(long, value_name = "URL")]
+    pub broker: Option<String>,
+
+    /// This mount's name on the broker, in receipts ("PID NODE"): 1-64 of
+    /// A-Z a-z 0-9 . _ - [default: the host name]. Needs a broker.
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+
+    /// Seconds after which a daemon cut off from the broker loses its holds
+    /// and in-flight messages to the others (fractions allowed, at least
+    /// 0.2) [default: 10]. Needs a broker.
+    #[arg(long, value_name = "SECONDS")]
+    pub lease: Option<String>,
+
     /// Mount options, comma-separated: FUSE options, and the options above
     /// as allow_other, default_policy=, capacity=, max_message_size=,
-    /// max_memory=, user_share=, threads=.
+    /// max_memory=, user_share=, threads=, broker=, node=, lease=.
     #[arg(short = 'o', value_name = "OPTS")]
     pub options: Vec<String>,
 }
@@ -84,7 +106,28 @@ pub struct Settings {
     pub user_share: usize,
     pub threads: usize,
     pub mount_options: Vec<MountOption>,
+    /// Where the mailboxes live when not in this daemon (`--broker`).
+    pub broker: Option<BrokerSettings>,
 }
+
+/// A broker mount: the Redis server that holds the mailboxes, this
+/// daemon's name there, and its lease (ipcfs(7), ACROSS HOSTS).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BrokerSettings {
+    /// As given, password included: only ever shown through `redact`.
+    pub url: String,
+    pub node: String,
+    pub lease: Duration,
+}
+
+/// Where the broker URL comes from when `--broker` is not given: the
+/// environment keeps a password out of `ps`.
+pub const BROKER_URL_ENV: &str = "IPCFS_BROKER_URL";
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+/// Below this, renewing every lease/3 is a busy loop and a scheduling
+/// hiccup costs a daemon its holds.
+pub const MIN_LEASE: Duration = Duration::from_millis(200);
+const MAX_NODE_LEN: usize = 64;
 
 pub const DEFAULT_CAPACITY: usize = 1024;
 pub const DEFAULT_MAX_MEMORY: usize = 256 << 20;
@@ -107,8 +150,70 @@ pub fn hard_max_message() -> usize {
     (pages.saturating_sub(1) * page).max(MIN_MAX_MESSAGE)
 }
 
+/// Checks a node name: 1-64 bytes of `[A-Za-z0-9._-]` (it is part of
+/// Redis key names and of receipts `PID NODE`, so no spaces or separators).
+pub fn check_node(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NODE_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?}: a node name is 1 to {MAX_NODE_LEN} characters among A-Z a-z 0-9 . _ -"
+        ))
+    }
+}
+
+/// Parses a lease in seconds, fractions allowed ("10", "0.5").
+pub fn parse_lease(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("--lease {text}: not a number of seconds"))?;
+    if !secs.is_finite() || secs < MIN_LEASE.as_secs_f64() || secs > 86_400.0 {
+        return Err(format!(
+            "--lease {text}: must be between {} and 86400 seconds",
+            MIN_LEASE.as_secs_f64()
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Checks the scheme and that a host follows it; the rest (port, user,
+/// database) is the Redis client's to judge when it connects.
+fn check_broker_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("redis://")
+        .or_else(|| url.strip_prefix("rediss://"));
+    match rest {
+        Some(r) if !r.is_empty() && !r.starts_with('/') => Ok(()),
+        Some(_) => Err("--broker: the URL names no host (redis://HOST[:PORT])".into()),
+        // Not echoed: it may hold a password.
+        None => Err("--broker: the URL must start with redis:// or rediss:// \
+             (redis://[USER[:PASSWORD]@]HOST[:PORT][/DB])"
+            .into()),
+    }
+}
+
 impl Settings {
+    /// The settings of `cli`, the broker URL coming from `$IPCFS_BROKER_URL`
+    /// when no `--broker` is given.
     pub fn from_cli(cli: Cli, hard_max: usize) -> Result<Settings, String> {
+        let env_url = std::env::var(BROKER_URL_ENV).ok();
+        Settings::from_cli_env(cli, hard_max, env_url, host_name_node)
+    }
+
+    /// [`Settings::from_cli`] with the environment's URL and the host name
+    /// given (so that tests need not change the process's environment).
+    pub fn from_cli_env(
+        cli: Cli,
+        hard_max: usize,
+        env_url: Option<String>,
+        host_name: fn() -> Result<String, String>,
+    ) -> Result<Settings, String> {
         let mut cli = cli;
         let mut mount_options = vec![
             MountOption::FSName("ipcfs".into()),
@@ -135,6 +240,9 @@ impl Settings {
                 "max_message_size" => cli.max_message_size = Some(need(value)?),
                 "max_memory" => cli.max_memory = Some(need(value)?),
                 "user_share" => cli.user_share = Some(need(value)?),
+                "broker" => cli.broker = Some(need(value)?),
+                "node" => cli.node = Some(need(value)?),
+                "lease" => cli.lease = Some(need(value)?),
                 "threads" => {
                     let v = need(value)?;
                     cli.threads = Some(
@@ -225,6 +333,46 @@ impl Settings {
         if threads == 0 || threads > 64 {
             return Err(format!("--threads {threads}: must be between 1 and 64"));
         }
+        let url = cli
+            .broker
+            .clone()
+            .or(env_url.filter(|u| !u.trim().is_empty()));
+        let broker = match url {
+            None => {
+                if cli.node.is_some() || cli.lease.is_some() {
+                    let what = if cli.node.is_some() {
+                        "--node"
+                    } else {
+                        "--lease"
+                    };
+                    return Err(format!(
+                        "{what} needs a broker: give --broker URL (or set {BROKER_URL_ENV})"
+                    ));
+                }
+                None
+            }
+            Some(url) => {
+                check_broker_url(&url)?;
+                let node = match &cli.node {
+                    Some(n) => {
+                        check_node(n).map_err(|e| format!("--node {e}"))?;
+                        n.clone()
+                    }
+                    None => {
+                        let h = host_name()?;
+                        check_node(&h).map_err(|e| {
+                            format!("the host name {e}; give a node name with --node NAME")
+                        })?;
+                        h
+                    }
+                };
+                let lease = match &cli.lease {
+                    Some(text) => parse_lease(text)?,
+                    None => DEFAULT_LEASE,
+                };
+                Some(BrokerSettings { url, node, lease })
+            }
+        };
         let mountpoint = cli.paths.last().cloned().ok_or("no MOUNTPOINT")?;
         Ok(Settings {
             mountpoint,
@@ -235,8 +383,14 @@ impl Settings {
             user_share,
             threads,
             mount_options,
+            broker,
         })
     }
+}
+
+fn host_name_node() -> Result<String, String> {
+    crate::os::host::host_name()
+        .map_err(|e| format!("cannot read the host name for the node name ({e}); give --node NAME"))
 }
 
 #[cfg(test)]
@@ -244,9 +398,150 @@ mod tests {
     use super::*;
 
     fn settings(args: &[&str]) -> Result<Settings, String> {
+        settings_env(args, None)
+    }
+
+    fn host() -> Result<String, String> {
+        Ok("host-1.example".into())
+    }
+
+    /// As if `$IPCFS_BROKER_URL` were `env` and the host were called host-1.example.
+    fn settings_env(args: &[&str], env: Option<&str>) -> Result<Settings, String> {
         let cli = Cli::try_parse_from(std::iter::once("ipcfs").chain(args.iter().copied()))
             .map_err(|e| e.to_string())?;
-        Settings::from_cli(cli, 1_044_480)
+        Settings::from_cli_env(cli, 1_044_480, env.map(String::from), host)
+    }
+
+    fn broker(args: &[&str], env: Option<&str>) -> BrokerSettings {
+        settings_env(args, env)
+            .unwrap()
+            .broker
+            .expect("a broker mount")
+    }
+
+    #[test]
+    fn no_broker_by_default() {
+        assert_eq!(settings(&["/m"]).unwrap().broker, None);
+        // An empty variable is no URL.
+        assert_eq!(settings_env(&["/m"], Some("")).unwrap().broker, None);
+    }
+
+    #[test]
+    fn broker_options() {
+        let b = broker(
+            &[
+                "--broker",
+                "redis://u:pw@h:6390/2",
+                "--node",
+                "a",
+                "--lease",
+                "0.5",
+                "/m",
+            ],
+            None,
+        );
+        assert_eq!(
+            b,
+            BrokerSettings {
+                url: "redis://u:pw@h:6390/2".into(),
+                node: "a".into(),
+                lease: Duration::from_millis(500),
+            }
+        );
+        // Defaults: the host name, 10 s.
+        let b = broker(&["--broker", "rediss://h", "/m"], None);
+        assert_eq!(b.node, "host-1.example");
+        assert_eq!(b.lease, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn broker_in_dash_o() {
+        let s = settings(&[
+            "none",
+            "/mnt/ipc",
+            "-o",
+            "rw,broker=redis://10.0.0.1:6379,node=web_2,lease=3,noatime",
+        ])
+        .unwrap();
+        let b = s.broker.unwrap();
+        assert_eq!(b.url, "redis://10.0.0.1:6379");
+        assert_eq!(b.node, "web_2");
+        assert_eq!(b.lease, Duration::from_secs(3));
+        assert!(s.mount_options.contains(&MountOption::NoAtime));
+        assert!(
+            !s.mount_options
+                .iter()
+                .any(|o| matches!(o, MountOption::CUSTOM(c) if c.contains("broker")))
+        );
+    }
+
+    #[test]
+    fn broker_url_from_the_environment() {
+        let b = broker(&["--node", "b", "/m"], Some("redis://:secret@h:6379"));
+        assert_eq!(b.url, "redis://:secret@h:6379");
+        assert_eq!(b.node, "b");
+        // --broker wins over the environment.
+        let b = broker(&["--broker", "redis://x", "/m"], Some("redis://y"));
+        assert_eq!(b.url, "redis://x");
+    }
+
+    #[test]
+    fn broker_refusals() {
+        let err = |args: &[&str]| settings(args).unwrap_err();
+        assert!(err(&["--node", "a", "/m"]).contains("--node needs a broker"));
+        assert!(err(&["--lease", "5", "/m"]).contains("--lease needs a broker"));
+        assert!(err(&["-o", "node=a", "/m"]).contains("IPCFS_BROKER_URL"));
+        assert!(err(&["--broker", "http://h", "/m"]).contains("redis:// or rediss://"));
+        // The refused URL is not echoed: it may hold a password.
+        assert!(!err(&["--broker", "http://u:pw@h", "/m"]).contains("pw"));
+        assert!(err(&["--broker", "redis://", "/m"]).contains("no host"));
+        let url = ["--broker", "redis://h"];
+        let with = |more: &[&str]| {
+            let mut v = url.to_vec();
+            v.extend_from_slice(more);
+            v.push("/m");
+            settings(&v)
+        };
+        for bad in ["", "a b", "a/b", "a:b", "é", &"x".repeat(65)] {
+            let e = with(&["--node", bad]).unwrap_err();
+            assert!(e.contains("a node name is 1 to 64"), "{bad:?}: {e}");
+        }
+        assert_eq!(
+            with(&["--node", &"x".repeat(64)])
+                .unwrap()
+                .broker
+                .unwrap()
+                .node
+                .len(),
+            64
+        );
+        assert!(with(&["--node", "A-z.0_9"]).is_ok());
+        for bad in ["0.1", "0", "-1", "ten", "nan", "inf", "1e9"] {
+            let e = with(&[&format!("--lease={bad}")]).unwrap_err();
+            assert!(e.starts_with(&format!("--lease {bad}: ")), "{bad}: {e}");
+        }
+        assert_eq!(
+            with(&["--lease", "0.2"]).unwrap().broker.unwrap().lease,
+            Duration::from_millis(200)
+        );
+        // A host name that is not a node name: say so, and what to do.
+        let cli = Cli::try_parse_from(["ipcfs", "--broker", "redis://h", "/m"]).unwrap();
+        let e = Settings::from_cli_env(cli, 1_044_480, None, || Ok("my host".into())).unwrap_err();
+        assert!(e.contains("host name") && e.contains("--node NAME"), "{e}");
+    }
+
+    #[test]
+    fn help_lists_the_broker_options() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        for opt in [
+            "--broker <URL>",
+            "--node <NAME>",
+            "--lease <SECONDS>",
+            "IPCFS_BROKER_URL",
+        ] {
+            assert!(help.contains(opt), "--help lacks {opt}:\n{help}");
+        }
     }
 
     #[test]

@@ -37,7 +37,7 @@ impl Daemon {
         };
         let m = Mount::launch(&launch, &argv, mnt.clone(), Some(dir));
         let mut reg = lock(&REG);
-        reg.daemon = Some(m.daemon_pid() as i32);
+        reg.daemons.push(m.daemon_pid() as i32);
         reg.mounts.push(mnt.clone());
         reg.dirs.push(mnt);
         Ok(Daemon { m })
@@ -71,8 +71,9 @@ impl Drop for Daemon {
                 );
             }
         }
+        let pid = self.pid();
         let mut reg = lock(&REG);
-        reg.daemon = None;
+        reg.daemons.retain(|&p| p != pid);
         reg.mounts.retain(|m| m != self.m.path());
         reg.dirs.retain(|d| d != self.m.path());
     }

@@ -46,6 +46,7 @@ macro_rules! progress {
 }
 
 // The tests' mount harness: it starts, awaits and cleans up the daemon here too.
+mod broker;
 #[path = "../../tests/common/mod.rs"]
 mod common;
 mod daemon;
@@ -60,6 +61,7 @@ mod sys;
 mod vias;
 mod watchdog;
 
+use broker::broker_rows;
 use daemon::Daemon;
 use endpoints::{H, Kind, Rx, Tx};
 use floor::FloorMount;
@@ -237,6 +239,7 @@ fn run(quick: bool) -> Result<(), String> {
     fan_rows(&mut ctx, &plan);
     shell_rows(&mut ctx, &plan);
     many_rows(&mut ctx, &plan);
+    broker_rows(&bin, &plan, DAEMON_MAX_MEMORY, max_msg);
 
     let pid = daemon.pid();
     lock(&EXTRA).push(format!(

@@ -17,6 +17,8 @@ pub(crate) enum Group {
     Fan,
     Shell,
     Many,
+    /// Through a Redis broker: the baseline and two broker mounts.
+    Broker,
 }
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -54,7 +56,8 @@ pub(crate) struct Row {
 
 #[derive(Default)]
 pub(crate) struct Registry {
-    pub(crate) daemon: Option<i32>,
+    /// The ipcfs daemons running now (the main mount, broker mounts).
+    pub(crate) daemons: Vec<i32>,
     pub(crate) mounts: Vec<PathBuf>,
     pub(crate) dirs: Vec<PathBuf>,
     pub(crate) files: Vec<PathBuf>,
@@ -64,7 +67,7 @@ pub(crate) struct Registry {
 }
 
 pub(crate) static REG: Mutex<Registry> = Mutex::new(Registry {
-    daemon: None,
+    daemons: Vec::new(),
     mounts: Vec::new(),
     dirs: Vec::new(),
     files: Vec::new(),

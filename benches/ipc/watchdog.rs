@@ -95,7 +95,7 @@ pub(crate) fn emergency_cleanup() {
     for &pid in &reg.pids {
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
-    if let Some(pid) = reg.daemon {
+    for &pid in &reg.daemons {
         // Its /dev/fuse closes with it: blocked callers get ENOTCONN.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }

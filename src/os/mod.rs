@@ -2,6 +2,7 @@
 //! and `/proc`), and whether the mount is still there. Every function here
 //! makes system calls; the core asks through [`crate::hub::process::Processes`].
 
+pub mod host;
 pub mod mountinfo;
 pub mod pidfd;
 pub mod pidns;
