@@ -1,0 +1,675 @@
+//! `RedisStore` (the broker of ipcfs(7), ACROSS HOSTS) against a real
+//! redis-server: two stores with different node names on one server are
+//! two hosts. Each test starts its own server; every wait has a deadline.
+
+mod common;
+
+use std::ffi::OsString;
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use common::{Redis, RedisConfig, free_port, wait_until};
+use ipcfs::broker::{RedisStore, redact};
+use ipcfs::hub::MailboxId;
+use ipcfs::hub::errno::Errno;
+use ipcfs::hub::framing::Framing;
+use ipcfs::hub::message::ReceiptTag;
+use ipcfs::hub::policy::{Policy, Rule};
+use ipcfs::hub::receiver_rule::Role;
+use ipcfs::hub::store::{Event, Outgoing, Reader, Received, Sent, Store};
+use ipcfs::hub::tree::Attr;
+
+const LONG: Duration = Duration::from_secs(10);
+const EVENT: Duration = Duration::from_secs(5);
+
+/// One daemon's store, with its pump running on a thread and its events
+/// collected through a channel.
+struct Node {
+    store: Arc<RedisStore>,
+    events: Receiver<Event>,
+    pump: Option<JoinHandle<()>>,
+}
+
+impl Node {
+    fn start(url: &str, name: &str, lease: Duration) -> Node {
+        let store = Arc::new(
+            RedisStore::connect(url, name, lease).unwrap_or_else(|e| panic!("connect {name}: {e}")),
+        );
+        let (tx, events) = mpsc::channel();
+        let s = store.clone();
+        let pump = thread::spawn(move || {
+            s.pump(&mut |e| {
+                let _ = tx.send(e);
+            })
+        });
+        Node {
+            store,
+            events,
+            pump: Some(pump),
+        }
+    }
+
+    /// The first event `want` accepts (others are skipped), within `EVENT`.
+    fn expect(&self, what: &str, want: impl Fn(&Event) -> bool) -> Event {
+        let deadline = Instant::now() + EVENT;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(e) if want(&e) => return e,
+                Ok(e) => seen.push(e),
+                Err(_) => panic!("no {what} within {EVENT:?}; saw {seen:?}"),
+            }
+        }
+    }
+
+    /// Events arriving within `d`.
+    fn drain(&self, d: Duration) -> Vec<Event> {
+        let deadline = Instant::now() + d;
+        let mut out = Vec::new();
+        while let Ok(e) = self
+            .events
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            out.push(e);
+        }
+        out
+    }
+}
+
+impl std::ops::Deref for Node {
+    type Target = RedisStore;
+    fn deref(&self) -> &RedisStore {
+        &self.store
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.store.stop();
+        if let Some(p) = self.pump.take() {
+            // The pump sees stop within its XREAD block (1 s) or nap.
+            let deadline = Instant::now() + LONG;
+            while !p.is_finished() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(10));
+            }
+            if p.is_finished() && !thread::panicking() {
+                p.join().expect("the pump panicked");
+            }
+        }
+    }
+}
+
+fn policy(rule: Rule, capacity: Option<usize>) -> Policy {
+    Policy {
+        rule,
+        capacity,
+        max_message_size: 65536,
+    }
+}
+
+fn dir() -> Attr {
+    Attr {
+        mode: 0o755,
+        uid: 1000,
+        gid: 1000,
+    }
+}
+
+fn name(s: &str) -> OsString {
+    OsString::from(s)
+}
+
+fn mk(n: &Node, s: &str, p: Policy) -> MailboxId {
+    n.mkdir(0, &name(s), dir(), &p).expect("mkdir")
+}
+
+fn out(bytes: &[u8]) -> Outgoing {
+    Outgoing {
+        bytes: bytes.to_vec(),
+        receipt: None,
+    }
+}
+
+fn reader(wid: u64, pid: u32) -> Reader {
+    Reader {
+        wid,
+        pid,
+        size: 4096,
+        framing: Framing::Stream,
+        nonblock: false,
+    }
+}
+
+fn nonblock(wid: u64, pid: u32) -> Reader {
+    Reader {
+        nonblock: true,
+        ..reader(wid, pid)
+    }
+}
+
+fn errno_of<T: std::fmt::Debug>(r: ipcfs::hub::errno::Result<T>) -> &'static str {
+    match r {
+        Ok(v) => panic!("expected an error, got {v:?}"),
+        Err(e) => e.errno.name(),
+    }
+}
+
+/// Takes one message now, acks it, returns its bytes.
+fn take(n: &Node, id: MailboxId, pid: u32) -> Vec<u8> {
+    match n.receive(id, &nonblock(900, pid)).expect("receive") {
+        Received::Messages { mut msgs, flight } => {
+            n.ack(&flight).expect("ack");
+            assert_eq!(msgs.len(), 1, "one message per stream read");
+            msgs.remove(0)
+        }
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
+#[test]
+fn redact_hides_the_password_only() {
+    assert_eq!(redact("redis://u:pw@h:6379/2"), "redis://u@h:6379/2");
+    assert_eq!(redact("rediss://:pw@h:6380"), "rediss://h:6380");
+    assert_eq!(redact("redis://h:6379"), "redis://h:6379");
+    assert_eq!(redact("redis://u@h"), "redis://u@h");
+}
+
+#[test]
+fn connect_errors_are_sentences_without_the_password() {
+    let port = free_port();
+    let url = format!("redis://u:secret@127.0.0.1:{port}");
+    let e = RedisStore::connect(&url, "a", Duration::from_secs(10))
+        .err()
+        .expect("no server: refused");
+    assert!(
+        e.starts_with(&format!(
+            "cannot reach the broker at redis://u@127.0.0.1:{port}: "
+        )),
+        "{e}"
+    );
+    assert!(!e.contains("secret"), "{e}");
+
+    let r = Redis::with(RedisConfig {
+        password: Some("right".into()),
+        ..Default::default()
+    });
+    let wrong = format!("redis://:wrong@127.0.0.1:{}", r.port());
+    let e = RedisStore::connect(&wrong, "a", Duration::from_secs(10))
+        .err()
+        .expect("wrong password: refused");
+    assert!(
+        e.starts_with(&format!(
+            "the broker at redis://127.0.0.1:{} refused the password: ",
+            r.port()
+        )),
+        "{e}"
+    );
+    assert!(!e.contains("wrong"), "{e}");
+
+    let a = Node::start(&r.url(), "a", Duration::from_secs(10));
+    let e = RedisStore::connect(&r.url(), "a", Duration::from_secs(10))
+        .err()
+        .expect("a live node name: refused");
+    assert_eq!(
+        e,
+        format!(
+            "node \"a\" is already served by a live daemon on the broker at redis://127.0.0.1:{} \
+             (its lease ends within 10 s)",
+            r.port()
+        )
+    );
+    drop(a);
+    // Stopped: the name is free at once.
+    drop(Node::start(&r.url(), "a", Duration::from_secs(10)));
+
+    // Not stopped, not renewed: free once its lease ran out.
+    let gone = RedisStore::connect(&r.url(), "x", Duration::from_millis(300)).expect("x");
+    std::mem::forget(gone);
+    assert!(RedisStore::connect(&r.url(), "x", Duration::from_secs(10)).is_err());
+    wait_until(LONG, "the name x is free again", || {
+        RedisStore::connect(&r.url(), "x", Duration::from_secs(10)).is_ok()
+    });
+}
+
+#[test]
+fn the_tree_is_shared_and_changes_reach_the_other_node() {
+    let r = Redis::start();
+    let a = Node::start(&r.url(), "a", LONG);
+    let b = Node::start(&r.url(), "b", LONG);
+    let id = mk(&a, "box", policy(Rule::Exclusive, Some(7)));
+    b.expect("TreeChanged on b", |e| *e == Event::TreeChanged);
+    let tree = b.tree().unwrap();
+    assert_eq!(tree.len(), 1);
+    let m = &tree[0];
+    assert_eq!((m.id, m.parent, m.name.clone()), (id, 0, name("box")));
+    assert_eq!(m.policy, policy(Rule::Exclusive, Some(7)));
+    assert_eq!(m.dir, dir());
+    assert_eq!(m.files[0].uid, 1000);
+
+    assert_eq!(
+        errno_of(b.mkdir(0, &name("box"), dir(), &policy(Rule::Arbitrary, None))),
+        "EEXIST"
+    );
+    assert_eq!(
+        errno_of(b.mkdir(99, &name("x"), dir(), &policy(Rule::Arbitrary, None))),
+        "ENOENT"
+    );
+    let sub = b
+        .mkdir(id, &name("sub"), dir(), &policy(Rule::Arbitrary, None))
+        .unwrap();
+    assert_eq!(
+        errno_of(b.rename(0, &name("box"), sub, &name("x"))),
+        "EINVAL"
+    );
+    b.rename(0, &name("box"), 0, &name("renamed")).unwrap();
+    a.expect("TreeChanged on a", |e| *e == Event::TreeChanged);
+    let names: Vec<_> = a.tree().unwrap().into_iter().map(|m| m.name).collect();
+    assert!(
+        names.contains(&name("renamed")) && !names.contains(&name("box")),
+        "{names:?}"
+    );
+
+    let p = policy(Rule::Pair, None);
+    a.set_policy(id, &p).unwrap();
+    let files = [Attr {
+        mode: 0o600,
+        uid: 5,
+        gid: 6,
+    }; 6];
+    a.set_attrs(
+        id,
+        Attr {
+            mode: 0o700,
+            uid: 5,
+            gid: 6,
+        },
+        files,
+    )
+    .unwrap();
+    let m = b.tree().unwrap().into_iter().find(|m| m.id == id).unwrap();
+    assert_eq!((m.policy, m.dir.mode, m.files), (p, 0o700, files));
+
+    assert_eq!(errno_of(b.rmdir(0, &name("renamed"))), "ENOTEMPTY");
+    assert_eq!(b.rmdir(id, &name("sub")).unwrap(), sub);
+    assert_eq!(b.rmdir(0, &name("renamed")).unwrap(), id);
+    a.expect("Removed on a", |e| *e == Event::Removed { mailbox: id });
+    assert!(a.tree().unwrap().is_empty());
+    assert_eq!(errno_of(a.send(id, 1, &[out(b"x")], false)), "EIDRM");
+    assert_eq!(errno_of(a.rmdir(0, &name("renamed"))), "ENOENT");
+}
+
+#[test]
+fn a_message_sent_on_a_is_received_on_b_and_its_receipt_names_b() {
+    let r = Redis::start();
+    let a = Node::start(&r.url(), "a", LONG);
+    let b = Node::start(&r.url(), "b", LONG);
+    let id = mk(&a, "box", policy(Rule::Arbitrary, None));
+    let tag = ReceiptTag { handle: 3, seq: 1 };
+    let m = Outgoing {
+        bytes: b"hello\n\0bin".to_vec(),
+        receipt: Some(tag),
+    };
+    assert_eq!(a.send(id, 1, &[m], false).unwrap(), Sent::Accepted);
+    b.open(id, 42, Role::Recv).unwrap();
+    let Received::Messages { msgs, flight } = b.receive(id, &reader(7, 42)).unwrap() else {
+        panic!("a queued message")
+    };
+    assert_eq!(msgs, vec![b"hello\n\0bin".to_vec()]);
+    b.ack(&flight).unwrap();
+    let e = a.expect("Receipt on a", |e| matches!(e, Event::Receipt { .. }));
+    assert_eq!(
+        e,
+        Event::Receipt {
+            tag,
+            pid: 42,
+            node: "b".into()
+        }
+    );
+
+    // Nothing queued: b parks, and a's send reaches its pump.
+    assert_eq!(b.receive(id, &reader(8, 42)).unwrap(), Received::Parked);
+    let tag2 = ReceiptTag { handle: 3, seq: 2 };
+    let m = Outgoing {
+        bytes: b"two".to_vec(),
+        receipt: Some(tag2),
+    };
+    assert_eq!(a.send(id, 2, &[m], false).unwrap(), Sent::Accepted);
+    let e = b.expect("Deliver on b", |e| matches!(e, Event::Deliver { .. }));
+    let Event::Deliver {
+        mailbox,
+        wid,
+        msgs,
+        flight,
+    } = e
+    else {
+        unreachable!()
+    };
+    assert_eq!((mailbox, wid, msgs), (id, 8, vec![b"two".to_vec()]));
+    b.ack(&flight).unwrap();
+    let e = a.expect("Receipt on a", |e| matches!(e, Event::Receipt { .. }));
+    assert_eq!(
+        e,
+        Event::Receipt {
+            tag: tag2,
+            pid: 42,
+            node: "b".into()
+        }
+    );
+    let st = a.status(id).unwrap();
+    assert_eq!(
+        (st.sent, st.received, st.messages, st.receivers),
+        (2, 2, 0, 1)
+    );
+    assert_eq!(b.receive(id, &nonblock(9, 42)).unwrap(), Received::Empty);
+}
+
+#[test]
+fn packets_and_batch_take_what_fits() {
+    let r = Redis::start();
+    let a = Node::start(&r.url(), "a", LONG);
+    let id = mk(&a, "box", policy(Rule::Arbitrary, None));
+    let three = [out(&[1; 10]), out(&[2; 10]), out(&[3; 30])];
+    assert_eq!(a.send(id, 1, &three, false).unwrap(), Sent::Accepted);
+    let small = Reader {
+        size: 5,
+        framing: Framing::Packet,
+        ..nonblock(1, 1)
+    };
+    assert_eq!(a.receive(id, &small).unwrap(), Received::TooBig(10));
+    let batch = Reader {
+        size: 3,
+        framing: Framing::Batch,
+        ..nonblock(1, 1)
+    };
+    assert_eq!(a.receive(id, &batch).unwrap(), Received::TooBig(10));
+    let batch = Reader {
+        size: 30,
+        framing: Framing::Batch,
+        ..nonblock(1, 1)
+    };
+    let Received::Messages { msgs, flight } = a.receive(id, &batch).unwrap() else {
+        panic!()
+    };
+    assert_eq!(msgs, vec![vec![1; 10], vec![2; 10]]);
+    a.ack(&flight).unwrap();
+    let packet = Reader {
+        size: 30,
+        framing: Framing::Packet,
+        ..nonblock(1, 1)
+    };
+    let Received::Messages { msgs, .. } = a.receive(id, &packet).unwrap() else {
+        panic!()
+    };
+    assert_eq!(msgs, vec![vec![3; 30]]);
+    let big = Policy {
+        max_message_size: 8,
+        ..policy(Rule::Arbitrary, None)
+    };
+    a.set_policy(id, &big).unwrap();
+    assert_eq!(errno_of(a.send(id, 1, &[out(&[0; 9])], false)), "EMSGSIZE");
+}
+
+#[test]
+fn the_reader_waiting_longest_across_nodes_gets_the_message() {
+    let r = Redis::start();
+    let a = Node::start(&r.url(), "a", LONG);
+    let b = Node::start(&r.url(), "b", LONG);
+    let id = mk(&a, "box", policy(Rule::Arbitrary, None));
+    assert_eq!(a.receive(id, &reader(1, 10)).unwrap(), Received::Parked);
+    assert_eq!(b.receive(id, &reader(2, 20)).unwrap(), Received::Parked);
+    // Listing a reader again does not move it behind others twice.
+    assert_eq!(a.receive(id, &reader(1, 10)).unwrap(), Received::Parked);
+    assert_eq!(a.status(id).unwrap().receivers_waiting, 2);
+    b.send(id, 5, &[out(b"m1")], false).unwrap();
+    // a re-listed wid 1 after b: b waited longest now.
+    let e = b.expect("Deliver on b", |e| matches!(e, Event::Deliver { .. }));
+    assert!(
+        matches!(&e, Event::Deliver { wid: 2, msgs, .. } if msgs == &vec![b"m1".to_vec()]),
+        "{e:?}"
+    );
+    a.send(id, 6, &[out(b"m2")], false).unwrap();
+    let e = a.expect("Deliver on a", |e| matches!(e, Event::Deliver { .. }));
+    assert!(
+        matches!(&e, Event::Deliver { wid: 1, msgs, .. } if msgs == &vec![b"m2".to_vec()]),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn a_full_mailbox_blocks_the_sender_until_a_receive_makes_room() {
+    let r = Redis::start();
+    let a = Node::start(&r.url(), "a", LONG);
+    let b = Node::start(&r.url(), "b", LONG);
+    let id = mk(&a, "box", policy(Rule::Arbitrary, Some(1)));
+    assert_eq!(a.send(id, 1, &[out(b"m1")], false).unwrap(), Sent::Accepted);
+    assert_eq!(errno_of(a.send(id, 2, &[out(b"m2")], true)), "EAGAIN");
+    assert_eq!(a.send(id, 2, &[out(b"m2")], false).unwrap(), Sent::Full);
+    assert_eq!(a.status(id).unwrap().senders_waiting, 1);
+    assert_eq!(take(&b, id, 20), b"m1");
+    a.expect("Room on a", |e| *e == Event::Room { mailbox: id });
+    assert_eq!(a.send(id, 2, &[out(b"m2")], false).unwrap(), Sent::Accepted);
+    // A batch is all or none.
+    assert_eq!(
+        a.send(id, 3, &[out(b"x"), out(b"y")], false).unwrap(),
+        Sent::Full
+    );
+    a.cancel_send(id, 3).unwrap();
+    assert_eq!(a.status(id).unwrap().senders_waiting, 0);
+    assert_eq!(a.status(id).unwrap().messages, 1);
+}
+
+#[test]
+fn a_rendezvous_accepts_only_what_waiting_readers_take() {
+    let r = Redis::start();
+    let a = Node::start(&r.url(), "a", LONG);
+    let b = Node::start(&r.url(), "b", LONG);
+    let id = mk(&a, "box", policy(Rule::Arbitrary, Some(0)));
+    assert_eq!(errno_of(a.send(id, 1, &[out(b"m")], true)), "EAGAIN");
+    assert_eq!(a.send(id, 1, &[out(b"m")], false).unwrap(), Sent::Full);
+    assert_eq!(b.receive(id, &reader(4, 20)).unwrap(), Received::Parked);
+    a.expect("Room on a", |e| *e == Event::Room { mailbox: id });
+    // One reader waits: two messages are one too many.
+    assert_eq!(
+        a.send(id, 1, &[out(b"m"), out(b"n")], false).unwrap(),
+        Sent::Full
+    );
+    assert_eq!(a.send(id, 1, &[out(b"m")], false).unwrap(), Sent::Accepted);
+    let e = b.expect("Deliver on b", |e| matches!(e, Event::Deliver { .. }));
+    assert!(matches!(&e, Event::Deliver { wid: 4, .. }), "{e:?}");
+    assert_eq!(a.status(id).unwrap().messages, 0);
+}
+
+#[test]
+fn exclusive_and_pair_hold_across_nodes_until_close_or_exit() {
+    let r = Redis::start();
+    let a = Node::start(&r.url(), "a", LONG);
+    let b = Node::start(&r.url(), "b", LONG);
+    let ex = mk(&a, "ex", policy(Rule::Exclusive, None));
+    a.open(ex, 10, Role::Recv).unwrap();
+    a.open(ex, 10, Role::Recv).unwrap();
+    b.open(ex, 20, Role::Send).unwrap();
+    assert_eq!(errno_of(b.open(ex, 20, Role::Recv)), "EBUSY");
+    assert_eq!(errno_of(a.open(ex, 11, Role::Recv)), "EBUSY");
+    assert_eq!(b.status(ex).unwrap().holders, vec![(10, "a".to_string())]);
+    a.close(ex, 10, Role::Recv, false).unwrap();
+    assert_eq!(errno_of(b.open(ex, 20, Role::Recv)), "EBUSY");
+    a.close(ex, 10, Role::Recv, false).unwrap();
+    b.open(ex, 20, Role::Recv).unwrap();
+
+    let pair = mk(&a, "pair", policy(Rule::Pair, None));
+    a.open(pair, 1, Role::Send).unwrap();
+    b.open(pair, 2, Role::Recv).unwrap();
+    assert_eq!(errno_of(a.open(pair, 3, Role::Recv)), "EBUSY");
+    assert_eq!(errno_of(b.open(pair, 4, Role::Send)), "EBUSY");
+    b.close(pair, 2, Role::Recv, false).unwrap();
+    assert_eq!(errno_of(a.open(pair, 3, Role::Recv)), "EBUSY");
+    b.close(pair, 2, Role::Recv, true).unwrap();
+    a.open(pair, 3, Role::Recv).unwrap();
+}
+
+#[test]
+fn a_late_delivery_to_a_reader_that_gave_up_goes_back_to_the_head() {
+    let r = Redis::start();
+    let a = Node::start(&r.url(), "a", LONG);
+    let b = Node::start(&r.url(), "b", LONG);
+    let id = mk(&a, "box", policy(Rule::Arbitrary, None));
+    assert_eq!(b.receive(id, &reader(3, 20)).unwrap(), Received::Parked);
+    a.send(id, 1, &[out(b"first")], false).unwrap();
+    // Too late: the message is already on its way to b.
+    b.cancel_receive(id, 3).unwrap();
+    a.send(id, 1, &[out(b"second")], false).unwrap();
+    let e = b.expect("Deliver on b", |e| matches!(e, Event::Deliver { .. }));
+    let Event::Deliver { flight, .. } = e else {
+        unreachable!()
+    };
+    b.give_back(id, &flight).unwrap();
+    assert_eq!(take(&a, id, 10), b"first");
+    assert_eq!(take(&a, id, 10), b"second");
+
+    // Cancelled in time: the next send is queued, not delivered.
+    assert_eq!(b.receive(id, &reader(4, 20)).unwrap(), Received::Parked);
+    b.cancel_receive(id, 4).unwrap();
+    a.send(id, 1, &[out(b"third")], false).unwrap();
+    assert_eq!(take(&a, id, 10), b"third");
+}
+
+#[test]
+fn a_node_whose_lease_ran_out_is_reaped_by_another_nodes_heartbeat() {
+    let r = Redis::start();
+    let a = Node::start(&r.url(), "a", Duration::from_millis(500));
+    let b = Node::start(&r.url(), "b", LONG);
+    let ex = mk(&b, "ex", policy(Rule::Exclusive, None));
+    let q = mk(&b, "q", policy(Rule::Arbitrary, None));
+    a.open(ex, 10, Role::Recv).unwrap();
+    b.send(q, 1, &[out(b"m1"), out(b"m2")], false).unwrap();
+    // a takes m1 and never acks it; it also waits on ex.
+    let Received::Messages { msgs, .. } = a.receive(q, &reader(1, 10)).unwrap() else {
+        panic!()
+    };
+    assert_eq!(msgs, vec![b"m1".to_vec()]);
+    assert_eq!(a.receive(ex, &reader(2, 10)).unwrap(), Received::Parked);
+    assert_eq!(errno_of(b.open(ex, 20, Role::Recv)), "EBUSY");
+    // a stops renewing; b's heartbeat reaps it once its lease is over.
+    thread::sleep(Duration::from_millis(600));
+    b.heartbeat().unwrap();
+    assert!(!r.cli(&["SMEMBERS", "ipcfs:nodes"]).contains('a'));
+    b.open(ex, 20, Role::Recv).unwrap();
+    assert_eq!(b.status(ex).unwrap().receivers_waiting, 0);
+    assert_eq!(take(&b, q, 20), b"m1");
+    assert_eq!(take(&b, q, 20), b"m2");
+}
+
+#[test]
+fn a_node_that_lost_its_lease_is_fenced_and_registers_anew() {
+    let r = Redis::start();
+    let a = Node::start(&r.url(), "a", Duration::from_millis(300));
+    let id = mk(&a, "box", policy(Rule::Arbitrary, None));
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(errno_of(a.send(id, 1, &[out(b"x")], false)), "ESTALE");
+    assert_eq!(errno_of(a.tree()), "ESTALE");
+    // The heartbeat registers a new incarnation and says ESTALE once.
+    assert_eq!(errno_of(a.heartbeat()), "ESTALE");
+    assert_eq!(a.send(id, 1, &[out(b"x")], false).unwrap(), Sent::Accepted);
+    a.heartbeat().unwrap();
+    assert_eq!(a.status(id).unwrap().messages, 1);
+    // The pump says so within its read block (1 s; the 0.3 s lease of the
+    // new incarnation may be over again by then).
+    a.expect("Fenced on a", |e| *e == Event::Fenced);
+}
+
+#[test]
+fn a_broker_out_of_memory_refuses_with_enobufs() {
+    let r = Redis::with(RedisConfig {
+        maxmemory: Some(2 << 20),
+        ..Default::default()
+    });
+    let a = Node::start(&r.url(), "a", LONG);
+    let id = mk(&a, "box", policy(Rule::Arbitrary, None));
+    let big = vec![7u8; 60_000];
+    let mut sent = 0;
+    let refusal = loop {
+        match a.send(id, 1, &[out(&big)], false) {
+            Ok(Sent::Accepted) => sent += 1,
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => break e,
+        }
+        assert!(
+            sent < 200,
+            "the broker took {sent} messages of 60 kB past its 2 MiB"
+        );
+    };
+    assert_eq!(
+        refusal.errno,
+        Errno::ENOBUFS,
+        "after {sent} messages: {refusal}"
+    );
+    assert!(sent > 0);
+    // What was accepted stays whole and receivable.
+    assert_eq!(take(&a, id, 1), big);
+    assert_eq!(a.status(id).unwrap().messages, sent - 1);
+}
+
+#[test]
+fn a_broker_that_is_gone_or_stopped_fails_calls_within_the_timeout() {
+    let mut r = Redis::start();
+    let a = Node::start(&r.url(), "a", LONG);
+    mk(&a, "box", policy(Rule::Arbitrary, None));
+
+    // Stopped (SIGSTOP): the exchange times out.
+    let pid = r.pid().unwrap() as i32;
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let t = Instant::now();
+    let e = a.tree();
+    let took = t.elapsed();
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    assert_eq!(errno_of(e), "EHOSTUNREACH");
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    assert!(!a.reachable());
+    a.tree().unwrap();
+
+    r.kill();
+    let t = Instant::now();
+    assert_eq!(
+        errno_of(a.mkdir(0, &name("x"), dir(), &policy(Rule::Arbitrary, None))),
+        "EHOSTUNREACH"
+    );
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    assert!(!a.reachable());
+    a.expect("Unreachable on a", |e| *e == Event::Unreachable);
+    r.restart();
+    // Without persistence the lease went with the data: fenced, then back.
+    a.expect("Fenced on a", |e| *e == Event::Fenced);
+    a.expect("Reachable on a", |e| *e == Event::Reachable);
+    assert!(a.reachable());
+    assert!(a.tree().unwrap().is_empty());
+    let unreachable = a.drain(Duration::from_millis(200));
+    assert!(
+        !unreachable.contains(&Event::Unreachable),
+        "{unreachable:?}"
+    );
+}
+
+#[test]
+fn with_aof_queued_messages_survive_a_broker_restart_in_order() {
+    let mut r = Redis::with(RedisConfig {
+        aof: true,
+        ..Default::default()
+    });
+    let a = Node::start(&r.url(), "a", LONG);
+    let b = Node::start(&r.url(), "b", LONG);
+    let id = mk(&a, "box", policy(Rule::Arbitrary, None));
+    for m in [&b"m1"[..], b"m2", b"m3"] {
+        a.send(id, 1, &[out(m)], false).unwrap();
+    }
+    r.restart();
+    a.expect("Reachable on a", |e| *e == Event::Reachable);
+    b.expect("Reachable on b", |e| *e == Event::Reachable);
+    // The scripts are loaded again by the client (NOSCRIPT -> EVAL).
+    assert_eq!(take(&b, id, 20), b"m1");
+    assert_eq!(take(&b, id, 20), b"m2");
+    assert_eq!(take(&b, id, 20), b"m3");
+    assert_eq!(b.tree().unwrap().len(), 1);
+}
