@@ -673,3 +673,52 @@ fn with_aof_queued_messages_survive_a_broker_restart_in_order() {
     assert_eq!(take(&b, id, 20), b"m3");
     assert_eq!(b.tree().unwrap().len(), 1);
 }
+
+#[test]
+fn broadcast_is_refused_on_the_broker() {
+    let r = Redis::start();
+    let a = Node::start(&r.url(), "a", LONG);
+    let e = a.mkdir(0, &name("b"), dir(), &policy(Rule::Broadcast, None));
+    assert_eq!(errno_of(e), "EOPNOTSUPP");
+    let id = mk(&a, "box", policy(Rule::Arbitrary, None));
+    assert_eq!(
+        errno_of(a.set_policy(id, &policy(Rule::Broadcast, None))),
+        "EOPNOTSUPP"
+    );
+    assert_eq!(a.tree().unwrap()[0].policy.rule, Rule::Arbitrary);
+}
+
+#[test]
+fn an_acl_user_limited_to_the_ipcfs_keys_can_do_everything() {
+    let r = Redis::start();
+    let ok = r.cli(&[
+        "ACL", "SETUSER", "ipcfs", "on", ">s3cret", "~ipcfs:*", "~{m:*", "+@all",
+    ]);
+    assert_eq!(ok.trim(), "OK");
+    let url = format!("redis://ipcfs:s3cret@127.0.0.1:{}", r.port());
+    let a = Node::start(&url, "a", LONG);
+    let b = Node::start(&url, "b", LONG);
+    assert_eq!(a.url(), format!("redis://ipcfs@127.0.0.1:{}", r.port()));
+    let id = mk(&a, "box", policy(Rule::Arbitrary, Some(4)));
+    assert_eq!(b.receive(id, &reader(1, 2)).unwrap(), Received::Parked);
+    a.send(id, 1, &[out(b"hi")], false).unwrap();
+    let e = b.expect("Deliver on b", |e| matches!(e, Event::Deliver { .. }));
+    let Event::Deliver { flight, .. } = e else {
+        unreachable!()
+    };
+    b.ack(&flight).unwrap();
+    b.heartbeat().unwrap();
+    assert_eq!(b.status(id).unwrap().received, 1);
+
+    let wrong = format!("redis://ipcfs:nope@127.0.0.1:{}", r.port());
+    let e = RedisStore::connect(&wrong, "c", LONG)
+        .err()
+        .expect("refused");
+    assert!(
+        e.starts_with(&format!(
+            "the broker at redis://ipcfs@127.0.0.1:{} refused the password: ",
+            r.port()
+        )),
+        "{e}"
+    );
+}
