@@ -543,7 +543,12 @@ fn a_node_whose_lease_ran_out_is_reaped_by_another_nodes_heartbeat() {
     let b = Node::start(&r.url(), "b", LONG);
     let ex = mk(&b, "ex", policy(Rule::Exclusive, None));
     let q = mk(&b, "q", policy(Rule::Arbitrary, None));
+    let all = mk(&b, "all", policy(Rule::Broadcast, None));
     a.open(ex, 10, Role::Recv).unwrap();
+    a.open(all, 10, Role::Recv).unwrap();
+    b.open(all, 20, Role::Recv).unwrap();
+    b.send(all, 1, &[out(b"copy")], false).unwrap();
+    assert_eq!(b.status(all).unwrap().messages, 2);
     b.send(q, 1, &[out(b"m1"), out(b"m2")], false).unwrap();
     // a takes m1 and never acks it; it also waits on ex.
     let Received::Messages { msgs, .. } = a.receive(q, &reader(1, 10)).unwrap() else {
@@ -560,6 +565,13 @@ fn a_node_whose_lease_ran_out_is_reaped_by_another_nodes_heartbeat() {
     assert_eq!(b.status(ex).unwrap().receivers_waiting, 0);
     assert_eq!(take(&b, q, 20), b"m1");
     assert_eq!(take(&b, q, 20), b"m2");
+    // a's copy went with it; b's stays.
+    assert_eq!(b.status(all).unwrap().messages, 1);
+    assert_eq!(b.status(all).unwrap().receivers, 1);
+    assert_eq!(
+        r.cli(&["EXISTS", "ipcfs:inbox:a", "ipcfs:seen:a"]).trim(),
+        "0"
+    );
 }
 
 #[test]
@@ -675,17 +687,79 @@ fn with_aof_queued_messages_survive_a_broker_restart_in_order() {
 }
 
 #[test]
-fn broadcast_is_refused_on_the_broker() {
+fn broadcast_gives_every_receiving_process_its_own_copy() {
     let r = Redis::start();
     let a = Node::start(&r.url(), "a", LONG);
-    let e = a.mkdir(0, &name("b"), dir(), &policy(Rule::Broadcast, None));
-    assert_eq!(errno_of(e), "EOPNOTSUPP");
-    let id = mk(&a, "box", policy(Rule::Arbitrary, None));
+    let b = Node::start(&r.url(), "b", LONG);
+    let id = mk(&a, "box", policy(Rule::Broadcast, Some(1)));
+    // Sent before anybody receives: it waits for the first reader.
+    b.send(id, 1, &[out(b"early")], false).unwrap();
+    a.open(id, 10, Role::Recv).unwrap();
+    b.open(id, 20, Role::Recv).unwrap();
+    assert_eq!(take(&b, id, 20), b"early");
+    assert_eq!(a.receive(id, &nonblock(1, 10)).unwrap(), Received::Empty);
+
+    assert_eq!(a.receive(id, &reader(1, 10)).unwrap(), Received::Parked);
+    let tag = ReceiptTag { handle: 9, seq: 1 };
+    let m = Outgoing {
+        bytes: b"m1".to_vec(),
+        receipt: Some(tag),
+    };
+    assert_eq!(b.send(id, 2, &[m], false).unwrap(), Sent::Accepted);
+    let e = a.expect("Deliver on a", |e| matches!(e, Event::Deliver { .. }));
+    let Event::Deliver {
+        wid, msgs, flight, ..
+    } = e
+    else {
+        unreachable!()
+    };
+    assert_eq!((wid, msgs), (1, vec![b"m1".to_vec()]));
+    a.ack(&flight).unwrap();
+    // b's own copy was queued for it.
+    assert_eq!(take(&b, id, 20), b"m1");
+    let e = b.expect("Receipt on b", |e| matches!(e, Event::Receipt { .. }));
     assert_eq!(
-        errno_of(a.set_policy(id, &policy(Rule::Broadcast, None))),
-        "EOPNOTSUPP"
+        e,
+        Event::Receipt {
+            tag,
+            pid: 10,
+            node: "a".into()
+        }
     );
-    assert_eq!(a.tree().unwrap()[0].policy.rule, Rule::Arbitrary);
+    let later = b.drain(Duration::from_millis(300));
+    assert!(
+        !later.iter().any(|e| matches!(e, Event::Receipt { .. })),
+        "one receipt: {later:?}"
+    );
+
+    // The capacity is per receiving process.
+    assert_eq!(a.send(id, 3, &[out(b"m2")], false).unwrap(), Sent::Accepted);
+    assert_eq!(a.status(id).unwrap().messages, 2);
+    assert_eq!(a.send(id, 3, &[out(b"m3")], false).unwrap(), Sent::Full);
+    assert_eq!(take(&b, id, 20), b"m2");
+    assert_eq!(errno_of(a.send(id, 3, &[out(b"m3")], true)), "EAGAIN");
+    // A late copy given back goes to the head of its own process's copies.
+    let Received::Messages { msgs, flight } = a.receive(id, &nonblock(4, 10)).unwrap() else {
+        panic!()
+    };
+    assert_eq!(msgs, vec![b"m2".to_vec()]);
+    a.give_back(id, &flight).unwrap();
+    assert_eq!(take(&a, id, 10), b"m2");
+    assert_eq!(a.send(id, 3, &[out(b"m3")], false).unwrap(), Sent::Accepted);
+    // A process that stops receiving drops its copies.
+    b.close(id, 20, Role::Recv, false).unwrap();
+    assert_eq!(a.status(id).unwrap().messages, 1);
+    assert_eq!(take(&a, id, 10), b"m3");
+    // Nothing of the mailbox is left behind it, and the pumps cleared
+    // what they reported.
+    a.send(id, 5, &[out(b"left")], false).unwrap();
+    b.rmdir(0, &name("box")).unwrap();
+    a.expect("Removed on a", |e| *e == Event::Removed { mailbox: id });
+    assert_eq!(r.cli(&["KEYS", "{m:*"]).trim(), "");
+    wait_until(EVENT, "the inboxes are empty", || {
+        r.cli(&["XLEN", "ipcfs:inbox:a"]).trim() == "0"
+            && r.cli(&["XLEN", "ipcfs:inbox:b"]).trim() == "0"
+    });
 }
 
 #[test]

@@ -9,7 +9,13 @@ end
 local f = fields(e[2])
 for _, raw in ipairs(carried(f)) do
   local parts = lines(raw, 3)
-  if parts[2] ~= '' then
+  -- A broadcast message's receipt names the first process that took a
+  -- copy: its mark is taken by the first ack.
+  local first = true
+  if parts[2] ~= '' and f.c and f.c ~= '' then
+    first = redis.call('HDEL', box(f.m) .. ':bt', parts[1] .. ' ' .. parts[2]) == 1
+  end
+  if parts[2] ~= '' and first then
     post(parts[1], 't', 'receipt', 'tag', parts[2], 'pid', f.p, 'node', NODE)
   end
 end

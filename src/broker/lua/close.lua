@@ -16,6 +16,10 @@ local function down(k)
 end
 if role == 'r' then
   down(b .. ':r')
+  if redis.call('HEXISTS', b .. ':r', me) == 0 then
+    -- broadcast: a process that no longer receives drops its copies.
+    redis.call('DEL', copies(id, me))
+  end
   if redis.call('HGET', b, 'rule') == 'exclusive' then
     down(b .. ':h')
   end
@@ -23,5 +27,6 @@ end
 if ARGV[6] == '1' then
   redis.call('HDEL', b .. ':r', me)
   redis.call('HDEL', b .. ':h', me)
+  redis.call('DEL', copies(id, me))
 end
 return 1

@@ -95,14 +95,15 @@ local function room(id)
 end
 
 -- Takes the longest-waiting live reader whose buffer holds len bytes off
--- the list of mailbox id; drops readers of dead nodes on the way.
-local function take_waiter(id, len)
+-- the list of mailbox id (of the receiving process who = "PID NODE" only,
+-- if given); drops readers of dead nodes on the way.
+local function take_waiter(id, len, who)
   local k = box(id) .. ':w'
   for _, w in ipairs(redis.call('LRANGE', k, 0, -1)) do
     local f = lines(w, 5)
     if not alive(f[1]) then
       redis.call('LREM', k, 1, w)
-    elseif fits(f[4], tonumber(f[5]), len) then
+    elseif (not who or who == f[3] .. ' ' .. f[1]) and fits(f[4], tonumber(f[5]), len) then
       redis.call('LREM', k, 1, w)
       return f
     end
@@ -110,9 +111,15 @@ local function take_waiter(id, len)
   return nil
 end
 
--- Hands raws to the waiting reader f (NODE, WID, PID, FRAMING, SIZE).
-local function deliver(id, f, raws)
-  local args = {'t', 'deliver', 'm', id, 'w', f[2], 'p', f[3], 'n', #raws}
+-- broadcast: the copies queued for receiving process who ("PID NODE").
+local function copies(id, who)
+  return box(id) .. ':c:' .. who
+end
+
+-- Hands raws to the waiting reader f (NODE, WID, PID, FRAMING, SIZE);
+-- c: "" for messages of the shared queue, else whose broadcast copies.
+local function deliver(id, f, raws, c)
+  local args = {'t', 'deliver', 'm', id, 'w', f[2], 'p', f[3], 'n', #raws, 'c', c or ''}
   for i, r in ipairs(raws) do
     args[#args + 1] = 'b' .. i
     args[#args + 1] = r
@@ -121,20 +128,27 @@ local function deliver(id, f, raws)
 end
 
 -- Messages that did not reach their reader: to the next waiting readers,
--- else to the head of the queue, in order. Dropped if the mailbox is gone.
-local function restore(id, raws)
+-- else to the head of the queue, in order. Dropped if the mailbox is gone,
+-- and broadcast copies (c = "PID NODE") if their receiver closed.
+local function restore(id, raws, c)
   if redis.call('EXISTS', box(id)) == 0 then
     return
   end
-  local q = box(id) .. ':q'
+  local q, who = box(id) .. ':q', nil
+  if c and c ~= '' then
+    if redis.call('HEXISTS', box(id) .. ':r', c) == 0 then
+      return
+    end
+    q, who = copies(id, c), c
+  end
   local i = 1
   if redis.call('LLEN', q) == 0 then
     while i <= #raws do
-      local w = take_waiter(id, payload_len(raws[i]))
+      local w = take_waiter(id, payload_len(raws[i]), who)
       if not w then
         break
       end
-      deliver(id, w, {raws[i]})
+      deliver(id, w, {raws[i]}, c)
       i = i + 1
     end
   end
@@ -160,7 +174,7 @@ local function reap(node)
   for _, e in ipairs(redis.call('XREVRANGE', inbox, '+', '-')) do
     local f = fields(e[2])
     if f.t == 'deliver' or f.t == 'flight' then
-      restore(f.m, carried(f))
+      restore(f.m, carried(f), f.c)
     end
   end
   redis.call('DEL', inbox)
@@ -178,6 +192,7 @@ local function reap(node)
       for _, who in ipairs(redis.call('HKEYS', k)) do
         if string.sub(who, -#suffix) == suffix then
           redis.call('HDEL', k, who)
+          redis.call('DEL', copies(id, who))
         end
       end
     end

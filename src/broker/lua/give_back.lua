@@ -8,5 +8,5 @@ if not e then
 end
 local f = fields(e[2])
 redis.call('XDEL', inbox, ARGV[3])
-restore(f.m, carried(f))
+restore(f.m, carried(f), f.c)
 return 1

@@ -1,10 +1,6 @@
 -- ARGV: 3 parent, 4 name, 5 dir "m u g", 6 files, 7 rule, 8 capacity,
 -- 9 maxsize, 10 policy text. Returns the new id.
 fence()
--- Copies per receiver are not kept on the broker (docs/DESIGN.md).
-if ARGV[7] == 'broadcast' then
-  fail('EOPNOTSUPP broadcast is not available on a broker mount')
-end
 local parent, name = ARGV[3], ARGV[4]
 if parent ~= '0' and redis.call('EXISTS', box(parent)) == 0 then
   fail('ENOENT the parent mailbox is gone')

@@ -13,8 +13,15 @@ for _, w in ipairs(redis.call('LRANGE', wk, 0, -1)) do
     redis.call('LREM', wk, 0, w)
   end
 end
-local q = b .. ':q'
+-- broadcast: this process's own copies first, then what was sent before
+-- anybody received.
+local who = pid .. ' ' .. NODE
+local q, c = copies(id, who), who
 local head = redis.call('LINDEX', q, 0)
+if not head then
+  q, c = b .. ':q', ''
+  head = redis.call('LINDEX', q, 0)
+end
 if head then
   local len = payload_len(head)
   if not fits(framing, size, len) then
@@ -35,7 +42,7 @@ if head then
   else
     raws[1] = redis.call('LPOP', q)
   end
-  local args = {'t', 'flight', 'm', id, 'p', pid, 'n', #raws}
+  local args = {'t', 'flight', 'm', id, 'p', pid, 'n', #raws, 'c', c}
   for i, r in ipairs(raws) do
     args[#args + 1] = 'b' .. i
     args[#args + 1] = r

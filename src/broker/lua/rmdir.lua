@@ -10,7 +10,10 @@ local b = box(id)
 if tonumber(redis.call('HGET', b, 'kids') or '0') > 0 then
   fail('ENOTEMPTY the mailbox has child mailboxes')
 end
-redis.call('DEL', b, b .. ':q', b .. ':w', b .. ':sw', b .. ':h', b .. ':r')
+for _, who in ipairs(redis.call('HKEYS', b .. ':r')) do
+  redis.call('DEL', copies(id, who))
+end
+redis.call('DEL', b, b .. ':q', b .. ':bt', b .. ':w', b .. ':sw', b .. ':h', b .. ':r')
 redis.call('HDEL', 'ipcfs:names', path)
 redis.call('SREM', 'ipcfs:boxes', id)
 if ARGV[3] ~= '0' then

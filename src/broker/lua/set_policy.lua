@@ -1,9 +1,5 @@
 -- ARGV: 3 id, 4 rule, 5 capacity (-1 unlimited), 6 maxsize, 7 text.
 fence()
--- Copies per receiver are not kept on the broker (docs/DESIGN.md).
-if ARGV[4] == 'broadcast' then
-  fail('EOPNOTSUPP broadcast is not available on a broker mount')
-end
 local b = existing(ARGV[3])
 redis.call('HSET', b, 'rule', ARGV[4], 'capacity', ARGV[5], 'maxsize', ARGV[6], 'policy', ARGV[7])
 -- A larger capacity is room for blocked senders.
