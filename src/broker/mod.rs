@@ -76,6 +76,27 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// The client for `url`. `rediss://` trusts the public web roots, or,
+/// when the environment names a PEM file in `SSL_CERT_FILE` (as for
+/// OpenSSL), the certificates in it only: how a broker with a private CA
+/// is reached.
+fn client(url: &str) -> std::result::Result<redis::Client, String> {
+    let ca = std::env::var_os("SSL_CERT_FILE").filter(|_| url.starts_with("rediss://"));
+    match ca {
+        None => redis::Client::open(url).map_err(|e| e.to_string()),
+        Some(path) => {
+            let pem = std::fs::read(&path).map_err(|e| {
+                format!("cannot read SSL_CERT_FILE {}: {e}", path.to_string_lossy())
+            })?;
+            let certs = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem),
+            };
+            redis::Client::build_with_tls(url, certs).map_err(|e| e.to_string())
+        }
+    }
+}
+
 /// Whether the broker refused the credentials.
 fn is_auth_error(e: &RedisError) -> bool {
     e.kind() == ErrorKind::AuthenticationFailed
@@ -158,8 +179,8 @@ impl RedisStore {
         lease: Duration,
     ) -> std::result::Result<RedisStore, String> {
         let shown = redact(url);
-        let client = redis::Client::open(url)
-            .map_err(|e| format!("the broker URL {shown} is not valid: {e}"))?;
+        let client =
+            client(url).map_err(|e| format!("the broker URL {shown} is not valid: {e}"))?;
         let store = RedisStore {
             client,
             url: shown.clone(),
