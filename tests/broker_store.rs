@@ -413,6 +413,59 @@ fn packets_and_batch_take_what_fits() {
 }
 
 #[test]
+fn a_waiting_reader_too_small_for_the_message_is_told_so() {
+    let r = Redis::start();
+    let a = Node::start(&r.url(), "a", LONG);
+    let b = Node::start(&r.url(), "b", LONG);
+    let id = mk(&a, "box", policy(Rule::Arbitrary, None));
+    let small = Reader {
+        size: 5,
+        framing: Framing::Packet,
+        ..reader(1, 20)
+    };
+    assert_eq!(b.receive(id, &small).unwrap(), Received::Parked);
+    assert_eq!(a.receive(id, &reader(2, 10)).unwrap(), Received::Parked);
+    // The small reader waited longest: passed over, told, and the next
+    // reader gets the message.
+    a.send(id, 1, &[out(&[1; 10])], false).unwrap();
+    let e = b.expect("TooBig on b", |e| matches!(e, Event::TooBig { .. }));
+    assert_eq!(
+        e,
+        Event::TooBig {
+            mailbox: id,
+            wid: 1,
+            len: 10
+        }
+    );
+    let e = a.expect("Deliver on a", |e| matches!(e, Event::Deliver { .. }));
+    assert!(matches!(&e, Event::Deliver { wid: 2, .. }), "{e:?}");
+    assert_eq!(a.status(id).unwrap().receivers_waiting, 0);
+
+    // A rendezvous: a small reader and a big sender would wait for ever.
+    let rv = mk(&a, "rv", policy(Rule::Arbitrary, Some(0)));
+    let small = Reader {
+        size: 5,
+        framing: Framing::Batch,
+        ..reader(3, 20)
+    };
+    assert_eq!(b.receive(rv, &small).unwrap(), Received::Parked);
+    assert_eq!(
+        a.send(rv, 1, &[out(&[1; 2]), out(&[1; 9])], false).unwrap(),
+        Sent::Full
+    );
+    let e = b.expect("TooBig on b", |e| matches!(e, Event::TooBig { .. }));
+    assert_eq!(
+        e,
+        Event::TooBig {
+            mailbox: rv,
+            wid: 3,
+            len: 9
+        }
+    );
+    assert_eq!(a.status(rv).unwrap().receivers_waiting, 0);
+}
+
+#[test]
 fn the_reader_waiting_longest_across_nodes_gets_the_message() {
     let r = Redis::start();
     let a = Node::start(&r.url(), "a", LONG);

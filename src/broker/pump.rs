@@ -5,7 +5,7 @@
 //!   reader; they stay until `ack` or `give_back` removes them, so that
 //!   the reaper can give them back if this node dies;
 //! - `t=flight`: what a direct receive took (same fields), skipped here;
-//! - `t=room` (m), `t=receipt` (tag, pid, node), `t=tree`, `t=removed`
+//! - `t=room` (m), `t=toobig` (m, w, n), `t=receipt` (tag, pid, node), `t=tree`, `t=removed`
 //!   (m): deleted once reported.
 //!
 //! When the broker goes away the pump reports [`Event::Unreachable`] once,
@@ -151,6 +151,11 @@ impl RedisStore {
                             }
                         }
                         "room" => Event::Room { mailbox },
+                        "toobig" => Event::TooBig {
+                            mailbox,
+                            wid: text(f.get("w")).parse().unwrap_or(0),
+                            len: text(f.get("n")).parse().unwrap_or(0),
+                        },
                         "receipt" => match parse_tag(&text(f.get("tag"))) {
                             Some(tag) => Event::Receipt {
                                 tag,

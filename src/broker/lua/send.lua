@@ -21,22 +21,30 @@ for i = 6, #ARGV do
 end
 
 -- Who takes what: one plan per queue. who = nil for the shared queue.
+-- Waiting readers too small for the message that would go to them are
+-- passed over and told so (small), as a local mount answers them EMSGSIZE.
+local function candidate(f, who)
+  return alive(f[1]) and (not who or who == f[3] .. ' ' .. f[1])
+end
 local function plan(q, who)
   local qlen = redis.call('LLEN', q)
   local waiters = {}
   if qlen == 0 then
     waiters = redis.call('LRANGE', b .. ':w', 0, -1)
   end
-  local used, handed, k = {}, {}, 0
+  local used, handed, small, k = {}, {}, {}, 0
   for i, raw in ipairs(raws) do
     local len, found = payload_len(raw), nil
     for j, w in ipairs(waiters) do
       if not used[j] then
         local f = lines(w, 5)
-        if alive(f[1]) and (not who or who == f[3] .. ' ' .. f[1])
-          and fits(f[4], tonumber(f[5]), len) then
-          found = j
-          break
+        if candidate(f, who) then
+          if fits(f[4], tonumber(f[5]), len) then
+            found = j
+            break
+          end
+          used[j] = true
+          small[#small + 1] = {w, len}
         end
       end
     end
@@ -47,8 +55,15 @@ local function plan(q, who)
     handed[i] = waiters[found]
     k = i
   end
-  return {q = q, who = who, handed = handed, k = k,
+  return {q = q, who = who, handed = handed, small = small, k = k,
     room = cap < 0 or qlen + #raws - k <= cap}
+end
+
+-- Tells the waiting reader w that a message of len bytes is too big for it.
+local function too_small(w, len)
+  local f = lines(w, 5)
+  redis.call('LREM', b .. ':w', 1, w)
+  post(f[1], 't', 'toobig', 'm', id, 'w', f[2], 'n', len)
 end
 
 local plans = {}
@@ -70,6 +85,18 @@ for _, p in ipairs(plans) do
     if nonblock then
       fail('EAGAIN the mailbox is full')
     end
+    -- Readers too small for this sender's largest message would wait
+    -- with it for ever: they are told now.
+    local largest = 0
+    for _, raw in ipairs(raws) do
+      largest = math.max(largest, payload_len(raw))
+    end
+    for _, w in ipairs(redis.call('LRANGE', b .. ':w', 0, -1)) do
+      local f = lines(w, 5)
+      if candidate(f, p.who) and not fits(f[4], tonumber(f[5]), largest) then
+        too_small(w, largest)
+      end
+    end
     local me = NODE .. '\n' .. wid
     redis.call('LREM', b .. ':sw', 0, me)
     redis.call('RPUSH', b .. ':sw', me)
@@ -78,6 +105,9 @@ for _, p in ipairs(plans) do
   end
 end
 for _, p in ipairs(plans) do
+  for _, s in ipairs(p.small) do
+    too_small(s[1], s[2])
+  end
   for i = 1, p.k do
     redis.call('LREM', b .. ':w', 1, p.handed[i])
     deliver(id, lines(p.handed[i], 5), {raws[i]}, p.who)
