@@ -367,6 +367,32 @@ fn a_message_sent_on_a_is_received_on_b_and_its_receipt_names_b() {
 }
 
 #[test]
+fn calls_from_several_threads_at_once_keep_each_senders_order() {
+    let r = Redis::start();
+    let a = Node::start(&r.url(), "a", LONG);
+    let b = Node::start(&r.url(), "b", LONG);
+    let id = mk(&a, "box", policy(Rule::Arbitrary, None));
+    thread::scope(|s| {
+        for t in 0..4u8 {
+            let a: &RedisStore = &a.store;
+            s.spawn(move || {
+                for i in 0..50u8 {
+                    a.send(id, t as u64, &[out(&[t, i])], false).unwrap();
+                }
+            });
+        }
+    });
+    let mut next = [0u8; 4];
+    for _ in 0..200 {
+        let m = take(&b, id, 20);
+        assert_eq!(m[1], next[m[0] as usize], "sender {} out of order", m[0]);
+        next[m[0] as usize] += 1;
+    }
+    assert_eq!(next, [50; 4]);
+    assert_eq!(b.receive(id, &nonblock(1, 20)).unwrap(), Received::Empty);
+}
+
+#[test]
 fn packets_and_batch_take_what_fits() {
     let r = Redis::start();
     let a = Node::start(&r.url(), "a", LONG);

@@ -60,6 +60,12 @@ impl RedisStore {
     /// The lease was lost: registers a new incarnation, and has the pump
     /// report [`crate::hub::store::Event::Fenced`].
     pub(super) fn reregister(&self, conn: &mut Connection) -> Result<()> {
+        // The heartbeat and the pump may both find the lease lost: one
+        // registers, the other finds the new token current.
+        let _one = self.registering.lock().unwrap();
+        if self.lease_held(conn).map_err(|e| refusal(&e))? {
+            return Ok(());
+        }
         match self.register(conn) {
             Ok(None) => {
                 warn!(

@@ -43,6 +43,8 @@ pub struct RedisStore {
     lease: Duration,
     /// This incarnation's token: the value of `ipcfs:node:NODE`.
     token: Mutex<String>,
+    /// Held while a new incarnation is registered.
+    registering: Mutex<()>,
     scripts: Scripts,
     pool: Mutex<Vec<Connection>>,
     reachable: AtomicBool,
@@ -187,6 +189,7 @@ impl RedisStore {
             node: node.to_string(),
             lease,
             token: Mutex::new(String::new()),
+            registering: Mutex::new(()),
             scripts: Scripts::new(),
             pool: Mutex::new(Vec::new()),
             reachable: AtomicBool::new(true),
