@@ -13,6 +13,7 @@
 //!
 //! [`options`] parses the command line; `main.rs` mounts and handles signals.
 
+pub mod broker;
 pub mod broker_threads;
 pub mod fuse;
 pub mod hub;

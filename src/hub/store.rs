@@ -129,6 +129,16 @@ pub enum Event {
         msgs: Vec<Vec<u8>>,
         flight: FlightId,
     },
+    /// The parked `packets`/`batch` reader `wid` of this node cannot take
+    /// the message that came for it (`len` bytes, more than its buffer):
+    /// it is no longer listed as waiting, and is answered `EMSGSIZE`, as
+    /// on a local mount (the message goes to the next reader, or the
+    /// queue, or stays with its blocked sender).
+    TooBig {
+        mailbox: MailboxId,
+        wid: Wid,
+        len: usize,
+    },
     /// The mailbox has room, or a reader waits on it: blocked senders of
     /// this node try again, in the order they came.
     Room { mailbox: MailboxId },

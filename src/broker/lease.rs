@@ -1,0 +1,125 @@
+//! Leases and fencing. Each incarnation of a node holds a random token in
+//! `ipcfs:node:NAME`, expiring after the lease unless renewed (every
+//! lease/3 by the core's heartbeat). A node whose key is gone is dead to
+//! the others: any heartbeat reaps it (its holds, waiters and blocked
+//! senders go; messages in flight to it go back to their queues). Every
+//! script refuses a token that is not current with `ESTALE`.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use log::warn;
+use redis::{Connection, RedisResult, Value};
+
+use super::{RedisStore, refusal};
+use crate::hub::errno::{Errno, Result};
+
+/// A token no other incarnation has: random (the std hasher's keys are),
+/// mixed with the time and the process.
+fn new_token() -> String {
+    let mut h = RandomState::new().build_hasher();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    h.write_u128(now.as_nanos());
+    h.write_u32(std::process::id());
+    let a = h.finish();
+    h.write_u64(a);
+    format!("{a:016x}{:016x}", h.finish())
+}
+
+fn lease_ms(lease: Duration) -> u64 {
+    lease.as_millis().max(1) as u64
+}
+
+impl RedisStore {
+    /// Registers a new incarnation of this node with a new token. `Some`
+    /// (the time left) when a live incarnation holds the name.
+    pub(super) fn register(&self, conn: &mut Connection) -> RedisResult<Option<Duration>> {
+        let token = new_token();
+        let v: Vec<Value> = self
+            .scripts
+            .register
+            .arg(&self.node)
+            .arg(&token)
+            .arg(lease_ms(self.lease))
+            .invoke(conn)?;
+        match v.as_slice() {
+            [Value::BulkString(s), Value::Int(pttl)] if s == b"held" => {
+                Ok(Some(Duration::from_millis((*pttl).max(0) as u64)))
+            }
+            _ => {
+                *self.token.lock().unwrap() = token;
+                Ok(None)
+            }
+        }
+    }
+
+    /// The lease was lost: registers a new incarnation, and has the pump
+    /// report [`crate::hub::store::Event::Fenced`].
+    pub(super) fn reregister(&self, conn: &mut Connection) -> Result<()> {
+        // The heartbeat and the pump may both find the lease lost: one
+        // registers, the other finds the new token current.
+        let _one = self.registering.lock().unwrap();
+        if self.lease_held(conn).map_err(|e| refusal(&e))? {
+            return Ok(());
+        }
+        match self.register(conn) {
+            Ok(None) => {
+                warn!(
+                    "node {:?} lost its lease on the broker at {}: registered anew",
+                    self.node, self.url
+                );
+                self.fenced.store(true, Ordering::SeqCst);
+                Ok(())
+            }
+            Ok(Some(_)) => {
+                warn!(
+                    "node {:?} lost its lease on the broker at {}, and another daemon now serves that name",
+                    self.node, self.url
+                );
+                Err(Errno::ESTALE.because("another daemon serves this node name now"))
+            }
+            Err(e) => Err(refusal(&e)),
+        }
+    }
+
+    /// Whether this incarnation's token is still current.
+    pub(super) fn lease_held(&self, conn: &mut Connection) -> RedisResult<bool> {
+        let held: i64 = self
+            .scripts
+            .check
+            .arg(&self.node)
+            .arg(self.token())
+            .invoke(conn)?;
+        Ok(held == 1)
+    }
+
+    /// See [`crate::hub::store::Store::heartbeat`].
+    pub(super) fn beat(&self) -> Result<()> {
+        let ms = lease_ms(self.lease);
+        match self.run(&self.scripts.heartbeat, |inv| {
+            inv.arg(ms);
+        }) {
+            Err(r) if r.errno == Errno::ESTALE => {
+                let mut conn = self.take()?;
+                self.reregister(&mut conn)?;
+                self.give(conn);
+                Err(Errno::ESTALE.because("the lease was lost; a new incarnation is registered"))
+            }
+            other => other.map(drop),
+        }
+    }
+
+    /// See [`crate::hub::store::Store::stop`]: the lease ends now.
+    pub(super) fn leave(&self) {
+        if let Err(e) = self.run(&self.scripts.unregister, |_| {}) {
+            warn!(
+                "node {:?} could not leave the broker at {}: {e}",
+                self.node, self.url
+            );
+        }
+    }
+}

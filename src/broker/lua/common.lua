@@ -1,0 +1,212 @@
+-- Shared by every script (prepended to each): ARGV[1] is the calling
+-- node, ARGV[2] its incarnation token. Keys are built here from ids, so
+-- this works on one Redis server, not on a Cluster (docs/DESIGN.md).
+local NODE, TOKEN = ARGV[1], ARGV[2]
+
+local function fail(why)
+  error({err = why})
+end
+
+local function box(id)
+  return '{m:' .. id .. '}'
+end
+
+local function alive(node)
+  return redis.call('EXISTS', 'ipcfs:node:' .. node) == 1
+end
+
+-- Fencing: a node whose lease ran out (and was maybe reaped) must not act.
+local function fence()
+  if redis.call('GET', 'ipcfs:node:' .. NODE) ~= TOKEN then
+    fail('ESTALE this node lost its lease on the broker')
+  end
+end
+
+-- The first k-1 newline-separated fields of s, and the rest as the k-th.
+local function lines(s, k)
+  local out, pos = {}, 1
+  for i = 1, k - 1 do
+    local nl = string.find(s, '\n', pos, true)
+    if not nl then
+      out[i] = string.sub(s, pos)
+      pos = #s + 1
+    else
+      out[i] = string.sub(s, pos, nl - 1)
+      pos = nl + 1
+    end
+  end
+  out[k] = string.sub(s, pos)
+  return out
+end
+
+-- A queued message is "SENDERNODE\nTAG\nBYTES": the length of BYTES.
+local function payload_len(raw)
+  local a = string.find(raw, '\n', 1, true)
+  local b = string.find(raw, '\n', a + 1, true)
+  return #raw - b
+end
+
+-- Whether a reader of framing s (stream), p (packets), b (batch) with a
+-- buffer of size bytes can take a message of len bytes.
+local function fits(framing, size, len)
+  if framing == 's' then
+    return true
+  elseif framing == 'p' then
+    return len <= size
+  end
+  return 4 + len <= size
+end
+
+local function fields(flat)
+  local t = {}
+  for i = 1, #flat, 2 do
+    t[flat[i]] = flat[i + 1]
+  end
+  return t
+end
+
+-- An event for a live node's pump (a dead node's inbox is not grown).
+local function post(node, ...)
+  if alive(node) then
+    redis.call('XADD', 'ipcfs:inbox:' .. node, '*', ...)
+  end
+end
+
+local function everyone(...)
+  for _, n in ipairs(redis.call('SMEMBERS', 'ipcfs:nodes')) do
+    post(n, ...)
+  end
+end
+
+-- Room appeared on mailbox id (or a reader waits): each node with blocked
+-- senders is told once, and the list is cleared (those still blocked list
+-- themselves again when they retry).
+local function room(id)
+  local k = box(id) .. ':sw'
+  local told = {}
+  for _, s in ipairs(redis.call('LRANGE', k, 0, -1)) do
+    local n = lines(s, 2)[1]
+    if not told[n] then
+      told[n] = true
+      post(n, 't', 'room', 'm', id)
+    end
+  end
+  redis.call('DEL', k)
+end
+
+-- Takes the longest-waiting live reader whose buffer holds len bytes off
+-- the list of mailbox id (of the receiving process who = "PID NODE" only,
+-- if given); drops readers of dead nodes on the way.
+local function take_waiter(id, len, who)
+  local k = box(id) .. ':w'
+  for _, w in ipairs(redis.call('LRANGE', k, 0, -1)) do
+    local f = lines(w, 5)
+    if not alive(f[1]) then
+      redis.call('LREM', k, 1, w)
+    elseif (not who or who == f[3] .. ' ' .. f[1]) and fits(f[4], tonumber(f[5]), len) then
+      redis.call('LREM', k, 1, w)
+      return f
+    end
+  end
+  return nil
+end
+
+-- broadcast: the copies queued for receiving process who ("PID NODE").
+local function copies(id, who)
+  return box(id) .. ':c:' .. who
+end
+
+-- Hands raws to the waiting reader f (NODE, WID, PID, FRAMING, SIZE);
+-- c: "" for messages of the shared queue, else whose broadcast copies.
+local function deliver(id, f, raws, c)
+  local args = {'t', 'deliver', 'm', id, 'w', f[2], 'p', f[3], 'n', #raws, 'c', c or ''}
+  for i, r in ipairs(raws) do
+    args[#args + 1] = 'b' .. i
+    args[#args + 1] = r
+  end
+  redis.call('XADD', 'ipcfs:inbox:' .. f[1], '*', unpack(args))
+end
+
+-- Messages that did not reach their reader: to the next waiting readers,
+-- else to the head of the queue, in order. Dropped if the mailbox is gone,
+-- and broadcast copies (c = "PID NODE") if their receiver closed.
+local function restore(id, raws, c)
+  if redis.call('EXISTS', box(id)) == 0 then
+    return
+  end
+  local q, who = box(id) .. ':q', nil
+  if c and c ~= '' then
+    if redis.call('HEXISTS', box(id) .. ':r', c) == 0 then
+      return
+    end
+    q, who = copies(id, c), c
+  end
+  local i = 1
+  if redis.call('LLEN', q) == 0 then
+    while i <= #raws do
+      local w = take_waiter(id, payload_len(raws[i]), who)
+      if not w then
+        break
+      end
+      deliver(id, w, {raws[i]}, c)
+      i = i + 1
+    end
+  end
+  for j = #raws, i, -1 do
+    redis.call('LPUSH', q, raws[j])
+  end
+end
+
+-- The messages an inbox entry (deliver or flight) carries.
+local function carried(f)
+  local raws = {}
+  for i = 1, tonumber(f.n) do
+    raws[i] = f['b' .. i]
+  end
+  return raws
+end
+
+-- Everything a dead (or departing) node held: messages in flight to it go
+-- back, its waiting readers, blocked senders, holds and receivers go.
+local function reap(node)
+  local inbox = 'ipcfs:inbox:' .. node
+  -- Newest first, each to the head: the oldest ends up in front.
+  for _, e in ipairs(redis.call('XREVRANGE', inbox, '+', '-')) do
+    local f = fields(e[2])
+    if f.t == 'deliver' or f.t == 'flight' then
+      restore(f.m, carried(f), f.c)
+    end
+  end
+  redis.call('DEL', inbox)
+  local suffix = ' ' .. node
+  for _, id in ipairs(redis.call('SMEMBERS', 'ipcfs:seen:' .. node)) do
+    local b = box(id)
+    for _, k in ipairs({b .. ':w', b .. ':sw'}) do
+      for _, e in ipairs(redis.call('LRANGE', k, 0, -1)) do
+        if lines(e, 2)[1] == node then
+          redis.call('LREM', k, 0, e)
+        end
+      end
+    end
+    for _, k in ipairs({b .. ':h', b .. ':r'}) do
+      for _, who in ipairs(redis.call('HKEYS', k)) do
+        if string.sub(who, -#suffix) == suffix then
+          redis.call('HDEL', k, who)
+          redis.call('DEL', copies(id, who))
+        end
+      end
+    end
+  end
+  redis.call('DEL', 'ipcfs:seen:' .. node)
+  redis.call('SREM', 'ipcfs:nodes', node)
+end
+
+-- Mailbox id, or EIDRM.
+local function existing(id)
+  local b = box(id)
+  if redis.call('EXISTS', b) == 0 then
+    fail('EIDRM the mailbox was removed')
+  end
+  return b
+end
+

@@ -1,0 +1,65 @@
+-- ARGV: 3 id, 4 wid, 5 pid, 6 framing (s|p|b), 7 size, 8 nonblock.
+-- Takes queued messages as the framing allows, recorded as a flight in
+-- this node's inbox until ack; else lists the reader as waiting.
+fence()
+local id, wid, pid, framing = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local size, nonblock = tonumber(ARGV[7]), ARGV[8] == '1'
+local b = existing(id)
+local wk = b .. ':w'
+-- Listing a reader again (after an outage) replaces its old entry.
+local prefix = NODE .. '\n' .. wid .. '\n'
+for _, w in ipairs(redis.call('LRANGE', wk, 0, -1)) do
+  if string.sub(w, 1, #prefix) == prefix then
+    redis.call('LREM', wk, 0, w)
+  end
+end
+-- broadcast: this process's own copies first, then what was sent before
+-- anybody received.
+local who = pid .. ' ' .. NODE
+local q, c = copies(id, who), who
+local head = redis.call('LINDEX', q, 0)
+if not head then
+  q, c = b .. ':q', ''
+  head = redis.call('LINDEX', q, 0)
+end
+if head then
+  local len = payload_len(head)
+  if not fits(framing, size, len) then
+    return {'toobig', len}
+  end
+  local raws = {}
+  if framing == 'b' then
+    local used = 0
+    for _, r in ipairs(redis.call('LRANGE', q, 0, 1023)) do
+      local l = payload_len(r)
+      if used + 4 + l > size then
+        break
+      end
+      used = used + 4 + l
+      raws[#raws + 1] = r
+    end
+    redis.call('LTRIM', q, #raws, -1)
+  else
+    raws[1] = redis.call('LPOP', q)
+  end
+  local args = {'t', 'flight', 'm', id, 'p', pid, 'n', #raws, 'c', c}
+  for i, r in ipairs(raws) do
+    args[#args + 1] = 'b' .. i
+    args[#args + 1] = r
+  end
+  local fid = redis.call('XADD', 'ipcfs:inbox:' .. NODE, '*', unpack(args))
+  room(id)
+  local out = {'msgs', fid}
+  for _, r in ipairs(raws) do
+    out[#out + 1] = r
+  end
+  return out
+end
+if nonblock then
+  return {'empty'}
+end
+redis.call('RPUSH', wk, NODE .. '\n' .. wid .. '\n' .. pid .. '\n' .. framing .. '\n' .. size)
+redis.call('SADD', 'ipcfs:seen:' .. NODE, id)
+-- A waiting reader is room for a sender (rendezvous and full mailboxes).
+room(id)
+return {'parked'}
