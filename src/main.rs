@@ -11,8 +11,11 @@ use log::{debug, error, info, warn};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+use ipcfs::broker::RedisStore;
+use ipcfs::broker_threads;
 use ipcfs::fuse::adapter::IpcFs;
 use ipcfs::hub::accounting::watch_cost;
+use ipcfs::hub::store::Store;
 use ipcfs::hub::{Config, Hub};
 use ipcfs::options::{Cli, Settings, hard_max_message};
 use ipcfs::os::mountinfo::{self, MountKey};
@@ -83,6 +86,18 @@ fn serve(s: &Settings, nofile: u64) -> Result<(), String> {
         },
         Box::new(OsProcesses::default()),
     ));
+    // On a broker: connect, register this node and load the tree before
+    // mounting, so that an unreachable broker leaves nothing mounted
+    // (ipcfs(1), EXIT STATUS).
+    let store = match &s.broker {
+        Some(b) => {
+            let store: Arc<dyn Store> = Arc::new(RedisStore::connect(&b.url, &b.node, b.lease)?);
+            broker_threads::attach(&hub, Arc::clone(&store), b.lease)?;
+            info!("node {} on the broker at {}", store.node(), store.url());
+            Some(store)
+        }
+        None => None,
+    };
     let mut config = FuseConfig::default();
     config.mount_options = s.mount_options.clone();
     config.acl = if s.allow_other {
@@ -166,6 +181,7 @@ fn serve(s: &Settings, nofile: u64) -> Result<(), String> {
             if let Some(sig) = signals.forever().next() {
                 info!("signal {sig}: stopping {}", mp_name.display());
                 on_signal.shutdown();
+                on_signal.stop_store();
                 match ours {
                     Some(key) => unmount_ours(key, &mp_name, &mut unmounter),
                     // Not knowing which mount is ours, leave it to fuser,
@@ -197,6 +213,7 @@ fn serve(s: &Settings, nofile: u64) -> Result<(), String> {
                     if !mountinfo::still_mounted(key) {
                         info!("{} was unmounted", mp_watch.display());
                         on_unmount.shutdown();
+                        on_unmount.stop_store();
                         std::process::exit(0);
                     }
                 }
@@ -206,6 +223,9 @@ fn serve(s: &Settings, nofile: u64) -> Result<(), String> {
 
     let result = session.run();
     hub.shutdown();
+    if let Some(store) = &store {
+        store.stop();
+    }
     result.map_err(|e| format!("serving {}: {e}", mp.display()))?;
     info!("{} was unmounted", mp.display());
     Ok(())

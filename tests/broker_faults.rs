@@ -468,7 +468,7 @@ fn rmdir_on_a_ends_calls_blocked_on_b_with_eidrm() {
 #[test]
 fn a_broker_out_of_memory_gives_enobufs() {
     let redis = Redis::with(RedisConfig {
-        maxmemory: Some(2 << 20),
+        maxmemory: Some(8 << 20),
         ..RedisConfig::default()
     });
     let (a, b) = two(&redis, &[]);
@@ -478,7 +478,7 @@ fn a_broker_out_of_memory_gives_enobufs() {
     let refused = loop {
         assert!(
             accepted < 64,
-            "64 messages of 256 KiB accepted by a broker with maxmemory 2 MiB"
+            "64 messages of 256 KiB accepted by a broker with maxmemory 8 MiB"
         );
         let path = bx.join("send");
         let m = msg.clone();

@@ -20,7 +20,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use log::{debug, warn};
-use redis::{Connection, ErrorKind, RedisError, ScriptInvocation, Value};
+use redis::{Connection, ErrorKind, IntoConnectionInfo, RedisError, ScriptInvocation, Value};
 
 use crate::hub::errno::{Errno, Refusal, Result};
 
@@ -84,8 +84,16 @@ pub fn redact(url: &str) -> String {
 /// is reached.
 fn client(url: &str) -> std::result::Result<redis::Client, String> {
     let ca = std::env::var_os("SSL_CERT_FILE").filter(|_| url.starts_with("rediss://"));
+    // Small requests and answers one after the other: Nagle's algorithm
+    // would hold each back until the last is acknowledged.
+    let nodelay = |url: &str| {
+        url.into_connection_info()
+            .map(|i| i.set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true)))
+    };
     match ca {
-        None => redis::Client::open(url).map_err(|e| e.to_string()),
+        None => nodelay(url)
+            .and_then(redis::Client::open)
+            .map_err(|e| e.to_string()),
         Some(path) => {
             let pem = std::fs::read(&path).map_err(|e| {
                 format!("cannot read SSL_CERT_FILE {}: {e}", path.to_string_lossy())

@@ -171,6 +171,9 @@ struct State {
     /// Processes bound to remote mailboxes by a rule (`pair`, `exclusive`):
     /// their exit frees their slots on the broker.
     bound: remote::Bound,
+    /// Messages taken from the broker for a descriptor's poll, not yet
+    /// read, by descriptor.
+    held: HashMap<u64, remote::Held>,
 }
 
 impl State {
@@ -315,6 +318,7 @@ impl Hub {
                 calls: HashMap::new(),
                 fenced_below: 0,
                 bound: Default::default(),
+                held: HashMap::new(),
             }),
             procs: Arc::from(procs),
             budget: Arc::new(MemoryBudget::with_shares(

@@ -397,6 +397,7 @@ impl Hub {
             return;
         };
         self.release_remote(&mut fx, handle.owner, &handle.kind);
+        self.release_held(&mut st, &mut fx, h);
         let shared = self.is_shared();
         let State { tree, links, .. } = &mut *st;
         for (chan, reads) in handle.kind.channels() {

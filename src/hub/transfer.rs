@@ -507,6 +507,11 @@ impl Hub {
             libc::POLLHUP as u32,
         );
         let mut st = self.lock();
+        if self.is_shared()
+            && let Some(ready) = self.poll_remote(&mut st, h, kh)
+        {
+            return ready;
+        }
         let State {
             handles,
             tree,
@@ -516,18 +521,6 @@ impl Hub {
         let Some(handle) = handles.get_mut(h) else {
             return perr;
         };
-        // A mailbox on a broker: its queue is not known here without a
-        // call, so its files poll as ready, and a read or write then waits
-        // (or gives EAGAIN) as it must (ipcfs(7), ACROSS HOSTS, BUGS).
-        if self.is_shared()
-            && handle
-                .kind
-                .channels()
-                .iter()
-                .any(|(k, _)| matches!(k, ChanKey::Mailbox(_)))
-        {
-            return pin | pout;
-        }
         let owner = handle.owner;
         // (channel, read from it, ready already): receipts on `send` are a
         // line or the end of file; a `recv` holding a message is readable,

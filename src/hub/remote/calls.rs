@@ -11,26 +11,39 @@ use super::super::message::{Message, Payload, ReceiptTag};
 use super::super::process::Process;
 use super::super::reply::{Effects, Outcome, Replier};
 use super::super::store::{Event, FlightId, Outgoing, Reader, Received, Sent, Wid};
-use super::super::waiters::Place;
+use super::super::waiters::{Place, WaiterId};
 use super::super::{Hub, Io, MailboxId, State};
 use super::{Job, stale};
 
 /// A read or write of a remote mailbox that has not been answered.
 pub(crate) struct Call {
-    mailbox: MailboxId,
-    handle: u64,
-    what: CallKind,
+    pub(super) mailbox: MailboxId,
+    pub(super) handle: u64,
+    /// The request it answers, as the table of parked requests knows it
+    /// (the store's id unless a read took over a poll's call).
+    pub(super) id: WaiterId,
+    /// A call made for poll(2) (see [`super::poll`]): its message is held
+    /// for the descriptor, and this poll handle notified.
+    pub(super) poll: Option<u64>,
+    pub(super) what: CallKind,
     /// None once the caller was answered (interrupted) while the store's
     /// answer was on its way: that answer is undone when it comes.
-    reply: Option<Box<dyn Replier>>,
+    pub(super) reply: Option<Box<dyn Replier>>,
     /// The store lists it: a reader waiting, a sender blocked.
-    listed: bool,
+    pub(super) listed: bool,
     /// A write interrupted while its send was on its way: answered when the
     /// store says whether the message went in.
-    interrupted: bool,
+    pub(super) interrupted: bool,
 }
 
-enum CallKind {
+impl Call {
+    /// Whether someone waits for its answer: a caller or a poll.
+    fn live(&self) -> bool {
+        self.reply.is_some() || self.poll.is_some()
+    }
+}
+
+pub(super) enum CallKind {
     Read {
         pid: u32,
         uid: u32,
@@ -101,13 +114,23 @@ impl Hub {
             Ok(c) => c,
             Err(e) => return fx.reply(reply, Outcome::Error(e)),
         };
-        st.waiters.park(&io, Place::Remote(mailbox), charge, fx);
-        if let Some(HandleKind::Recv { reading, .. }) = st.handles.recv_mut(io.handle) {
-            *reading = true;
+        // What a poll of this descriptor took, or waits for, comes first.
+        let reply = self.read_held(st, fx, &io, size, framing, reply);
+        let joined = reply.is_none() && st.calls.values().any(|c| c.id == io.req);
+        if reply.is_some() || joined {
+            st.waiters.park(&io, Place::Remote(mailbox), charge, fx);
+            if let Some(HandleKind::Recv { reading, .. }) = st.handles.recv_mut(io.handle) {
+                *reading = true;
+            }
         }
+        let Some(reply) = reply else {
+            return;
+        };
         let call = Call {
             mailbox,
             handle: io.handle,
+            id: io.req,
+            poll: None,
             what: CallKind::Read {
                 pid: owner.pid,
                 uid,
@@ -186,6 +209,8 @@ impl Hub {
             Call {
                 mailbox,
                 handle: io.handle,
+                id: io.req,
+                poll: None,
                 what: CallKind::Write {
                     msgs,
                     written,
@@ -204,11 +229,11 @@ impl Hub {
     fn received(&self, wid: Wid, mailbox: MailboxId, answer: Result<Received, Refusal>) {
         let mut st = self.lock();
         let mut fx = Effects::default();
-        let live = st.calls.get(&wid).is_some_and(|c| c.reply.is_some());
+        let live = st.calls.get(&wid).is_some_and(Call::live);
         match answer {
             Ok(Received::Messages { msgs, flight }) if live => {
                 let call = st.calls.remove(&wid).expect("call");
-                self.hand_over(&mut st, &mut fx, wid, call, msgs, flight);
+                self.hand_over(&mut st, &mut fx, call, msgs, flight);
             }
             Ok(Received::Messages { flight, .. }) => {
                 st.calls.remove(&wid);
@@ -231,7 +256,7 @@ impl Hub {
                     Ok(_) => unreachable!("handled above"),
                 };
                 if let Some(call) = st.calls.remove(&wid) {
-                    self.end_call(&mut st, &mut fx, wid, call, Outcome::Error(out));
+                    self.end_call(&mut st, &mut fx, call, Outcome::Error(out));
                 }
             }
         }
@@ -240,11 +265,10 @@ impl Hub {
 
     /// Messages for the reader `wid`: framed into its reply, and the
     /// store told they arrived.
-    fn hand_over(
+    pub(super) fn hand_over(
         &self,
         st: &mut State,
         fx: &mut Effects,
-        wid: Wid,
         call: Call,
         msgs: Vec<Vec<u8>>,
         flight: FlightId,
@@ -276,15 +300,22 @@ impl Hub {
             Ok(m) if !m.is_empty() => m.into_iter(),
             Ok(_) => {
                 fx.later.push(ack_job(flight));
-                return self.end_call(st, fx, wid, call, Outcome::empty());
+                return self.end_call(st, fx, call, Outcome::empty());
             }
             Err(e) => {
                 warn!("a message from the broker for user {uid}: refused {e}");
                 fx.later.push(give_back_job(mailbox, flight));
-                return self.end_call(st, fx, wid, call, Outcome::Error(e));
+                return self.end_call(st, fx, call, Outcome::Error(e));
             }
         };
         let first = msgs.next().expect("a message");
+        // For poll(2), or for a read too small for it: held for the
+        // descriptor until a read takes it (unacknowledged until then).
+        if call.poll.is_some() || (framing != Framing::Stream && !framing.fits(first.len(), size)) {
+            self.hold(st, fx, &call, first, flight);
+            let e = Errno::EMSGSIZE.because("the next message is larger than the buffer");
+            return self.end_call(st, fx, call, Outcome::Error(e));
+        }
         let cursor = match st.handles.recv_mut(call.handle) {
             Some(HandleKind::Recv { cursor, .. }) => Some(cursor),
             _ => None,
@@ -294,11 +325,11 @@ impl Hub {
             warn!("the broker handed more messages than a read of {size} bytes takes");
         }
         fx.later.push(ack_job(flight));
-        self.end_call(st, fx, wid, call, out);
+        self.end_call(st, fx, call, out);
     }
 
     /// Answers a call and lets reads behind it on its descriptor go on.
-    fn end_call(&self, st: &mut State, fx: &mut Effects, wid: Wid, mut call: Call, out: Outcome) {
+    pub(super) fn end_call(&self, st: &mut State, fx: &mut Effects, mut call: Call, out: Outcome) {
         if let Some(HandleKind::Recv {
             reading, behind, ..
         }) = st.handles.recv_mut(call.handle)
@@ -315,7 +346,7 @@ impl Hub {
             }
         }
         if let Some(reply) = call.reply.take() {
-            st.waiters.unpark(wid);
+            st.waiters.unpark(call.id);
             fx.reply(reply, out);
         }
     }
@@ -333,18 +364,18 @@ impl Hub {
                 let CallKind::Write { written, .. } = call.what else {
                     unreachable!("a send answers a write");
                 };
-                self.end_call(&mut st, &mut fx, wid, call, Outcome::Written(written));
+                self.end_call(&mut st, &mut fx, call, Outcome::Written(written));
             }
             Ok(Sent::Full) if !call.interrupted => call.listed = true,
             Ok(Sent::Full) => {
                 let call = st.calls.remove(&wid).expect("call");
                 fx.later.push(cancel_send_job(mailbox, wid));
                 let e = Errno::EINTR.because("interrupted by a signal");
-                self.end_call(&mut st, &mut fx, wid, call, Outcome::Error(e));
+                self.end_call(&mut st, &mut fx, call, Outcome::Error(e));
             }
             Err(e) => {
                 let call = st.calls.remove(&wid).expect("call");
-                self.end_call(&mut st, &mut fx, wid, call, Outcome::Error(e));
+                self.end_call(&mut st, &mut fx, call, Outcome::Error(e));
             }
         }
         self.finish(st, fx);
@@ -353,22 +384,30 @@ impl Hub {
     /// An interrupt of a remote call. A read ends at once (a message on
     /// its way to it goes back to the queue when it comes); a write whose
     /// send is on its way ends when the store says whether it went in.
-    pub(in crate::hub) fn interrupt_remote(&self, st: &mut State, fx: &mut Effects, id: Wid) {
-        let Some(call) = st.calls.get_mut(&id) else {
-            return;
+    pub(in crate::hub) fn interrupt_remote(&self, st: &mut State, fx: &mut Effects, id: WaiterId) {
+        // The store knows the call by its own id: a read that took over a
+        // poll's call answers under another.
+        let wid = if st.calls.get(&id).is_some_and(|c| c.id == id) {
+            id
+        } else {
+            match st.calls.iter().find(|(_, c)| c.id == id) {
+                Some((w, _)) => *w,
+                None => return,
+            }
         };
+        let call = st.calls.get_mut(&wid).expect("call");
         let e = || Outcome::Error(Errno::EINTR.because("interrupted by a signal"));
         match (&call.what, call.listed) {
             (CallKind::Write { .. }, false) => call.interrupted = true,
             (CallKind::Write { .. }, true) => {
-                let call = st.calls.remove(&id).expect("call");
-                fx.later.push(cancel_send_job(call.mailbox, id));
-                self.end_call(st, fx, id, call, e());
+                let call = st.calls.remove(&wid).expect("call");
+                fx.later.push(cancel_send_job(call.mailbox, wid));
+                self.end_call(st, fx, call, e());
             }
             (CallKind::Read { .. }, true) => {
-                let call = st.calls.remove(&id).expect("call");
-                fx.later.push(cancel_receive_job(call.mailbox, id));
-                self.end_call(st, fx, id, call, e());
+                let call = st.calls.remove(&wid).expect("call");
+                fx.later.push(cancel_receive_job(call.mailbox, wid));
+                self.end_call(st, fx, call, e());
             }
             (CallKind::Read { .. }, false) => {
                 // Answered now; the store's answer, when it comes, finds
@@ -376,6 +415,7 @@ impl Hub {
                 let Some(reply) = call.reply.take() else {
                     return;
                 };
+                call.poll = None;
                 let handle = call.handle;
                 if let Some(HandleKind::Recv {
                     reading, behind, ..
@@ -408,10 +448,17 @@ impl Hub {
                 msgs,
                 flight,
             } => {
-                let live = st.calls.get(&wid).is_some_and(|c| c.reply.is_some());
+                let live = st.calls.get(&wid).is_some_and(Call::live);
                 match st.calls.remove(&wid) {
-                    Some(call) if live => self.hand_over(&mut st, &mut fx, wid, call, msgs, flight),
+                    Some(call) if live => self.hand_over(&mut st, &mut fx, call, msgs, flight),
                     _ => fx.later.push(give_back_job(mailbox, flight)),
+                }
+            }
+            Event::TooBig { wid, len, .. } => {
+                if let Some(call) = st.calls.remove(&wid) {
+                    debug!("a message of {len} bytes does not fit reader {wid}");
+                    let e = Errno::EMSGSIZE.because("the next message is larger than the buffer");
+                    self.end_call(&mut st, &mut fx, call, Outcome::Error(e));
                 }
             }
             Event::Room { mailbox } => {
@@ -448,7 +495,7 @@ impl Hub {
                 for wid in gone {
                     let call = st.calls.remove(&wid).expect("call");
                     let e = Errno::EIDRM.because("the mailbox was removed");
-                    self.end_call(&mut st, &mut fx, wid, call, Outcome::Error(e));
+                    self.end_call(&mut st, &mut fx, call, Outcome::Error(e));
                 }
                 drop(st);
                 self.reload(store.as_ref());
@@ -488,7 +535,7 @@ impl Hub {
                 let all: Vec<Wid> = st.calls.keys().copied().collect();
                 for wid in all {
                     let call = st.calls.remove(&wid).expect("call");
-                    self.end_call(&mut st, &mut fx, wid, call, Outcome::Error(stale()));
+                    self.end_call(&mut st, &mut fx, call, Outcome::Error(stale()));
                 }
             }
         }
@@ -496,7 +543,7 @@ impl Hub {
     }
 }
 
-fn receive_job(mailbox: MailboxId, reader: Reader) -> Job {
+pub(super) fn receive_job(mailbox: MailboxId, reader: Reader) -> Job {
     Box::new(move |hub: &Hub| {
         let Some(store) = hub.store() else { return };
         let answer = store.receive(mailbox, &reader);
@@ -521,7 +568,7 @@ fn send_job(mailbox: MailboxId, wid: Wid) -> Job {
     })
 }
 
-fn give_back_job(mailbox: MailboxId, flight: FlightId) -> Job {
+pub(super) fn give_back_job(mailbox: MailboxId, flight: FlightId) -> Job {
     Box::new(move |hub: &Hub| {
         if let Some(store) = hub.store()
             && let Err(e) = store.give_back(mailbox, &flight)
@@ -531,7 +578,7 @@ fn give_back_job(mailbox: MailboxId, flight: FlightId) -> Job {
     })
 }
 
-fn ack_job(flight: FlightId) -> Job {
+pub(super) fn ack_job(flight: FlightId) -> Job {
     Box::new(move |hub: &Hub| {
         if let Some(store) = hub.store()
             && let Err(e) = store.ack(&flight)
@@ -541,7 +588,7 @@ fn ack_job(flight: FlightId) -> Job {
     })
 }
 
-fn cancel_receive_job(mailbox: MailboxId, wid: Wid) -> Job {
+pub(super) fn cancel_receive_job(mailbox: MailboxId, wid: Wid) -> Job {
     Box::new(move |hub: &Hub| {
         if let Some(store) = hub.store()
             && let Err(e) = store.cancel_receive(mailbox, wid)

@@ -13,6 +13,7 @@
 
 mod admin;
 mod calls;
+mod poll;
 
 use std::sync::Arc;
 
@@ -24,6 +25,7 @@ use super::store::Store;
 
 pub(super) use admin::Bound;
 pub(super) use calls::Call;
+pub(super) use poll::Held;
 
 /// Work for a broker thread: a store call and the application of its answer.
 pub type Job = Box<dyn FnOnce(&Hub) + Send>;
