@@ -4,7 +4,8 @@
 //! - `t=deliver` (m, w, p, n, b1..bn): messages handed to a waiting
 //!   reader; they stay until `ack` or `give_back` removes them, so that
 //!   the reaper can give them back if this node dies;
-//! - `t=flight`: what a direct receive took (same fields), skipped here;
+//! - `t=flight` entries are not here: a direct receive records what it took
+//!   in `ipcfs:flight:NODE`, which no pump reads;
 //! - `t=room` (m), `t=toobig` (m, w, n), `t=receipt` (tag, pid, node), `t=tree`, `t=removed`
 //!   (m): deleted once reported.
 //!

@@ -1,8 +1,8 @@
 -- ARGV: 3 flight. Its messages reached their reader: receipts go to the
 -- senders that asked for one, naming the reading pid and this node.
 fence()
-local inbox = 'ipcfs:inbox:' .. NODE
-local e = redis.call('XRANGE', inbox, ARGV[3], ARGV[3])[1]
+local inbox, eid = flight_entry(ARGV[3])
+local e = redis.call('XRANGE', inbox, eid, eid)[1]
 if not e then
   return 0
 end
@@ -22,5 +22,5 @@ end
 if redis.call('EXISTS', box(f.m)) == 1 then
   redis.call('HINCRBY', box(f.m), 'received', tonumber(f.n))
 end
-redis.call('XDEL', inbox, ARGV[3])
+redis.call('XDEL', inbox, eid)
 return 1

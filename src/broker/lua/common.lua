@@ -171,13 +171,15 @@ end
 local function reap(node)
   local inbox = 'ipcfs:inbox:' .. node
   -- Newest first, each to the head: the oldest ends up in front.
-  for _, e in ipairs(redis.call('XREVRANGE', inbox, '+', '-')) do
-    local f = fields(e[2])
-    if f.t == 'deliver' or f.t == 'flight' then
-      restore(f.m, carried(f), f.c)
+  for _, stream in ipairs({inbox, 'ipcfs:flight:' .. node}) do
+    for _, e in ipairs(redis.call('XREVRANGE', stream, '+', '-')) do
+      local f = fields(e[2])
+      if f.t == 'deliver' or f.t == 'flight' then
+        restore(f.m, carried(f), f.c)
+      end
     end
+    redis.call('DEL', stream)
   end
-  redis.call('DEL', inbox)
   local suffix = ' ' .. node
   for _, id in ipairs(redis.call('SMEMBERS', 'ipcfs:seen:' .. node)) do
     local b = box(id)
@@ -199,6 +201,16 @@ local function reap(node)
   end
   redis.call('DEL', 'ipcfs:seen:' .. node)
   redis.call('SREM', 'ipcfs:nodes', node)
+end
+
+-- The stream and entry id of a flight id: `F…` is a direct receive's
+-- record (ipcfs:flight:NODE, which no pump reads), else a delivery in the
+-- node's inbox.
+local function flight_entry(fid)
+  if string.sub(fid, 1, 1) == 'F' then
+    return 'ipcfs:flight:' .. NODE, string.sub(fid, 2)
+  end
+  return 'ipcfs:inbox:' .. NODE, fid
 end
 
 -- Mailbox id, or EIDRM.

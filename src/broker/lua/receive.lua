@@ -1,6 +1,6 @@
 -- ARGV: 3 id, 4 wid, 5 pid, 6 framing (s|p|b), 7 size, 8 nonblock.
--- Takes queued messages as the framing allows, recorded as a flight in
--- this node's inbox until ack; else lists the reader as waiting.
+-- Takes queued messages as the framing allows, recorded as a flight
+-- (ipcfs:flight:NODE) until ack; else lists the reader as waiting.
 fence()
 local id, wid, pid, framing = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local size, nonblock = tonumber(ARGV[7]), ARGV[8] == '1'
@@ -47,7 +47,8 @@ if head then
     args[#args + 1] = 'b' .. i
     args[#args + 1] = r
   end
-  local fid = redis.call('XADD', 'ipcfs:inbox:' .. NODE, '*', unpack(args))
+  -- Kept apart from the inbox, so that the pump is not woken for it.
+  local fid = 'F' .. redis.call('XADD', 'ipcfs:flight:' .. NODE, '*', unpack(args))
   room(id)
   local out = {'msgs', fid}
   for _, r in ipairs(raws) do
