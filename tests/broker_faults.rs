@@ -516,3 +516,59 @@ fn a_broker_out_of_memory_gives_enobufs() {
     });
     assert_eq!(recv(&b.p("big")), b"small\n");
 }
+
+/// A broker that stops answering (SIGSTOP) holds up no FUSE event loop:
+/// while opens, mkdirs and an rmdir wait on it (up to the store's 2 s
+/// timeout, more of them than the daemon has event-loop threads), other
+/// requests on the same mount — `proc/status`, a `proc/` link — are
+/// answered at once.
+#[test]
+fn a_stopped_broker_holds_up_no_event_loop() {
+    let redis = Redis::start();
+    let (a, _b) = two(&redis, &[]);
+    let bx = a.mailbox("box", "");
+    std::fs::create_dir(a.p("gone")).unwrap();
+    let pid = redis.pid().expect("redis runs") as libc::pid_t;
+    // SAFETY: kill(2) on the redis-server this test started.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let waiting: Vec<Bg> = (0..4)
+        .map(|i| {
+            a.spawn_sh(&format!(
+                "cat {box}/status >/dev/null 2>&1; mkdir {m}/new{i} 2>/dev/null; rmdir {m}/gone 2>/dev/null; true",
+                box = bx.display(),
+                m = a.path().display()
+            ))
+        })
+        .collect();
+    // Each shell's `cat` waits in the kernel for the daemon's answer.
+    let waits_for_fuse = |sh: u32| {
+        let kids =
+            std::fs::read_to_string(format!("/proc/{sh}/task/{sh}/children")).unwrap_or_default();
+        kids.split_whitespace().any(|kid| {
+            std::fs::read_to_string(format!("/proc/{kid}/wchan"))
+                .is_ok_and(|c| c.contains("request_wait_answer"))
+        })
+    };
+    wait_until(T, "the four opens wait on the daemon", || {
+        waiting.iter().all(|w| waits_for_fuse(w.pid()))
+    });
+    let start = Instant::now();
+    let status = within(T, "proc/status while the broker is stopped", {
+        let p = a.p("proc/status");
+        move || std::fs::read_to_string(p)
+    })
+    .expect("proc/status");
+    let took = start.elapsed();
+    assert!(status.contains("node: a"), "{status}");
+    assert_proc_link_works(&a, "while the broker is stopped");
+    assert!(
+        took < Duration::from_millis(500),
+        "proc/status took {took:?} while calls waited on a stopped broker"
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    for w in waiting {
+        let o = w.wait_timeout(T);
+        assert!(o.status.success(), "{}", show(&o));
+    }
+}

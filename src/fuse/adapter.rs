@@ -8,7 +8,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use fuser::{
     AccessFlags, BsdFileFlags, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
@@ -208,9 +208,26 @@ impl Filesystem for IpcFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
+        let (uid, gid) = (req.uid(), req.gid());
+        if let Ok(p) = node_at(parent).and_then(nodes::container)
+            && self.hub.is_shared()
+        {
+            // On a broker: by a broker thread (ipcfs(7), ACROSS HOSTS).
+            let (name, started) = (name.to_owned(), self.started);
+            self.hub.defer(Box::new(move |hub: &Hub| {
+                let made = hub
+                    .mkdir(p, &name, mode & !umask, uid, gid)
+                    .and_then(|id| nodes::new_mailbox_attr(hub, started, id));
+                match made {
+                    Ok(attr) => reply.entry(&Duration::ZERO, &attr, Generation(0)),
+                    Err(e) => reply.error(err(&"mkdir", e)),
+                }
+            }));
+            return;
+        }
         let result = node_at(parent)
             .and_then(nodes::container)
-            .and_then(|p| self.hub.mkdir(p, name, mode & !umask, req.uid(), req.gid()))
+            .and_then(|p| self.hub.mkdir(p, name, mode & !umask, uid, gid))
             .and_then(|id| self.attr_of(req, Node::Mailbox(id)));
         match result {
             Ok(c) => reply.entry_with_ttls(&c.attr_ttl, &c.entry_ttl, &c.attr, Generation(0)),
@@ -223,15 +240,26 @@ impl Filesystem for IpcFs {
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let result =
+        let asked =
             node_at(parent).and_then(|parent| match self.lookup_node(req, parent, name)? {
-                Node::Mailbox(_) => self.hub.rmdir(nodes::container(parent)?, name),
+                Node::Mailbox(_) => nodes::container(parent),
                 Node::ProcDir => Err(Errno::EBUSY.into()),
                 _ => Err(Errno::ENOTDIR.into()),
             });
-        match result {
+        let answer = |reply: ReplyEmpty, result: Result<(), Refusal>| match result {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(err(&"rmdir", e)),
+        };
+        match asked {
+            // On a broker: by a broker thread (ipcfs(7), ACROSS HOSTS).
+            Ok(parent) if self.hub.is_shared() => {
+                let name = name.to_owned();
+                self.hub.defer(Box::new(move |hub: &Hub| {
+                    answer(reply, hub.rmdir(parent, &name))
+                }));
+            }
+            Ok(parent) => answer(reply, self.hub.rmdir(parent, name)),
+            Err(e) => answer(reply, Err(e)),
         }
     }
 
@@ -256,21 +284,32 @@ impl Filesystem for IpcFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let result = if !flags.is_empty() {
+        let asked = if !flags.is_empty() {
             Err(Errno::EINVAL.into())
         } else {
             node_at(parent).and_then(|from| match self.lookup_node(req, from, name)? {
                 Node::Mailbox(_) => {
                     let from = nodes::container(from)?;
                     let to = node_at(newparent).and_then(nodes::container)?;
-                    self.hub.rename(from, name, to, newname)
+                    Ok((from, to))
                 }
                 _ => Err(Errno::EPERM.into()),
             })
         };
-        match result {
+        let answer = |reply: ReplyEmpty, result: Result<(), Refusal>| match result {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(err(&"rename", e)),
+        };
+        match asked {
+            // On a broker: by a broker thread (ipcfs(7), ACROSS HOSTS).
+            Ok((from, to)) if self.hub.is_shared() => {
+                let (name, newname) = (name.to_owned(), newname.to_owned());
+                self.hub.defer(Box::new(move |hub: &Hub| {
+                    answer(reply, hub.rename(from, &name, to, &newname))
+                }));
+            }
+            Ok((from, to)) => answer(reply, self.hub.rename(from, name, to, newname)),
+            Err(e) => answer(reply, Err(e)),
         }
     }
 
@@ -300,40 +339,22 @@ impl Filesystem for IpcFs {
             // redirections and open() in programs do not.
             copy: read && !write && flags.0 & libc::O_NOFOLLOW != 0,
         };
-        let result = node_at(ino)
+        let asked = node_at(ino)
             .and_then(nodes::target)
-            .and_then(|t| Ok((t, self.caller(req)?)))
-            .and_then(|(t, caller)| Ok((t, self.hub.open(caller, t, access)?)));
-        match result {
-            Ok((target, fh)) => {
-                // No page cache: every read(2)/write(2) reaches the daemon.
-                // Message files are streams: each read(2)/write(2) starts
-                // at offset 0 (see Cursor::serve), and lseek(2) fails.
-                // Status and policy are snapshots taken at open, read at
-                // the offset like a /proc file: `head` may seek back in them.
-                let kind = match target {
-                    Target::Mailbox(_, k) | Target::Link(_, k) => Some(k),
-                    _ => None,
-                };
-                let stream = kind.is_some_and(|k| k.sends() || k.receives()) && !access.copy;
-                // Nothing is buffered, so close(2) need not wait for a FLUSH.
-                let mut f = FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH;
-                if stream {
-                    f |= FopenFlags::FOPEN_NONSEEKABLE | FopenFlags::FOPEN_STREAM;
-                }
-                // Writes to one file do not queue behind each other in the
-                // kernel: each reaches the daemon, where a blocked one parks
-                // (killable, and O_NONBLOCK gives EAGAIN). The kernel takes
-                // the inode lock shared only for writes it does not see as
-                // past the end of the file: files written to report a size
-                // of the largest message (see hub/attrs.rs).
-                if kind.is_some_and(FileKind::sends) {
-                    f |= FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES;
-                }
-                reply.opened(FileHandle(fh), f)
-            }
-            Err(e) => reply.error(err(&"open", e)),
+            .and_then(|t| Ok((t, self.caller(req)?)));
+        // A broker's mailbox is opened by a broker thread: the event loop
+        // never waits on the network (ipcfs(7), ACROSS HOSTS).
+        if let Ok((t @ Target::Mailbox(..), caller)) = asked
+            && self.hub.is_shared()
+        {
+            self.hub.defer(Box::new(move |hub: &Hub| {
+                let result = hub.open(caller, t, access).map(|fh| (t, fh));
+                opened(reply, access, result);
+            }));
+            return;
         }
+        let result = asked.and_then(|(t, caller)| Ok((t, self.hub.open(caller, t, access)?)));
+        opened(reply, access, result);
     }
 
     fn read(
@@ -477,5 +498,39 @@ impl Filesystem for IpcFs {
         reply.poll(PollEvents::from_bits_truncate(
             ready & (events.bits() | always),
         ));
+    }
+}
+
+/// Answers an open with its handle and how the kernel must treat the file.
+fn opened(reply: ReplyOpen, access: Access, result: Result<(Target, u64), Refusal>) {
+    match result {
+        Ok((target, fh)) => {
+            // No page cache: every read(2)/write(2) reaches the daemon.
+            // Message files are streams: each read(2)/write(2) starts
+            // at offset 0 (see Cursor::serve), and lseek(2) fails.
+            // Status and policy are snapshots taken at open, read at
+            // the offset like a /proc file: `head` may seek back in them.
+            let kind = match target {
+                Target::Mailbox(_, k) | Target::Link(_, k) => Some(k),
+                _ => None,
+            };
+            let stream = kind.is_some_and(|k| k.sends() || k.receives()) && !access.copy;
+            // Nothing is buffered, so close(2) need not wait for a FLUSH.
+            let mut f = FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH;
+            if stream {
+                f |= FopenFlags::FOPEN_NONSEEKABLE | FopenFlags::FOPEN_STREAM;
+            }
+            // Writes to one file do not queue behind each other in the
+            // kernel: each reaches the daemon, where a blocked one parks
+            // (killable, and O_NONBLOCK gives EAGAIN). The kernel takes
+            // the inode lock shared only for writes it does not see as
+            // past the end of the file: files written to report a size
+            // of the largest message (see hub/attrs.rs).
+            if kind.is_some_and(FileKind::sends) {
+                f |= FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES;
+            }
+            reply.opened(FileHandle(fh), f)
+        }
+        Err(e) => reply.error(err(&"open", e)),
     }
 }

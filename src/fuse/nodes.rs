@@ -61,23 +61,7 @@ pub(super) fn target(node: Node) -> Result<Target, Refusal> {
 
 impl IpcFs {
     fn file_attr(&self, node: Node, kind: FileType, meta: Meta) -> FileAttr {
-        FileAttr {
-            ino: INodeNo(node.ino()),
-            size: meta.size,
-            blocks: 0,
-            atime: self.started,
-            mtime: self.started,
-            ctime: self.started,
-            crtime: self.started,
-            kind,
-            perm: meta.attr.mode as u16,
-            nlink: if kind == FileType::Directory { 2 } else { 1 },
-            uid: meta.attr.uid,
-            gid: meta.attr.gid,
-            rdev: 0,
-            blksize: meta.blksize,
-            flags: 0,
-        }
+        file_attr(self.started, node, kind, meta)
     }
 
     /// The attributes of `node` and how long the kernel may cache them.
@@ -221,4 +205,41 @@ impl IpcFs {
         }
         Ok(out)
     }
+}
+
+/// What `stat(2)` shows of `node`; times are the mount's start.
+fn file_attr(started: std::time::SystemTime, node: Node, kind: FileType, meta: Meta) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(node.ino()),
+        size: meta.size,
+        blocks: 0,
+        atime: started,
+        mtime: started,
+        ctime: started,
+        crtime: started,
+        kind,
+        perm: meta.attr.mode as u16,
+        nlink: if kind == FileType::Directory { 2 } else { 1 },
+        uid: meta.attr.uid,
+        gid: meta.attr.gid,
+        rdev: 0,
+        blksize: meta.blksize,
+        flags: 0,
+    }
+}
+
+/// The attributes of a broker's mailbox just made, for `mkdir`'s answer
+/// from a broker thread: nothing of it is cached (see `attr_of`).
+pub(super) fn new_mailbox_attr(
+    hub: &crate::hub::Hub,
+    started: std::time::SystemTime,
+    id: crate::hub::MailboxId,
+) -> Result<FileAttr, Refusal> {
+    let node = Node::Mailbox(id);
+    Ok(file_attr(
+        started,
+        node,
+        FileType::Directory,
+        hub.mailbox_meta(id, None)?,
+    ))
 }

@@ -80,6 +80,16 @@ impl Hub {
 }
 
 impl Hub {
+    /// Runs `job` on a broker thread (a mount with `--broker`): for
+    /// requests whose answer needs the broker, so that no FUSE event-loop
+    /// thread waits on the network.
+    pub fn defer(&self, job: Job) {
+        match self.remote.get() {
+            Some(r) => (r.run)(job),
+            None => job(self),
+        }
+    }
+
     /// The daemon is stopping: this node's lease is given up, so that its
     /// holds go at once rather than after the lease.
     pub fn stop_store(&self) {
