@@ -1,16 +1,17 @@
 //! The threads of a mount with `--broker` (ipcfs(7), ACROSS HOSTS): the
 //! workers that make the store's calls for the core (so that no FUSE
-//! event-loop thread waits on the network), the pump that reads this
+//! event-loop thread waits on the network) and their timer, the pump that reads this
 //! node's inbox, and the heartbeat that keeps its lease.
 
+use std::collections::VecDeque;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 
 use crate::hub::Hub;
-use crate::hub::remote::{Job, Remote};
+use crate::hub::remote::{ACK_DELAY, Job, Remote};
 use crate::hub::store::Store;
 
 /// Worker threads: calls to the broker run side by side, so that one slow
@@ -37,13 +38,50 @@ pub fn attach(hub: &Arc<Hub>, store: Arc<dyn Store>, lease: Duration) -> Result<
             })
             .map_err(|e| format!("cannot start a broker thread: {e}"))?;
     }
+    // Jobs due a moment from now (acknowledgements a next read did not
+    // carry): kept in order of arrival, all with the same delay, and handed
+    // to the workers when due.
+    let (soon_tx, soon_rx) = mpsc::channel::<(Instant, Job)>();
+    let to_workers = tx.clone();
+    std::thread::Builder::new()
+        .name("ipcfs-broker-timer".into())
+        .spawn(move || {
+            let mut due: VecDeque<(Instant, Job)> = VecDeque::new();
+            loop {
+                let got = match due.front() {
+                    None => soon_rx.recv().map_err(|_| true),
+                    Some((at, _)) => soon_rx
+                        .recv_timeout(at.saturating_duration_since(Instant::now()))
+                        .map_err(|e| e == mpsc::RecvTimeoutError::Disconnected),
+                };
+                match got {
+                    Ok(item) => due.push_back(item),
+                    Err(true) => return,
+                    Err(false) => {}
+                }
+                while due.front().is_some_and(|(at, _)| *at <= Instant::now()) {
+                    let (_, job) = due.pop_front().expect("a due job");
+                    let _ = to_workers.send(job);
+                }
+            }
+        })
+        .map_err(|e| format!("cannot start the broker's timer thread: {e}"))?;
     let tx = Mutex::new(tx);
     let run = Box::new(move |job: Job| {
         let _ = tx.lock().unwrap_or_else(|e| e.into_inner()).send(job);
     });
+    let soon_tx = Mutex::new(soon_tx);
+    let soon = Box::new(move |job: Job| {
+        let at = Instant::now() + ACK_DELAY;
+        let _ = soon_tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send((at, job));
+    });
     hub.set_remote(Remote {
         store: Arc::clone(&store),
         run,
+        soon,
     })
     .map_err(|e| {
         format!(

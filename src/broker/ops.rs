@@ -273,6 +273,15 @@ impl Store for RedisStore {
     }
 
     fn receive(&self, id: MailboxId, reader: &Reader) -> Result<Received> {
+        self.ack_and_receive(id, reader, &[])
+    }
+
+    fn ack_and_receive(
+        &self,
+        id: MailboxId,
+        reader: &Reader,
+        acks: &[FlightId],
+    ) -> Result<Received> {
         let v = array(self.run(&self.scripts.receive, |inv| {
             inv.arg(id)
                 .arg(reader.wid)
@@ -280,6 +289,9 @@ impl Store for RedisStore {
                 .arg(framing_text(reader.framing))
                 .arg(reader.size)
                 .arg(u8::from(reader.nonblock));
+            for f in acks {
+                inv.arg(f.as_str());
+            }
         })?)?;
         match v.first().and_then(as_str) {
             Some("msgs") => {
@@ -319,8 +331,17 @@ impl Store for RedisStore {
     }
 
     fn ack(&self, flight: &FlightId) -> Result<()> {
+        self.ack_all(std::slice::from_ref(flight))
+    }
+
+    fn ack_all(&self, flights: &[FlightId]) -> Result<()> {
+        if flights.is_empty() {
+            return Ok(());
+        }
         self.run(&self.scripts.ack, |inv| {
-            inv.arg(flight.as_str());
+            for f in flights {
+                inv.arg(f.as_str());
+            }
         })
         .map(drop)
     }

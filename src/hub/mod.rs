@@ -174,6 +174,9 @@ struct State {
     /// Messages taken from the broker for a descriptor's poll, not yet
     /// read, by descriptor.
     held: HashMap<u64, remote::Held>,
+    /// What each descriptor read from the broker and has not yet
+    /// acknowledged (see `Hub::ack_soon`).
+    unacked: HashMap<u64, Vec<store::FlightId>>,
 }
 
 impl State {
@@ -319,6 +322,7 @@ impl Hub {
                 fenced_below: 0,
                 bound: Default::default(),
                 held: HashMap::new(),
+                unacked: HashMap::new(),
             }),
             procs: Arc::from(procs),
             budget: Arc::new(MemoryBudget::with_shares(
@@ -394,6 +398,7 @@ impl Hub {
         drop(st);
         let suspects = std::mem::take(&mut fx.suspects);
         let later = std::mem::take(&mut fx.later);
+        let soon = std::mem::take(&mut fx.soon);
         let watch = std::mem::take(&mut fx.watch);
         fx.run(&|kh| {
             if let Some(n) = self.notifier.get() {
@@ -414,6 +419,7 @@ impl Hub {
             }
         }
         self.dispatch(later);
+        self.dispatch_soon(soon);
         for req in suspects {
             self.interrupt(req);
         }

@@ -66,6 +66,8 @@ pub struct Effects {
     pub receipts_on: Vec<(ReceiptTag, u32, std::sync::Arc<str>)>,
     /// Work for broker threads, once the lock is released.
     pub later: Vec<crate::hub::remote::Job>,
+    /// Work for broker threads a moment from now (acknowledgements).
+    pub soon: Vec<crate::hub::remote::Job>,
     /// Receipts to forget: their write failed, nothing was sent.
     pub cancelled: Vec<ReceiptTag>,
     /// Waiters that left their queue.

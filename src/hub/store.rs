@@ -223,6 +223,25 @@ pub trait Store: Send + Sync {
     fn give_back(&self, id: MailboxId, flight: &FlightId) -> Result<()>;
     /// Messages of `flight` reached their reader.
     fn ack(&self, flight: &FlightId) -> Result<()>;
+    /// [`Store::ack`] of each of `flights`, in one exchange where the
+    /// store can.
+    fn ack_all(&self, flights: &[FlightId]) -> Result<()> {
+        flights.iter().try_for_each(|f| self.ack(f))
+    }
+    /// [`Store::ack_all`] of `acks` (earlier reads of the same reader),
+    /// then [`Store::receive`]: a reader that reads on acknowledges what
+    /// it took with its next read.
+    fn ack_and_receive(
+        &self,
+        id: MailboxId,
+        reader: &Reader,
+        acks: &[FlightId],
+    ) -> Result<Received> {
+        if let Err(e) = self.ack_all(acks) {
+            log::debug!("acknowledging {} deliveries: {e}", acks.len());
+        }
+        self.receive(id, reader)
+    }
     /// A reader closed its descriptor in the middle of a message.
     fn truncated(&self, id: MailboxId) -> Result<()>;
     fn status(&self, id: MailboxId) -> Result<RemoteStatus>;

@@ -1,7 +1,11 @@
--- ARGV: 3 id, 4 wid, 5 pid, 6 framing (s|p|b), 7 size, 8 nonblock.
+-- ARGV: 3 id, 4 wid, 5 pid, 6 framing (s|p|b), 7 size, 8 nonblock,
+-- 9.. flights of this reader to acknowledge first (see ack.lua).
 -- Takes queued messages as the framing allows, recorded as a flight
 -- (ipcfs:flight:NODE) until ack; else lists the reader as waiting.
 fence()
+for i = 9, #ARGV do
+  ack(ARGV[i])
+end
 local id, wid, pid, framing = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local size, nonblock = tonumber(ARGV[7]), ARGV[8] == '1'
 local b = existing(id)

@@ -144,7 +144,8 @@ impl Hub {
         };
         let reader = call.reader(io.req).expect("a read");
         st.calls.insert(io.req, call);
-        fx.later.push(receive_job(mailbox, reader));
+        let acks = st.unacked.remove(&io.handle).unwrap_or_default();
+        fx.later.push(receive_job(mailbox, reader, acks));
     }
 
     /// A write of a remote mailbox: `frames` (one message, or a batch's),
@@ -299,7 +300,7 @@ impl Hub {
         let mut msgs = match made {
             Ok(m) if !m.is_empty() => m.into_iter(),
             Ok(_) => {
-                fx.later.push(ack_job(flight));
+                self.ack_soon(st, fx, call.handle, flight);
                 return self.end_call(st, fx, call, Outcome::empty());
             }
             Err(e) => {
@@ -324,8 +325,19 @@ impl Hub {
         if msgs.len() > 0 {
             warn!("the broker handed more messages than a read of {size} bytes takes");
         }
-        fx.later.push(ack_job(flight));
+        self.ack_soon(st, fx, call.handle, flight);
         self.end_call(st, fx, call, out);
+    }
+
+    /// Messages of `flight` were read from descriptor `h`: the next read
+    /// of `h` acknowledges them with its own call to the broker, or, if
+    /// none comes within [`super::ACK_DELAY`], a call of their own.
+    pub(super) fn ack_soon(&self, st: &mut State, fx: &mut Effects, h: u64, flight: FlightId) {
+        let pending = st.unacked.entry(h).or_default();
+        pending.push(flight);
+        if pending.len() == 1 {
+            fx.soon.push(flush_acks_job(h));
+        }
     }
 
     /// Answers a call and lets reads behind it on its descriptor go on.
@@ -517,7 +529,7 @@ impl Hub {
                 for (wid, mailbox, reader) in listed {
                     st.calls.get_mut(&wid).expect("call").listed = false;
                     fx.later.push(match reader {
-                        Some(r) => receive_job(mailbox, r),
+                        Some(r) => receive_job(mailbox, r, Vec::new()),
                         None => send_job(mailbox, wid),
                     });
                 }
@@ -543,10 +555,10 @@ impl Hub {
     }
 }
 
-pub(super) fn receive_job(mailbox: MailboxId, reader: Reader) -> Job {
+pub(super) fn receive_job(mailbox: MailboxId, reader: Reader, acks: Vec<FlightId>) -> Job {
     Box::new(move |hub: &Hub| {
         let Some(store) = hub.store() else { return };
-        let answer = store.receive(mailbox, &reader);
+        let answer = store.ack_and_receive(mailbox, &reader, &acks);
         hub.received(reader.wid, mailbox, answer);
     })
 }
@@ -578,12 +590,16 @@ pub(super) fn give_back_job(mailbox: MailboxId, flight: FlightId) -> Job {
     })
 }
 
-pub(super) fn ack_job(flight: FlightId) -> Job {
+/// Acknowledges what descriptor `h` read and has not acknowledged with a
+/// later read (see [`Hub::ack_soon`]).
+pub(super) fn flush_acks_job(h: u64) -> Job {
     Box::new(move |hub: &Hub| {
-        if let Some(store) = hub.store()
-            && let Err(e) = store.ack(&flight)
-        {
-            debug!("cannot acknowledge a delivery to the broker: {e}");
+        let Some(store) = hub.store() else { return };
+        let Some(flights) = hub.lock().unacked.remove(&h) else {
+            return;
+        };
+        if let Err(e) = store.ack_all(&flights) {
+            debug!("cannot acknowledge deliveries to the broker: {e}");
         }
     })
 }

@@ -35,7 +35,14 @@ pub struct Remote {
     pub store: Arc<dyn Store>,
     /// Hands a job to a broker thread.
     pub run: Box<dyn Fn(Job) + Send + Sync>,
+    /// Runs a job [`ACK_DELAY`] from now.
+    pub soon: Box<dyn Fn(Job) + Send + Sync>,
 }
+
+/// How long an acknowledgement waits for the reader's next read to carry
+/// it: a reader that reads on makes one call to the broker per message,
+/// not two. Receipts come this much later when nobody reads on.
+pub const ACK_DELAY: std::time::Duration = std::time::Duration::from_millis(2);
 
 fn stale() -> Refusal {
     Errno::ESTALE.because("this daemon lost its lease on the broker: reopen the file")
@@ -66,6 +73,15 @@ impl Hub {
         if let Some(r) = self.remote.get() {
             for j in jobs {
                 (r.run)(j);
+            }
+        }
+    }
+
+    /// Runs jobs left by an operation [`ACK_DELAY`] from now.
+    pub(super) fn dispatch_soon(&self, jobs: Vec<Job>) {
+        if let Some(r) = self.remote.get() {
+            for j in jobs {
+                (r.soon)(j);
             }
         }
     }

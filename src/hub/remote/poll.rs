@@ -15,7 +15,9 @@ use super::super::message::Message;
 use super::super::reply::{Effects, Outcome, Replier};
 use super::super::store::{FlightId, Wid};
 use super::super::{ChanKey, Hub, Io, MailboxId, State};
-use super::calls::{Call, CallKind, ack_job, cancel_receive_job, give_back_job, receive_job};
+use super::calls::{
+    Call, CallKind, cancel_receive_job, flush_acks_job, give_back_job, receive_job,
+};
 
 /// A message taken for a descriptor by its poll, not yet read.
 pub(in crate::hub) struct Held {
@@ -109,7 +111,7 @@ impl Hub {
                     nonblock: false,
                 };
                 st.calls.insert(wid, call);
-                self.dispatch(vec![receive_job(mailbox, reader)]);
+                self.dispatch(vec![receive_job(mailbox, reader, Vec::new())]);
             }
             (None, _) => {}
         }
@@ -168,7 +170,7 @@ impl Hub {
                 _ => None,
             };
             let out = framing::deliver(framing, cursor, held.msg, size, &mut |_| None);
-            fx.later.push(ack_job(held.flight));
+            self.ack_soon(st, fx, io.handle, held.flight);
             fx.reply(reply, out);
             return None;
         }
@@ -206,6 +208,9 @@ impl Hub {
     pub(in crate::hub) fn release_held(&self, st: &mut State, fx: &mut Effects, h: u64) {
         if let Some(held) = st.held.remove(&h) {
             fx.later.push(give_back_job(held.mailbox, held.flight));
+        }
+        if st.unacked.contains_key(&h) {
+            fx.later.push(flush_acks_job(h));
         }
         let wid = poll_wid(h);
         if let Some(call) = st.calls.get_mut(&wid) {
