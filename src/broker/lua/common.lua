@@ -166,6 +166,13 @@ local function carried(f)
   return raws
 end
 
+-- A receive's messages (flight entry f) go back: no longer received.
+local function untake(f)
+  if f.t == 'flight' and redis.call('EXISTS', box(f.m)) == 1 then
+    redis.call('HINCRBY', box(f.m), 'received', -tonumber(f.n))
+  end
+end
+
 -- Everything a dead (or departing) node held: messages in flight to it go
 -- back, its waiting readers, blocked senders, holds and receivers go.
 local function reap(node)
@@ -175,6 +182,7 @@ local function reap(node)
     for _, e in ipairs(redis.call('XREVRANGE', stream, '+', '-')) do
       local f = fields(e[2])
       if f.t == 'deliver' or f.t == 'flight' then
+        untake(f)
         restore(f.m, carried(f), f.c)
       end
     end
@@ -234,7 +242,8 @@ local function ack(fid)
       post(parts[1], 't', 'receipt', 'tag', parts[2], 'pid', f.p, 'node', NODE)
     end
   end
-  if redis.call('EXISTS', box(f.m)) == 1 then
+  -- What a receive took directly was counted then (receive.lua).
+  if f.t == 'deliver' and redis.call('EXISTS', box(f.m)) == 1 then
     redis.call('HINCRBY', box(f.m), 'received', tonumber(f.n))
   end
   redis.call('XDEL', inbox, eid)

@@ -8,5 +8,6 @@ if not e then
 end
 local f = fields(e[2])
 redis.call('XDEL', inbox, eid)
+untake(f)
 restore(f.m, carried(f), f.c)
 return 1

@@ -53,6 +53,9 @@ if head then
   end
   -- Kept apart from the inbox, so that the pump is not woken for it.
   local fid = 'F' .. redis.call('XADD', 'ipcfs:flight:' .. NODE, '*', unpack(args))
+  -- Counted now, so that status shows it at once (the ack may wait for
+  -- the reader's next read).
+  redis.call('HINCRBY', b, 'received', #raws)
   room(id)
   local out = {'msgs', fid}
   for _, r in ipairs(raws) do
