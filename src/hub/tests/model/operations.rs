@@ -203,11 +203,16 @@ pub(super) fn name() -> impl Strategy<Value = &'static str> {
     prop_oneof![5 => Just("a"), 2 => Just("b"), 1 => Just("a/c")]
 }
 
-pub(super) fn text() -> impl Strategy<Value = Text> {
+/// Every rule: what a local mount's mailboxes take.
+pub(super) const ALL_RULES: &[Rule] = &Rule::ALL;
+/// The rules of a broker mount's mailboxes the model test covers there.
+pub(super) const BROKER_RULES: &[Rule] = &[Rule::Arbitrary, Rule::Exclusive, Rule::Pair];
+
+pub(super) fn text(rules: &'static [Rule]) -> impl Strategy<Value = Text> {
     let capacity = prop_oneof![4 => (0usize..4).prop_map(Some), 1 => Just(None)];
     prop_oneof![
         6 => (
-            prop::option::weighted(0.7, prop::sample::select(&Rule::ALL[..])),
+            prop::option::weighted(0.7, prop::sample::select(rules)),
             prop::option::of(capacity),
             prop::option::weighted(0.3, prop::sample::select(&[3usize, 6, MAX][..])),
         )
@@ -226,7 +231,9 @@ pub(super) fn link_kind() -> impl Strategy<Value = Kind> {
     kind().prop_map(|k| if k == Kind::Status { Kind::Recv } else { k })
 }
 
-pub(super) fn op() -> impl Strategy<Value = Op> {
+/// An operation; `links`: opens of `proc/<pid>/` files too (a broker
+/// mount's links are local: the broker run leaves them out).
+pub(super) fn op(rules: &'static [Rule], links: bool) -> impl Strategy<Value = Op> {
     let fd = 0usize..ANY_FD + 2;
     prop_oneof![
         2 => name().prop_map(Op::Mkdir),
@@ -236,10 +243,17 @@ pub(super) fn op() -> impl Strategy<Value = Op> {
             name,
             kind
         }),
-        3 => (0..SLOTS, 1..SLOTS, link_kind()).prop_map(|(who, peer, kind)| Op::Link {
-            who,
-            peer: (who + peer) % SLOTS,
-            kind
+        // Without links, these open a mailbox's file instead.
+        3 => (0..SLOTS, 1..SLOTS, link_kind(), name()).prop_map(move |(who, peer, kind, name)| {
+            if links {
+                Op::Link {
+                    who,
+                    peer: (who + peer) % SLOTS,
+                    kind,
+                }
+            } else {
+                Op::Open { who, name, kind }
+            }
         }),
         9 => (
             fd.clone(),
@@ -256,7 +270,7 @@ pub(super) fn op() -> impl Strategy<Value = Op> {
         9 => (fd.clone(), 1u32..=24, prop::bool::weighted(0.3))
             .prop_map(|(fd, size, block)| Op::Read { fd, size, block }),
         2 => fd.prop_map(|fd| Op::Close { fd }),
-        3 => (0..SLOTS, prop::option::weighted(0.85, name()), text())
+        3 => (0..SLOTS, prop::option::weighted(0.85, name()), text(rules))
             .prop_map(|(who, name, text)| Op::Policy { who, name, text }),
         2 => (0usize..4).prop_map(|nth| Op::Interrupt { nth }),
         1 => (0..SLOTS).prop_map(|who| Op::Exit { who }),
@@ -269,12 +283,12 @@ pub(super) fn op() -> impl Strategy<Value = Op> {
 /// queued. A reader must not pull a single frame out of it (ipcfs(7),
 /// PACKETS AND BATCH: a batch goes in whole). Run first in a case, so that
 /// its descriptor numbers name its own descriptors.
-pub(super) fn blocked_batch() -> impl Strategy<Value = Vec<Op>> {
+pub(super) fn blocked_batch(rules: &'static [Rule]) -> impl Strategy<Value = Vec<Op>> {
     let reader =
         prop::sample::select(&[Kind::Recv, Kind::Packets(Dir::R), Kind::Batch(Dir::R)][..]);
     (
         prop::sample::select(&["a", "b"][..]),
-        prop::option::of(prop::sample::select(&Rule::ALL[..])),
+        prop::option::of(prop::sample::select(rules)),
         2usize..=3,
         prop::collection::vec(1usize..=8, 3),
         prop::bool::ANY,
@@ -340,11 +354,12 @@ pub(super) fn blocked_batch() -> impl Strategy<Value = Vec<Op>> {
         })
 }
 
-/// A case: now and then [`blocked_batch`] first, then random operations.
-pub(super) fn ops() -> impl Strategy<Value = Vec<Op>> {
+/// A case: now and then [`blocked_batch`] first, then random operations
+/// (of `rules`, with links or not).
+pub(super) fn ops(rules: &'static [Rule], links: bool) -> impl Strategy<Value = Vec<Op>> {
     (
-        prop::option::weighted(0.3, blocked_batch()),
-        prop::collection::vec(op(), 1..80),
+        prop::option::weighted(0.3, blocked_batch(rules)),
+        prop::collection::vec(op(rules, links), 1..80),
     )
         .prop_map(|(first, rest)| first.into_iter().flatten().chain(rest).collect())
 }

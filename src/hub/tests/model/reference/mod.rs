@@ -39,6 +39,9 @@ pub(super) struct Model {
     pub(super) answered: Vec<(u64, Got)>,
     /// `recv` descriptors whose blocked read ended, with reads behind it.
     pub(super) resume: Vec<usize>,
+    /// On a broker mount, this daemon's node: receipts name the receiver
+    /// as `PID NODE` (ipcfs(7), ACROSS HOSTS).
+    pub(super) node: Option<String>,
 }
 
 /// Where the core and ipcfs(7) disagree, reported and not yet settled.
@@ -62,6 +65,7 @@ impl Model {
             fds: Vec::new(),
             answered: Vec::new(),
             resume: Vec::new(),
+            node: None,
         }
     }
 

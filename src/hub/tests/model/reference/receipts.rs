@@ -33,8 +33,9 @@ impl Book {
 
     /// "A read of a receipt blocks (interruptibly) until that message has
     /// been received; ... when no message sent on the descriptor is
-    /// outstanding, the read returns 0 (end of file)."
-    fn read(&mut self, size: u32, gone: bool) -> Found {
+    /// outstanding, the read returns 0 (end of file)." On a broker mount
+    /// the line is `PID NODE\n` (ACROSS HOSTS): `node` is the receiver's.
+    fn read(&mut self, size: u32, gone: bool, node: Option<&str>) -> Found {
         if self.line.is_empty() {
             match self.outstanding.front() {
                 // EIDRM: "later I/O on old descriptors ... fail with it".
@@ -45,7 +46,13 @@ impl Book {
                     let fate = *fate;
                     self.outstanding.pop_front();
                     match fate {
-                        Ok(pid) => self.line = format!("{pid}\n").into_bytes(),
+                        Ok(pid) => {
+                            self.line = match node {
+                                Some(node) => format!("{pid} {node}\n"),
+                                None => format!("{pid}\n"),
+                            }
+                            .into_bytes()
+                        }
                         Err(e) => return Found::Got(err(e)),
                     }
                 }
@@ -95,8 +102,9 @@ impl Model {
         req: u64,
     ) -> Got {
         let gone = self.mailbox_gone(fd);
+        let node = self.node.as_deref();
         let book = self.fds[fd].book.as_mut().expect("receipts");
-        match book.read(size, gone) {
+        match book.read(size, gone, node) {
             Found::Got(got) => got,
             Found::Pending if !block => err(libc::EAGAIN),
             Found::Pending => {
@@ -111,11 +119,12 @@ impl Model {
     pub(in super::super) fn serve_receipts(&mut self) {
         for fd in 0..self.fds.len() {
             let gone = self.mailbox_gone(fd);
+            let node = self.node.as_deref();
             let Some(book) = &mut self.fds[fd].book else {
                 continue;
             };
             while let Some(&(req, size)) = book.waiters.front() {
-                let Found::Got(got) = book.read(size, gone) else {
+                let Found::Got(got) = book.read(size, gone, node) else {
                     break;
                 };
                 book.waiters.pop_front();
