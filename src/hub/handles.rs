@@ -174,6 +174,20 @@ impl Handles {
     }
 
     /// The receipts of the read-write `send` descriptor `h`.
+    /// The receipts of every read-write `send` descriptor of mailbox `id`.
+    pub fn receipts_on(&mut self, id: MailboxId) -> impl Iterator<Item = &mut ReceiptBook> {
+        self.map
+            .values_mut()
+            .filter_map(move |h| match &mut h.kind {
+                HandleKind::Send {
+                    chan: ChanKey::Mailbox(m),
+                    receipts: Some(book),
+                    ..
+                } if *m == id => Some(book),
+                _ => None,
+            })
+    }
+
     pub fn receipts_mut(&mut self, h: u64) -> Option<&mut ReceiptBook> {
         match self.map.get_mut(&h).map(|hd| &mut hd.kind) {
             Some(HandleKind::Send {

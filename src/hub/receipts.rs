@@ -96,6 +96,15 @@ impl ReceiptBook {
         }
     }
 
+    /// Every message whose fate is not known yet was lost with `err`: on a
+    /// broker mount, the messages an `rmdir` dropped, whose receipts no
+    /// reader will ever send.
+    pub fn fail_pending(&mut self, err: Errno) {
+        for (_, fate) in self.outstanding.iter_mut() {
+            fate.get_or_insert(Err(err));
+        }
+    }
+
     /// Whether a read returns at once: a line is ready, or nothing is
     /// outstanding (end of file).
     pub fn readable(&self) -> bool {

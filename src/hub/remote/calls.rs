@@ -509,6 +509,18 @@ impl Hub {
                     let e = Errno::EIDRM.because("the mailbox was removed");
                     self.end_call(&mut st, &mut fx, call, Outcome::Error(e));
                 }
+                // What was queued is gone with it: receipts not yet in
+                // will never come (ipcfs(7), SENDER RECEIPTS: EIDRM).
+                let State {
+                    handles, waiters, ..
+                } = &mut *st;
+                for book in handles.receipts_on(mailbox) {
+                    book.fail_pending(Errno::EIDRM);
+                    for (w, out) in book.serve_waiters() {
+                        waiters.unpark(w.id);
+                        fx.reply(w.reply, out);
+                    }
+                }
                 drop(st);
                 self.reload(store.as_ref());
                 st = self.lock();

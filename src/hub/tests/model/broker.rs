@@ -59,10 +59,13 @@ impl Broker {
             RedisStore::connect(&url, &node, Duration::from_secs(600)).expect("connect the store"),
         );
         let jobs: Arc<Mutex<VecDeque<Job>>> = Arc::default();
-        let queue = Arc::clone(&jobs);
+        let (queue, later) = (Arc::clone(&jobs), Arc::clone(&jobs));
         hub.set_remote(Remote {
             store: Arc::clone(&store) as Arc<dyn Store>,
             run: Box::new(move |job| queue.lock().unwrap().push_back(job)),
+            // Acknowledgements the next read did not carry: run with the
+            // rest when the case settles.
+            soon: Box::new(move |job| later.lock().unwrap().push_back(job)),
         })
         .expect("the mount loads the broker's tree");
         let reported: Arc<AtomicU64> = Arc::default();

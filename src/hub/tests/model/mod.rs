@@ -67,7 +67,7 @@
 //! skips in `step`): rule changes of busy mailboxes, lowering the size
 //! or capacity under a blocked sender, writes behind blocked senders,
 //! receives that would take a blocked sender's message, and receipts of
-//! messages dropped by `rmdir`.
+//! messages dropped by `rmdir` (since fixed: they fail with EIDRM).
 //!
 //! This file is the harness that runs both and compares (`Run`) and the
 //! property; `operations.rs` holds the operations and their strategies,
@@ -397,15 +397,6 @@ impl Run {
                 self.check("mkdir", real.map(|_| ()), model)
             }
             Op::Rmdir(name) => {
-                let m = self.model.by_name.get(name).copied();
-                let waits = |f: &reference::Fd| {
-                    Some(f.mbox) == m && f.book.as_ref().is_some_and(|b| !b.waiters.is_empty())
-                };
-                if self.broker.is_some() && self.model.fds.iter().any(waits) {
-                    // The receipts divergence (see the receipt reads).
-                    self.note("skipped on a broker mount: a receipt read waits".into());
-                    return Ok(());
-                }
                 let (parent, leaf) = self.place(name);
                 let real = errno_of(self.hub.rmdir(parent, OsStr::new(leaf)));
                 let model = self.model.rmdir(name);
@@ -496,17 +487,6 @@ impl Run {
                     self.note(format!("{} reads its snapshot", self.describe(fd)));
                     let snapshot = self.shown(self.model.fds[fd].snapshot.clone());
                     return self.check_status("status descriptor", real, snapshot);
-                }
-                if self.broker.is_some()
-                    && f.open
-                    && f.kind == Kind::SendRw
-                    && self.model.boxes[f.mbox].gone
-                {
-                    // A known divergence, reported: on a broker the
-                    // receipts of messages rmdir dropped never come
-                    // (ipcfs(7): they fail with EIDRM).
-                    self.note("skipped on a broker mount: receipts of a removed mailbox".into());
-                    return Ok(());
                 }
                 if self.broker.is_some() && f.open && f.kind.receives() {
                     let b = &self.model.boxes[f.mbox];
