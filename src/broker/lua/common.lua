@@ -78,20 +78,15 @@ local function everyone(...)
   end
 end
 
--- Room appeared on mailbox id (or a reader waits): each node with blocked
--- senders is told once, and the list is cleared (those still blocked list
--- themselves again when they retry).
+-- Room appeared on mailbox id (or a reader waits): the node of the
+-- first blocked sender is told, which tries again. Blocked senders go in
+-- in the order they came (send.lua lets only the first of the list in),
+-- so the list stays until each is in, or gives up, or its node is reaped.
 local function room(id)
-  local k = box(id) .. ':sw'
-  local told = {}
-  for _, s in ipairs(redis.call('LRANGE', k, 0, -1)) do
-    local n = lines(s, 2)[1]
-    if not told[n] then
-      told[n] = true
-      post(n, 't', 'room', 'm', id)
-    end
+  local first = redis.call('LINDEX', box(id) .. ':sw', 0)
+  if first then
+    post(lines(first, 2)[1], 't', 'room', 'm', id)
   end
-  redis.call('DEL', k)
 end
 
 -- Takes the longest-waiting live reader whose buffer holds len bytes off
@@ -198,6 +193,8 @@ local function reap(node)
         end
       end
     end
+    -- A blocked sender of another node may be first now.
+    room(id)
     for _, k in ipairs({b .. ':h', b .. ':r'}) do
       for _, who in ipairs(redis.call('HKEYS', k)) do
         if string.sub(who, -#suffix) == suffix then

@@ -66,6 +66,21 @@ local function too_small(w, len)
   post(f[1], 't', 'toobig', 'm', id, 'w', f[2], 'n', len)
 end
 
+-- Blocked senders go in in the order they came: a sender that is not
+-- the first of the list waits behind it.
+local me = NODE .. '\n' .. wid
+local first = redis.call('LINDEX', b .. ':sw', 0)
+if first and first ~= me then
+  if nonblock then
+    fail('EAGAIN senders wait before this one')
+  end
+  if redis.call('LPOS', b .. ':sw', me) == false then
+    redis.call('RPUSH', b .. ':sw', me)
+    redis.call('SADD', 'ipcfs:seen:' .. NODE, id)
+  end
+  return 'full'
+end
+
 local plans = {}
 if meta[1] == 'broadcast' then
   for _, who in ipairs(redis.call('HKEYS', b .. ':r')) do
@@ -97,10 +112,10 @@ for _, p in ipairs(plans) do
         too_small(w, largest)
       end
     end
-    local me = NODE .. '\n' .. wid
-    redis.call('LREM', b .. ':sw', 0, me)
-    redis.call('RPUSH', b .. ':sw', me)
-    redis.call('SADD', 'ipcfs:seen:' .. NODE, id)
+    if first ~= me then
+      redis.call('RPUSH', b .. ':sw', me)
+      redis.call('SADD', 'ipcfs:seen:' .. NODE, id)
+    end
     return 'full'
   end
 end
@@ -126,4 +141,9 @@ if broadcast then
   end
 end
 redis.call('HINCRBY', b, 'sent', #raws)
+if first == me then
+  -- In: the next blocked sender may find room too.
+  redis.call('LPOP', b .. ':sw')
+  room(id)
+end
 return 'ok'

@@ -63,11 +63,12 @@
 //! holders `PID@NODE`, the broker lines in `status`. Each operation waits
 //! until no answer is on its way (jobs run on the test's thread, the pump
 //! drained). Left out there, as known divergences of the broker from
-//! ipcfs(7) found by it (see `diverges_on_broker`, `overtakes` and the
-//! skips in `step`): rule changes of busy mailboxes, lowering the size
-//! or capacity under a blocked sender, writes behind blocked senders,
-//! receives that would take a blocked sender's message, and receipts of
-//! messages dropped by `rmdir` (since fixed: they fail with EIDRM).
+//! ipcfs(7) found by it (see `diverges_on_broker` and the skips in
+//! `step`): rule changes of busy mailboxes, lowering the size or capacity
+//! under a blocked sender, and receives that would take a blocked
+//! sender's message. Two more it found are fixed: receipts of messages
+//! dropped by `rmdir` fail with EIDRM, and writes no longer pass blocked
+//! senders.
 //!
 //! This file is the harness that runs both and compares (`Run`) and the
 //! property; `operations.rs` holds the operations and their strategies,
@@ -247,16 +248,6 @@ impl Run {
         None
     }
 
-    /// Whether a write on `fd` finds senders blocked on its mailbox: a
-    /// known divergence, reported. ipcfs(7) serves blocked senders in the
-    /// order they came, so the write blocks behind them; a broker's store
-    /// looks only at the room (capacity, waiting readers) and lets it pass
-    /// a blocked batch larger than the room.
-    fn overtakes(&self, fd: usize) -> bool {
-        let f = &self.model.fds[fd];
-        f.open && !self.model.boxes[f.mbox].senders.is_empty()
-    }
-
     fn fail(&self, what: String) -> TestCaseError {
         TestCaseError::fail(format!(
             "{what}\n--- operations as run:\n{}",
@@ -428,13 +419,6 @@ impl Run {
                 let Some(fd) = self.pick(*fd, Kind::sends) else {
                     return Ok(());
                 };
-                if self.broker.is_some() && self.overtakes(fd) {
-                    self.note(
-                        "skipped on a broker mount: a write that would pass a blocked sender"
-                            .into(),
-                    );
-                    return Ok(());
-                }
                 let frames = self.frames(lens);
                 let data = match self.model.fds[fd].kind {
                     Kind::Batch(_) => {
