@@ -189,7 +189,14 @@ fn a_wrong_password_is_refused() {
     // No password at all is refused the same way, and the right one mounts.
     let bare = format!("redis://127.0.0.1:{}", redis.port());
     let r = mount_refused(&[], &["--broker", &bare, "--node", "a"], REFUSAL);
-    assert_eq!(r.status.code(), Some(1), "{r:?}");
+    assert_stderr_sentence(
+        &r,
+        &[
+            "refused the password",
+            &format!("127.0.0.1:{}", redis.port()),
+        ],
+        None,
+    );
     let m = Mount::on_broker(&redis, "a", &[]);
     m.mailbox("box", "");
 }

@@ -82,7 +82,13 @@ pub fn redact(url: &str) -> String {
 /// when the environment names a PEM file in `SSL_CERT_FILE` (as for
 /// OpenSSL), the certificates in it only: how a broker with a private CA
 /// is reached.
-fn client(url: &str) -> std::result::Result<redis::Client, String> {
+/// Why a client could not be made: the URL, or the CA file it needs.
+enum ClientError {
+    Url(String),
+    CaFile(String),
+}
+
+fn client(url: &str) -> std::result::Result<redis::Client, ClientError> {
     let ca = std::env::var_os("SSL_CERT_FILE").filter(|_| url.starts_with("rediss://"));
     // Small requests and answers one after the other: Nagle's algorithm
     // would hold each back until the last is acknowledged.
@@ -90,19 +96,21 @@ fn client(url: &str) -> std::result::Result<redis::Client, String> {
         url.into_connection_info()
             .map(|i| i.set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true)))
     };
+    let info = nodelay(url).map_err(|e| ClientError::Url(e.to_string()))?;
     match ca {
-        None => nodelay(url)
-            .and_then(redis::Client::open)
-            .map_err(|e| e.to_string()),
+        None => redis::Client::open(info).map_err(|e| ClientError::Url(e.to_string())),
         Some(path) => {
             let pem = std::fs::read(&path).map_err(|e| {
-                format!("cannot read SSL_CERT_FILE {}: {e}", path.to_string_lossy())
+                ClientError::CaFile(format!(
+                    "cannot read SSL_CERT_FILE {}: {e}",
+                    path.to_string_lossy()
+                ))
             })?;
             let certs = redis::TlsCertificates {
                 client_tls: None,
                 root_cert: Some(pem),
             };
-            redis::Client::build_with_tls(url, certs).map_err(|e| e.to_string())
+            redis::Client::build_with_tls(info, certs).map_err(|e| ClientError::Url(e.to_string()))
         }
     }
 }
@@ -189,8 +197,10 @@ impl RedisStore {
         lease: Duration,
     ) -> std::result::Result<RedisStore, String> {
         let shown = redact(url);
-        let client =
-            client(url).map_err(|e| format!("the broker URL {shown} is not valid: {e}"))?;
+        let client = client(url).map_err(|e| match e {
+            ClientError::Url(e) => format!("the broker URL {shown} is not valid: {e}"),
+            ClientError::CaFile(e) => format!("cannot reach the broker at {shown}: {e}"),
+        })?;
         let store = RedisStore {
             client,
             url: shown.clone(),
@@ -212,8 +222,15 @@ impl RedisStore {
             }
         })?;
         for s in store.scripts.all() {
-            s.load(&mut conn)
-                .map_err(|e| format!("the broker at {shown} refused the scripts: {e}"))?;
+            s.load(&mut conn).map_err(|e| {
+                // A server that wants a password, given none, says so only
+                // at the first command (NOAUTH).
+                if is_auth_error(&e) {
+                    format!("the broker at {shown} refused the password: {e}")
+                } else {
+                    format!("the broker at {shown} refused the scripts: {e}")
+                }
+            })?;
         }
         match store.register(&mut conn) {
             Ok(None) => {}

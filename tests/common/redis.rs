@@ -59,6 +59,23 @@ impl Redis {
     }
 
     fn launch(&mut self) {
+        for _ in 0..5 {
+            if self.try_launch() {
+                return;
+            }
+            self.port = free_port();
+        }
+        panic!(
+            "redis-server could not listen on a free port in 5 tries; its log:\n{}",
+            self.log()
+        );
+    }
+
+    /// Starts the server on `self.port`; false if the port was taken
+    /// meanwhile (tests run in parallel: a port seen free may be bound by
+    /// another test's server before ours). Only a server that answers with
+    /// our child's pid counts as started.
+    fn try_launch(&mut self) -> bool {
         let mut cmd = Command::new("redis-server");
         cmd.arg("--bind")
             .arg("127.0.0.1")
@@ -93,18 +110,30 @@ impl Redis {
                  (apt-get install redis-server)"
             )
         });
+        let pid = child.id();
         self.child = Some(child);
         let deadline = Instant::now() + START_DEADLINE;
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        loop {
             if let Some(st) = self
                 .child
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
+                self.child = None;
+                if self.log().contains("Address already in use") {
+                    return false;
+                }
                 panic!(
                     "redis-server exited with {st} at start; its log:\n{}",
                     self.log()
                 );
+            }
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                && self
+                    .cli(&["INFO", "server"])
+                    .contains(&format!("process_id:{pid}\r"))
+            {
+                return true;
             }
             if Instant::now() > deadline {
                 panic!(
