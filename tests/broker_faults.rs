@@ -525,7 +525,7 @@ fn a_broker_out_of_memory_gives_enobufs() {
 }
 
 /// A broker that stops answering (SIGSTOP) holds up no FUSE event loop:
-/// while opens, mkdirs and an rmdir wait on it (up to the store's 2 s
+/// while chmods, opens, mkdirs and an rmdir wait on it (up to the store's 2 s
 /// timeout, more of them than the daemon has event-loop threads), other
 /// requests on the same mount — `proc/status`, a `proc/` link — are
 /// answered at once.
@@ -533,21 +533,27 @@ fn a_broker_out_of_memory_gives_enobufs() {
 fn a_stopped_broker_holds_up_no_event_loop() {
     let redis = Redis::start();
     let (a, _b) = two(&redis, &[]);
-    let bx = a.mailbox("box", "");
-    std::fs::create_dir(a.p("gone")).unwrap();
+    // One mailbox each: the kernel lets one chmod of an inode at a time
+    // reach the daemon.
+    let boxes: Vec<_> = (0..4).map(|i| a.mailbox(&format!("box{i}"), "")).collect();
+    for i in 0..4 {
+        std::fs::create_dir(a.p(&format!("gone{i}"))).unwrap();
+    }
     let pid = redis.pid().expect("redis runs") as libc::pid_t;
     // SAFETY: kill(2) on the redis-server this test started.
     unsafe { libc::kill(pid, libc::SIGSTOP) };
-    let waiting: Vec<Bg> = (0..4)
-        .map(|i| {
+    let waiting: Vec<Bg> = boxes
+        .iter()
+        .enumerate()
+        .map(|(i, bx)| {
             a.spawn_sh(&format!(
-                "cat {box}/status >/dev/null 2>&1; mkdir {m}/new{i} 2>/dev/null; rmdir {m}/gone 2>/dev/null; true",
+                "chmod 700 {box} 2>/dev/null; cat {box}/status >/dev/null 2>&1; mkdir {m}/new{i} 2>/dev/null; rmdir {m}/gone{i} 2>/dev/null; true",
                 box = bx.display(),
                 m = a.path().display()
             ))
         })
         .collect();
-    // Each shell's `cat` waits in the kernel for the daemon's answer.
+    // Each shell's `chmod` waits in the kernel for the daemon's answer.
     let waits_for_fuse = |sh: u32| {
         let kids =
             std::fs::read_to_string(format!("/proc/{sh}/task/{sh}/children")).unwrap_or_default();
@@ -556,7 +562,7 @@ fn a_stopped_broker_holds_up_no_event_loop() {
                 .is_ok_and(|c| c.contains("request_wait_answer"))
         })
     };
-    wait_until(T, "the four opens wait on the daemon", || {
+    wait_until(T, "the four chmods wait on the daemon", || {
         waiting.iter().all(|w| waits_for_fuse(w.pid()))
     });
     let start = Instant::now();

@@ -151,6 +151,27 @@ impl Filesystem for IpcFs {
             return reply.error(fuser::Errno::ENOENT);
         };
         let changes = mode.is_some() || uid.is_some() || gid.is_some();
+        // A broker's mailbox: by a broker thread (ipcfs(7), ACROSS HOSTS);
+        // the kernel caches none of its attributes.
+        if let (true, true, Node::Mailbox(id) | Node::MailboxFile(id, _)) =
+            (changes, self.hub.is_shared(), node.canonical())
+        {
+            let file = match node.canonical() {
+                Node::MailboxFile(_, k) => Some(k),
+                _ => None,
+            };
+            let started = self.started;
+            self.hub.defer(Box::new(move |hub: &Hub| {
+                let done = hub
+                    .set_attr(id, file, mode, uid, gid)
+                    .and_then(|_| nodes::broker_attr(hub, started, node));
+                match done {
+                    Ok(attr) => reply.attr(&Duration::ZERO, &attr),
+                    Err(e) => reply.error(err(&"setattr", e)),
+                }
+            }));
+            return;
+        }
         let result = match node.canonical() {
             _ if !changes => Ok(()),
             Node::Mailbox(id) => self.hub.set_attr(id, None, mode, uid, gid).map(drop),
@@ -217,7 +238,7 @@ impl Filesystem for IpcFs {
             self.hub.defer(Box::new(move |hub: &Hub| {
                 let made = hub
                     .mkdir(p, &name, mode & !umask, uid, gid)
-                    .and_then(|id| nodes::new_mailbox_attr(hub, started, id));
+                    .and_then(|id| nodes::broker_attr(hub, started, Node::Mailbox(id)));
                 match made {
                     Ok(attr) => reply.entry(&Duration::ZERO, &attr, Generation(0)),
                     Err(e) => reply.error(err(&"mkdir", e)),

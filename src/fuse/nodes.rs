@@ -228,18 +228,18 @@ fn file_attr(started: std::time::SystemTime, node: Node, kind: FileType, meta: M
     }
 }
 
-/// The attributes of a broker's mailbox just made, for `mkdir`'s answer
-/// from a broker thread: nothing of it is cached (see `attr_of`).
-pub(super) fn new_mailbox_attr(
+/// The attributes of a broker's mailbox or one of its files, for an
+/// answer given from a broker thread (`mkdir`, `chmod`): nothing of it is
+/// cached (see `attr_of`).
+pub(super) fn broker_attr(
     hub: &crate::hub::Hub,
     started: std::time::SystemTime,
-    id: crate::hub::MailboxId,
+    node: Node,
 ) -> Result<FileAttr, Refusal> {
-    let node = Node::Mailbox(id);
-    Ok(file_attr(
-        started,
-        node,
-        FileType::Directory,
-        hub.mailbox_meta(id, None)?,
-    ))
+    let (kind, meta) = match node.canonical() {
+        Node::Mailbox(id) => (FileType::Directory, hub.mailbox_meta(id, None)?),
+        Node::MailboxFile(id, k) => (FileType::RegularFile, hub.mailbox_meta(id, Some(k))?),
+        _ => return Err(Errno::EPERM.into()),
+    };
+    Ok(file_attr(started, node, kind, meta))
 }
