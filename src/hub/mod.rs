@@ -208,14 +208,25 @@ impl State {
             let out = framing::deliver(w.framing, cursor, msg, w.size, &mut |_| None);
             fx.reply(w.reply, out);
         }
+        let named_any = fx
+            .remote
+            .as_ref()
+            .is_some_and(|r| !r.receipts_on.is_empty());
+        if fx.receipts.is_empty() && fx.cancelled.is_empty() && !named_any {
+            return;
+        }
         let resolved = std::mem::take(&mut fx.receipts)
             .into_iter()
             .map(|(tag, fate)| (tag, Some(fate)));
         let cancelled = std::mem::take(&mut fx.cancelled)
             .into_iter()
             .map(|tag| (tag, None));
-        let named = std::mem::take(&mut fx.receipts_on)
+        let named = fx
+            .remote
+            .as_mut()
+            .map(|r| std::mem::take(&mut r.receipts_on))
             .into_iter()
+            .flatten()
             .map(|(tag, pid, node)| (tag, Some(Fate::On(pid, node))));
         let resolved = resolved.map(|(tag, fate)| (tag, fate.map(Fate::Here)));
         for (tag, fate) in resolved.chain(named).chain(cancelled) {
@@ -397,8 +408,7 @@ impl Hub {
         }
         drop(st);
         let suspects = std::mem::take(&mut fx.suspects);
-        let later = std::mem::take(&mut fx.later);
-        let soon = std::mem::take(&mut fx.soon);
+        let remote = fx.remote.take();
         let watch = std::mem::take(&mut fx.watch);
         fx.run(&|kh| {
             if let Some(n) = self.notifier.get() {
@@ -418,8 +428,10 @@ impl Hub {
                 st.watched.remove(&p);
             }
         }
-        self.dispatch(later);
-        self.dispatch_soon(soon);
+        if let Some(r) = remote {
+            self.dispatch(r.later);
+            self.dispatch_soon(r.soon);
+        }
         for req in suspects {
             self.interrupt(req);
         }

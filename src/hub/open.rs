@@ -396,9 +396,11 @@ impl Hub {
         let Some(handle) = st.handles.remove(h) else {
             return;
         };
-        self.release_remote(&mut fx, handle.owner, &handle.kind);
-        self.release_held(&mut st, &mut fx, h);
         let shared = self.is_shared();
+        if shared {
+            self.release_remote(&mut fx, handle.owner, &handle.kind);
+            self.release_held(&mut st, &mut fx, h);
+        }
         let State { tree, links, .. } = &mut *st;
         for (chan, reads) in handle.kind.channels() {
             // A broker's mailbox counts its descriptors there.

@@ -61,13 +61,9 @@ pub struct Effects {
     pub handoffs: Vec<(RecvWait, Message)>,
     /// Receipts to fill in: the receiving pid, or why the message was lost.
     pub receipts: Vec<(ReceiptTag, Result<u32, Errno>)>,
-    /// Receipts of messages taken on another node (ipcfs(7), ACROSS
-    /// HOSTS): the pid and node of the receiver.
-    pub receipts_on: Vec<(ReceiptTag, u32, std::sync::Arc<str>)>,
-    /// Work for broker threads, once the lock is released.
-    pub later: Vec<crate::hub::remote::Job>,
-    /// Work for broker threads a moment from now (acknowledgements).
-    pub soon: Vec<crate::hub::remote::Job>,
+    /// What an operation on a broker's mailbox leaves (boxed: local
+    /// operations carry one empty pointer).
+    pub remote: Option<Box<RemoteEffects>>,
     /// Receipts to forget: their write failed, nothing was sent.
     pub cancelled: Vec<ReceiptTag>,
     /// Waiters that left their queue.
@@ -80,7 +76,25 @@ pub struct Effects {
     pub watch: Vec<Process>,
 }
 
+/// What an operation on a broker's mailbox leaves to do (ipcfs(7), ACROSS
+/// HOSTS).
+#[derive(Default)]
+pub struct RemoteEffects {
+    /// Receipts of messages taken on another node: the pid and node of
+    /// the receiver.
+    pub receipts_on: Vec<(ReceiptTag, u32, std::sync::Arc<str>)>,
+    /// Work for broker threads, once the lock is released.
+    pub later: Vec<crate::hub::remote::Job>,
+    /// Work for broker threads a moment from now (acknowledgements).
+    pub soon: Vec<crate::hub::remote::Job>,
+}
+
 impl Effects {
+    /// What is left to do for a broker's mailbox.
+    pub fn remote(&mut self) -> &mut RemoteEffects {
+        self.remote.get_or_insert_with(Default::default)
+    }
+
     pub fn reply(&mut self, to: Box<dyn Replier>, outcome: Outcome) {
         self.replies.push((to, outcome));
     }

@@ -114,7 +114,7 @@ impl Hub {
                     }
                 }
             });
-            fx.later.push(job);
+            fx.remote().later.push(job);
         }
     }
 
@@ -134,7 +134,7 @@ impl Hub {
                 }
             }
         });
-        fx.later.push(job);
+        fx.remote().later.push(job);
     }
 
     /// `mkdir` on a mount with a broker.
@@ -253,7 +253,7 @@ impl Hub {
             };
             reply.reply(out);
         });
-        fx.later.push(job);
+        fx.remote().later.push(job);
     }
 
     /// The lines `proc/status` gains on a mount with a broker.

@@ -145,7 +145,7 @@ impl Hub {
         let reader = call.reader(io.req).expect("a read");
         st.calls.insert(io.req, call);
         let acks = st.unacked.remove(&io.handle).unwrap_or_default();
-        fx.later.push(receive_job(mailbox, reader, acks));
+        fx.remote().later.push(receive_job(mailbox, reader, acks));
     }
 
     /// A write of a remote mailbox: `frames` (one message, or a batch's),
@@ -223,7 +223,7 @@ impl Hub {
                 interrupted: false,
             },
         );
-        fx.later.push(send_job(mailbox, io.req));
+        fx.remote().later.push(send_job(mailbox, io.req));
     }
 
     /// The store's answer to a receive.
@@ -238,14 +238,14 @@ impl Hub {
             }
             Ok(Received::Messages { flight, .. }) => {
                 st.calls.remove(&wid);
-                fx.later.push(give_back_job(mailbox, flight));
+                fx.remote().later.push(give_back_job(mailbox, flight));
             }
             Ok(Received::Parked) if live => {
                 st.calls.get_mut(&wid).expect("call").listed = true;
             }
             Ok(Received::Parked) => {
                 st.calls.remove(&wid);
-                fx.later.push(cancel_receive_job(mailbox, wid));
+                fx.remote().later.push(cancel_receive_job(mailbox, wid));
             }
             other => {
                 let out = match other {
@@ -305,7 +305,7 @@ impl Hub {
             }
             Err(e) => {
                 warn!("a message from the broker for user {uid}: refused {e}");
-                fx.later.push(give_back_job(mailbox, flight));
+                fx.remote().later.push(give_back_job(mailbox, flight));
                 return self.end_call(st, fx, call, Outcome::Error(e));
             }
         };
@@ -336,7 +336,7 @@ impl Hub {
         let pending = st.unacked.entry(h).or_default();
         pending.push(flight);
         if pending.len() == 1 {
-            fx.soon.push(flush_acks_job(h));
+            fx.remote().soon.push(flush_acks_job(h));
         }
     }
 
@@ -381,7 +381,7 @@ impl Hub {
             Ok(Sent::Full) if !call.interrupted => call.listed = true,
             Ok(Sent::Full) => {
                 let call = st.calls.remove(&wid).expect("call");
-                fx.later.push(cancel_send_job(mailbox, wid));
+                fx.remote().later.push(cancel_send_job(mailbox, wid));
                 let e = Errno::EINTR.because("interrupted by a signal");
                 self.end_call(&mut st, &mut fx, call, Outcome::Error(e));
             }
@@ -413,12 +413,14 @@ impl Hub {
             (CallKind::Write { .. }, false) => call.interrupted = true,
             (CallKind::Write { .. }, true) => {
                 let call = st.calls.remove(&wid).expect("call");
-                fx.later.push(cancel_send_job(call.mailbox, wid));
+                fx.remote().later.push(cancel_send_job(call.mailbox, wid));
                 self.end_call(st, fx, call, e());
             }
             (CallKind::Read { .. }, true) => {
                 let call = st.calls.remove(&wid).expect("call");
-                fx.later.push(cancel_receive_job(call.mailbox, wid));
+                fx.remote()
+                    .later
+                    .push(cancel_receive_job(call.mailbox, wid));
                 self.end_call(st, fx, call, e());
             }
             (CallKind::Read { .. }, false) => {
@@ -463,7 +465,7 @@ impl Hub {
                 let live = st.calls.get(&wid).is_some_and(Call::live);
                 match st.calls.remove(&wid) {
                     Some(call) if live => self.hand_over(&mut st, &mut fx, call, msgs, flight),
-                    _ => fx.later.push(give_back_job(mailbox, flight)),
+                    _ => fx.remote().later.push(give_back_job(mailbox, flight)),
                 }
             }
             Event::TooBig { wid, len, .. } => {
@@ -486,11 +488,11 @@ impl Hub {
                 again.sort_unstable();
                 for wid in again {
                     st.calls.get_mut(&wid).expect("call").listed = false;
-                    fx.later.push(send_job(mailbox, wid));
+                    fx.remote().later.push(send_job(mailbox, wid));
                 }
             }
             Event::Receipt { tag, pid, node } => {
-                fx.receipts_on.push((tag, pid, node.into()));
+                fx.remote().receipts_on.push((tag, pid, node.into()));
             }
             Event::TreeChanged => {
                 drop(st);
@@ -540,7 +542,7 @@ impl Hub {
                     .collect();
                 for (wid, mailbox, reader) in listed {
                     st.calls.get_mut(&wid).expect("call").listed = false;
-                    fx.later.push(match reader {
+                    fx.remote().later.push(match reader {
                         Some(r) => receive_job(mailbox, r, Vec::new()),
                         None => send_job(mailbox, wid),
                     });

@@ -129,7 +129,7 @@ impl Hub {
         flight: FlightId,
     ) {
         if st.held.contains_key(&call.handle) || st.handles.get(call.handle).is_none() {
-            fx.later.push(give_back_job(call.mailbox, flight));
+            fx.remote().later.push(give_back_job(call.mailbox, flight));
             return;
         }
         st.held.insert(
@@ -207,10 +207,12 @@ impl Hub {
     /// is taken off the broker.
     pub(in crate::hub) fn release_held(&self, st: &mut State, fx: &mut Effects, h: u64) {
         if let Some(held) = st.held.remove(&h) {
-            fx.later.push(give_back_job(held.mailbox, held.flight));
+            fx.remote()
+                .later
+                .push(give_back_job(held.mailbox, held.flight));
         }
         if st.unacked.contains_key(&h) {
-            fx.later.push(flush_acks_job(h));
+            fx.remote().later.push(flush_acks_job(h));
         }
         let wid = poll_wid(h);
         if let Some(call) = st.calls.get_mut(&wid) {
@@ -218,7 +220,7 @@ impl Hub {
             if call.listed {
                 let mailbox = call.mailbox;
                 st.calls.remove(&wid);
-                fx.later.push(cancel_receive_job(mailbox, wid));
+                fx.remote().later.push(cancel_receive_job(mailbox, wid));
             }
         }
     }
