@@ -5,14 +5,16 @@
 //! descriptor, which framing, which receipt), parked like any blocked call
 //! — so that an interrupt finds it and ends it at once — and recorded as a
 //! call ([`calls`]). The store is asked on a broker thread ([`Job`]), and
-//! its answer, or a later [`Event`](super::store::Event) from the pump, is
-//! applied under the lock again. No store call is ever made with the lock
-//! held, and reads and writes never make one on a FUSE event-loop thread;
-//! opens, `mkdir`, `rmdir`, `rename` and `chmod` make one short call
-//! there ([`admin`]), bounded by the store's timeout.
+//! its answer, or a later [`Event`](super::store::Event) from the pump
+//! ([`events`]), is applied under the lock again. No store call is ever
+//! made with the lock held or on a FUSE event-loop thread: opens, `mkdir`,
+//! `rmdir`, `rename`, `chmod` and `chown` ([`admin`]) are handed to a
+//! broker thread too ([`Hub::defer`]), and poll lists a descriptor as a
+//! reader there ([`poll`]).
 
 mod admin;
 mod calls;
+mod events;
 mod poll;
 
 use std::sync::Arc;
