@@ -13,8 +13,7 @@ use common::*;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::Path;
+use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -65,36 +64,6 @@ fn read1(f: &File, size: usize, what: &str) -> std::io::Result<Vec<u8>> {
         buf.truncate(n);
         Ok(buf)
     })
-}
-
-/// `cat FILE` with every signal at its default action, in its own process
-/// group (so that SIGINT and SIGTERM kill it as they would at a terminal).
-fn cat(file: &Path) -> Bg {
-    let mut cmd = Command::new("cat");
-    cmd.arg(file);
-    // SAFETY: signal(2) and sigprocmask(2) only, between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            for sig in [libc::SIGINT, libc::SIGQUIT, libc::SIGTERM, libc::SIGPIPE] {
-                libc::signal(sig, libc::SIG_DFL);
-            }
-            let mut none: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut none);
-            libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-            Ok(())
-        });
-    }
-    Bg::spawn(cmd, &format!("cat {}", file.display()))
-}
-
-/// Wait until the mailbox `dir` (on either mount: the counters are shared)
-/// shows `n` waiting receivers.
-fn wait_readers(dir: &Path, n: u64) {
-    wait_until(
-        T,
-        &format!("{} shows {n} receivers waiting", dir.display()),
-        || count(dir, "receivers-waiting") == n,
-    );
 }
 
 // ---------------------------------------------------------------------- tests
@@ -218,8 +187,8 @@ fn a_reader_blocked_on_b_wakes_when_a_sends() {
     let (a, b) = two(&redis);
     let bx = shared_mailbox(&a, &[&b], "box", "");
     for round in 0..3 {
-        let reader = cat(&b.p("box/recv"));
-        wait_readers(&bx, 1);
+        let reader = cat_bg(&b.p("box/recv"));
+        wait_receivers_waiting(&bx, 1, T);
         let start = Instant::now();
         send(&bx, format!("wake {round}\n").as_bytes());
         let o = reader.wait_timeout(T);
@@ -351,8 +320,8 @@ fn rendezvous_across_mounts() {
     let o = writer.wait_timeout(T);
     assert_eq!(out_str(&o), "sent\n", "{}", show(&o));
 
-    let reader = cat(&b.p("sync/recv"));
-    wait_readers(&bx, 1);
+    let reader = cat_bg(&b.p("sync/recv"));
+    wait_receivers_waiting(&bx, 1, T);
     send_nb(&bx.join("send"), b"to the parked reader\n")
         .expect("a rendezvous with a reader parked on b completes at once");
     let o = reader.wait_timeout(T);
@@ -366,10 +335,10 @@ fn the_longest_waiting_reader_across_mounts_gets_the_message() {
     let redis = Redis::start();
     let (a, b) = two(&redis);
     let bx = shared_mailbox(&a, &[&b], "box", "");
-    let on_b = cat(&b.p("box/recv"));
-    wait_readers(&bx, 1);
-    let on_a = cat(&a.p("box/recv"));
-    wait_readers(&bx, 2);
+    let on_b = cat_bg(&b.p("box/recv"));
+    wait_receivers_waiting(&bx, 1, T);
+    let on_a = cat_bg(&a.p("box/recv"));
+    wait_receivers_waiting(&bx, 2, T);
     send(&bx, b"first\n");
     let o = on_b.wait_timeout(T);
     assert_eq!(
@@ -383,10 +352,10 @@ fn the_longest_waiting_reader_across_mounts_gets_the_message() {
     assert_eq!(out_str(&o), "second\n", "{}", show(&o));
 
     // The other way round.
-    let on_a = cat(&a.p("box/recv"));
-    wait_readers(&bx, 1);
-    let on_b = cat(&b.p("box/recv"));
-    wait_readers(&bx, 2);
+    let on_a = cat_bg(&a.p("box/recv"));
+    wait_receivers_waiting(&bx, 1, T);
+    let on_b = cat_bg(&b.p("box/recv"));
+    wait_receivers_waiting(&bx, 2, T);
     send(&b.p("box"), b"third\n");
     assert_eq!(out_str(&on_a.wait_timeout(T)), "third\n");
     send(&bx, b"fourth\n");
@@ -477,8 +446,8 @@ fn receipts_name_the_reader_pid_and_its_node() {
     let redis = Redis::start();
     let (a, b) = two(&redis);
     let bx = shared_mailbox(&a, &[&b], "box", "");
-    let reader = cat(&b.p("box/recv"));
-    wait_readers(&bx, 1);
+    let reader = cat_bg(&b.p("box/recv"));
+    wait_receivers_waiting(&bx, 1, T);
     let o = a.sh(
         r#"exec 3<>"$M/box/send"
         echo job >&3
@@ -605,8 +574,8 @@ fn a_blocked_reader_on_b_ends_at_once_on_a_signal_and_consumes_nothing() {
     let (a, b) = two(&redis);
     let bx = shared_mailbox(&a, &[&b], "box", "");
     for sig in [libc::SIGINT, libc::SIGTERM] {
-        let reader = cat(&b.p("box/recv"));
-        wait_readers(&bx, 1);
+        let reader = cat_bg(&b.p("box/recv"));
+        wait_receivers_waiting(&bx, 1, T);
         assert_eq!(
             proc_state(reader.pid()),
             'S',
@@ -621,7 +590,7 @@ fn a_blocked_reader_on_b_ends_at_once_on_a_signal_and_consumes_nothing() {
             start.elapsed()
         );
         assert_eq!(o.status.signal(), Some(sig), "{}", show(&o));
-        wait_readers(&bx, 0);
+        wait_receivers_waiting(&bx, 0, T);
         send(&bx, format!("after signal {sig}\n").as_bytes());
         assert_eq!(
             String::from_utf8_lossy(&recv(&b.p("box"))),
@@ -637,7 +606,7 @@ fn a_blocked_reader_on_b_ends_at_once_on_a_signal_and_consumes_nothing() {
         start.elapsed()
     );
     assert_eq!(out_str(&o), "rc=124\n", "{}", show(&o));
-    wait_readers(&bx, 0);
+    wait_receivers_waiting(&bx, 0, T);
     send(&bx, b"after timeout\n");
     assert_eq!(recv(&b.p("box")), b"after timeout\n");
 }

@@ -13,9 +13,7 @@ use common::*;
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::Path;
-use std::process::Command;
+use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(10);
@@ -51,34 +49,6 @@ fn wait_reachable(m: &Mount, node: &str, want: &str) {
         T,
         &format!("{node}'s proc/status shows broker-reachable: {want}"),
         || reachable(m) == want,
-    );
-}
-
-/// `cat FILE` with every signal at its default action, in its own process
-/// group.
-fn cat(file: &Path) -> Bg {
-    let mut cmd = Command::new("cat");
-    cmd.arg(file);
-    // SAFETY: signal(2) and sigprocmask(2) only, between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            for sig in [libc::SIGINT, libc::SIGQUIT, libc::SIGTERM, libc::SIGPIPE] {
-                libc::signal(sig, libc::SIG_DFL);
-            }
-            let mut none: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut none);
-            libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-            Ok(())
-        });
-    }
-    Bg::spawn(cmd, &format!("cat {}", file.display()))
-}
-
-fn wait_readers(dir: &Path, n: u64) {
-    wait_until(
-        T,
-        &format!("{} shows {n} receivers waiting", dir.display()),
-        || count(dir, "receivers-waiting") == n,
     );
 }
 
@@ -250,10 +220,10 @@ fn a_broker_outage_keeps_parked_readers_and_refuses_new_calls() {
     let bx = shared_mailbox(&a, &[&b], "box", "");
     let nb_recv = open_with(&b.p("box/recv"), true, false, libc::O_NONBLOCK).unwrap();
     let send_a = open_with(&bx.join("send"), false, true, 0).unwrap();
-    let first = cat(&b.p("box/recv"));
-    wait_readers(&bx, 1);
-    let second = cat(&b.p("box/recv"));
-    wait_readers(&bx, 2);
+    let first = cat_bg(&b.p("box/recv"));
+    wait_receivers_waiting(&bx, 1, T);
+    let second = cat_bg(&b.p("box/recv"));
+    wait_receivers_waiting(&bx, 2, T);
 
     redis.kill();
     wait_reachable(&a, "a", "no");
@@ -411,8 +381,8 @@ fn a_message_in_flight_to_a_killed_daemon_goes_to_another_reader() {
     let redis = Redis::start();
     let (mut a, b) = two(&redis, LEASE);
     let bx = shared_mailbox(&b, &[&a], "box", "");
-    let on_a = cat(&a.p("box/recv"));
-    wait_readers(&bx, 1);
+    let on_a = cat_bg(&a.p("box/recv"));
+    wait_receivers_waiting(&bx, 1, T);
     a.signal_daemon(libc::SIGSTOP);
     send(&bx, b"in flight\n");
     // Handed to a's reader, in flight (or, should a's lease run out first,
@@ -443,7 +413,7 @@ fn rmdir_on_a_ends_calls_blocked_on_b_with_eidrm() {
     let old = open_with(&b.p("r/send"), false, true, 0).unwrap();
     let reader = b.spawn_sh(r#"cat "$M/r/recv"; echo "rc=$?""#);
     let sender = b.spawn_sh(r#"echo blocked > "$M/s/send"; echo "rc=$?""#);
-    wait_readers(&r, 1);
+    wait_receivers_waiting(&r, 1, T);
     wait_until(T, "b's sender waits", || count(&s, "senders-waiting") == 1);
     let start = Instant::now();
     std::fs::remove_dir(&r).expect("rmdir r on a");

@@ -12,7 +12,7 @@ mod common;
 use common::*;
 
 use std::io::Write;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -26,21 +26,6 @@ fn cat_recv(b: &Path) -> Bg {
     cmd.arg(b.join("recv"));
     default_signals(&mut cmd);
     Bg::spawn(cmd, "cat recv")
-}
-
-fn default_signals(cmd: &mut Command) {
-    // SAFETY: signal(2) and sigprocmask(2) only, between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            for sig in [libc::SIGINT, libc::SIGQUIT, libc::SIGTERM, libc::SIGPIPE] {
-                libc::signal(sig, libc::SIG_DFL);
-            }
-            let mut none: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut none);
-            libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-            Ok(())
-        });
-    }
 }
 
 /// The message a reader was waiting for is still there for the next one.

@@ -351,29 +351,47 @@ impl Tree {
         uid: Option<u32>,
         gid: Option<u32>,
     ) -> Result<Attr> {
-        let attr = if id == ROOT {
-            &mut self.root_policy_attr
-        } else {
-            let m = self.mailboxes.get_mut(&id).ok_or(Errno::ENOENT)?;
-            if let (None, Some(mode)) = (file, mode) {
-                for (f, mode) in m.files.iter_mut().zip(file_modes(mode)) {
-                    f.mode = mode;
-                }
-            }
-            match file {
-                None => &mut m.dir,
-                Some(k) => &mut m.files[k as usize],
-            }
-        };
-        if let Some(mode) = mode {
-            attr.mode = mode & 0o7777;
+        if id == ROOT {
+            change(&mut self.root_policy_attr, mode, uid, gid);
+            return Ok(self.root_policy_attr);
         }
-        if let Some(uid) = uid {
-            attr.uid = uid;
+        let m = self.mailboxes.get_mut(&id).ok_or(Errno::ENOENT)?;
+        Ok(change_attrs(&mut m.dir, &mut m.files, file, mode, uid, gid))
+    }
+}
+
+/// What `chmod`/`chown` does to a mailbox (`file` None) or one of its
+/// files: a chmod of the mailbox sets its files' modes anew, as mkdir does
+/// (see [`Tree::set_attr`]). Returns the changed node's attributes.
+pub fn change_attrs(
+    dir: &mut Attr,
+    files: &mut [Attr; 6],
+    file: Option<FileKind>,
+    mode: Option<u32>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+) -> Attr {
+    if let (None, Some(mode)) = (file, mode) {
+        for (f, mode) in files.iter_mut().zip(file_modes(mode)) {
+            f.mode = mode;
         }
-        if let Some(gid) = gid {
-            attr.gid = gid;
-        }
-        Ok(*attr)
+    }
+    let attr = match file {
+        None => dir,
+        Some(k) => &mut files[k as usize],
+    };
+    change(attr, mode, uid, gid);
+    *attr
+}
+
+fn change(attr: &mut Attr, mode: Option<u32>, uid: Option<u32>, gid: Option<u32>) {
+    if let Some(mode) = mode {
+        attr.mode = mode & 0o7777;
+    }
+    if let Some(uid) = uid {
+        attr.uid = uid;
+    }
+    if let Some(gid) = gid {
+        attr.gid = gid;
     }
 }

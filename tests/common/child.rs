@@ -118,3 +118,20 @@ pub fn in_child(path: &Path, flags: i32, read: bool, uid: Option<u32>) -> io::Re
     assert!(st.success(), "helper child failed: {st:?}");
     Ok(())
 }
+
+/// Lets the command's process take every signal at its default action,
+/// none blocked: SIGINT and SIGTERM then kill it as at a terminal.
+pub fn default_signals(cmd: &mut Command) {
+    // SAFETY: signal(2) and sigprocmask(2) only, between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            for sig in [libc::SIGINT, libc::SIGQUIT, libc::SIGTERM, libc::SIGPIPE] {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+}

@@ -676,3 +676,12 @@ pub fn show(o: &Output) -> String {
 pub fn out_str(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
+
+/// `cat FILE` in the background, with every signal at its default action,
+/// in its own process group.
+pub fn cat_bg(file: &Path) -> Bg {
+    let mut cmd = Command::new("cat");
+    cmd.arg(file);
+    default_signals(&mut cmd);
+    Bg::spawn(cmd, &format!("cat {}", file.display()))
+}

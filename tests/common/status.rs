@@ -75,3 +75,13 @@ pub fn wait_status(path: &Path, key: &str, want: &str) {
         || status_map(path).get(key).map(String::as_str) == Some(want),
     );
 }
+
+/// Waits until mailbox `dir` shows `n` receivers waiting (on a broker mount
+/// from any mount: the counters are shared).
+pub fn wait_receivers_waiting(dir: &Path, n: u64, timeout: Duration) {
+    wait_until(
+        timeout,
+        &format!("{} shows {n} receivers waiting", dir.display()),
+        || count(dir, "receivers-waiting") == n,
+    );
+}

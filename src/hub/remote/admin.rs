@@ -14,7 +14,7 @@ use super::super::policy::Policy;
 use super::super::process::Process;
 use super::super::receiver_rule::{Role, binds};
 use super::super::reply::{Effects, Outcome, Replier};
-use super::super::tree::{Attr, FileKind, file_modes};
+use super::super::tree::{Attr, FileKind, change_attrs};
 use super::super::{Access, Caller, ChanKey, Hub, MailboxId, State, status};
 use super::Job;
 
@@ -206,25 +206,7 @@ impl Hub {
                 None => return Some(Err(Errno::ENOENT.into())),
             }
         };
-        if let (None, Some(mode)) = (file, mode) {
-            for (f, mode) in files.iter_mut().zip(file_modes(mode)) {
-                f.mode = mode;
-            }
-        }
-        let attr = match file {
-            None => &mut dir,
-            Some(k) => &mut files[k as usize],
-        };
-        if let Some(mode) = mode {
-            attr.mode = mode & 0o7777;
-        }
-        if let Some(uid) = uid {
-            attr.uid = uid;
-        }
-        if let Some(gid) = gid {
-            attr.gid = gid;
-        }
-        let attr = *attr;
+        let attr = change_attrs(&mut dir, &mut files, file, mode, uid, gid);
         let result = store.set_attrs(id, dir, files).map(|()| {
             self.reload(store.as_ref());
             attr
