@@ -70,20 +70,6 @@ fn write_within(f: &File, msg: &[u8], what: &str) -> std::io::Result<usize> {
     within(T, what, move || f.write(&msg))
 }
 
-/// A direct link between a shell and its child on the mount `m` carries a
-/// message (proc/ is local to each daemon).
-fn assert_proc_link_works(m: &Mount, when: &str) {
-    let o = m.sh(
-        r#"set -e
-        cat "$M/proc/$$/recv" & c=$!
-        echo over-the-link > "$M/proc/$c/send"
-        wait $c"#,
-        T,
-    );
-    assert!(o.status.success(), "proc/ link {when}: {}", show(&o));
-    assert_eq!(out_str(&o), "over-the-link\n", "proc/ link {when}");
-}
-
 fn assert_stderr_sentence(r: &Refused, parts: &[&str], secret: Option<&str>) {
     assert_eq!(
         r.status.code(),

@@ -160,7 +160,7 @@ fn rediss_reaches_a_broker_with_a_private_ca() {
         uid: 0,
         gid: 0,
     };
-    let id = a.mkdir(0, &"box".into(), dir_attr, &p).unwrap();
+    let id = a.mkdir(0, "box".as_ref(), dir_attr, &p).unwrap();
     let m = Outgoing {
         bytes: b"over tls".to_vec(),
         receipt: None,

@@ -16,25 +16,6 @@ use std::time::Duration;
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
-fn frames(msgs: &[&[u8]]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for m in msgs {
-        out.extend_from_slice(&(m.len() as u32).to_le_bytes());
-        out.extend_from_slice(m);
-    }
-    out
-}
-
-fn unframe(mut data: &[u8]) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    while !data.is_empty() {
-        let len = u32::from_le_bytes(data[..4].try_into().unwrap()) as usize;
-        out.push(data[4..4 + len].to_vec());
-        data = &data[4 + len..];
-    }
-    out
-}
-
 /// One read(2) of at most `size` bytes.
 fn read1(f: &mut File, size: usize) -> std::io::Result<Vec<u8>> {
     let mut buf = vec![0u8; size];

@@ -1,6 +1,6 @@
 //! [`Store`] on the scripts: arguments in, answers out.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::sync::atomic::Ordering;
 
@@ -165,7 +165,7 @@ impl Store for RedisStore {
     fn mkdir(
         &self,
         parent: MailboxId,
-        name: &OsString,
+        name: &OsStr,
         dir: Attr,
         policy: &Policy,
     ) -> Result<MailboxId> {
@@ -191,7 +191,7 @@ impl Store for RedisStore {
             .ok_or_else(|| odd("mkdir: no id"))
     }
 
-    fn rmdir(&self, parent: MailboxId, name: &OsString) -> Result<MailboxId> {
+    fn rmdir(&self, parent: MailboxId, name: &OsStr) -> Result<MailboxId> {
         let v = self.run(&self.scripts.rmdir, |inv| {
             inv.arg(parent).arg(name.as_bytes());
         })?;
@@ -203,9 +203,9 @@ impl Store for RedisStore {
     fn rename(
         &self,
         parent: MailboxId,
-        name: &OsString,
+        name: &OsStr,
         new_parent: MailboxId,
-        new_name: &OsString,
+        new_name: &OsStr,
     ) -> Result<()> {
         self.run(&self.scripts.rename, |inv| {
             inv.arg(parent)

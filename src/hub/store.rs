@@ -16,7 +16,7 @@
 //! ([`Wid`]); a node's incarnation holds a lease, and a store that finds
 //! the lease lost refuses with `ESTALE` (fenced).
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 
 use super::MailboxId;
 use super::errno::Result;
@@ -181,20 +181,20 @@ pub trait Store: Send + Sync {
     fn mkdir(
         &self,
         parent: MailboxId,
-        name: &OsString,
+        name: &OsStr,
         dir: Attr,
         policy: &Policy,
     ) -> Result<MailboxId>;
     /// Removes a mailbox without child mailboxes (`ENOENT`, `ENOTEMPTY`),
     /// dropping its queue; every node's calls on it end (`Event::Removed`).
-    fn rmdir(&self, parent: MailboxId, name: &OsString) -> Result<MailboxId>;
+    fn rmdir(&self, parent: MailboxId, name: &OsStr) -> Result<MailboxId>;
     /// Moves a mailbox, queue and all (`ENOENT`, `EEXIST`, `EINVAL`).
     fn rename(
         &self,
         parent: MailboxId,
-        name: &OsString,
+        name: &OsStr,
         new_parent: MailboxId,
-        new_name: &OsString,
+        new_name: &OsStr,
     ) -> Result<()>;
     /// Sets the attributes of a mailbox and its files.
     fn set_attrs(&self, id: MailboxId, dir: Attr, files: [Attr; 6]) -> Result<()>;
@@ -223,25 +223,17 @@ pub trait Store: Send + Sync {
     fn give_back(&self, id: MailboxId, flight: &FlightId) -> Result<()>;
     /// Messages of `flight` reached their reader.
     fn ack(&self, flight: &FlightId) -> Result<()>;
-    /// [`Store::ack`] of each of `flights`, in one exchange where the
-    /// store can.
-    fn ack_all(&self, flights: &[FlightId]) -> Result<()> {
-        flights.iter().try_for_each(|f| self.ack(f))
-    }
+    /// [`Store::ack`] of each of `flights`, in one exchange.
+    fn ack_all(&self, flights: &[FlightId]) -> Result<()>;
     /// [`Store::ack_all`] of `acks` (earlier reads of the same reader),
-    /// then [`Store::receive`]: a reader that reads on acknowledges what
-    /// it took with its next read.
+    /// then [`Store::receive`], in one exchange: a reader that reads on
+    /// acknowledges what it took with its next read.
     fn ack_and_receive(
         &self,
         id: MailboxId,
         reader: &Reader,
         acks: &[FlightId],
-    ) -> Result<Received> {
-        if let Err(e) = self.ack_all(acks) {
-            log::debug!("acknowledging {} deliveries: {e}", acks.len());
-        }
-        self.receive(id, reader)
-    }
+    ) -> Result<Received>;
     /// A reader closed its descriptor in the middle of a message.
     fn truncated(&self, id: MailboxId) -> Result<()>;
     fn status(&self, id: MailboxId) -> Result<RemoteStatus>;

@@ -8,7 +8,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{Bg, Launch, Mount, Redis, fuse_mounts_at, is_fuse_mounted, wait_until};
+use super::{Bg, Launch, Mount, Redis, fuse_mounts_at, is_fuse_mounted, out_str, show, wait_until};
 
 impl Mount {
     /// A mount on `redis` as node `node`: `--allow-other --broker URL --node
@@ -138,4 +138,18 @@ pub fn shared_mailbox(on: &Mount, others: &[&Mount], name: &str, policy: &str) -
         );
     }
     dir
+}
+
+/// A direct link between a shell and its child on the mount `m` carries a
+/// message (proc/ is local to each daemon).
+pub fn assert_proc_link_works(m: &Mount, when: &str) {
+    let o = m.sh(
+        r#"set -e
+        cat "$M/proc/$$/recv" & c=$!
+        echo over-the-link > "$M/proc/$c/send"
+        wait $c"#,
+        Duration::from_secs(10),
+    );
+    assert!(o.status.success(), "proc/ link {when}: {}", show(&o));
+    assert_eq!(out_str(&o), "over-the-link\n", "proc/ link {when}");
 }

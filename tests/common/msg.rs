@@ -116,3 +116,27 @@ pub fn set_policy(path: &Path, text: &str) {
 pub fn read_policy(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
+
+/// A `batch` write: each message as a 4-byte little-endian length and its
+/// bytes.
+pub fn frames(msgs: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for m in msgs {
+        out.extend_from_slice(&(m.len() as u32).to_le_bytes());
+        out.extend_from_slice(m);
+    }
+    out
+}
+
+/// The messages of a `batch` read (panics on a truncated frame).
+pub fn unframe(mut data: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while !data.is_empty() {
+        assert!(data.len() >= 4, "a truncated frame header: {data:?}");
+        let len = u32::from_le_bytes(data[..4].try_into().unwrap()) as usize;
+        assert!(data.len() >= 4 + len, "a truncated frame: {data:?}");
+        out.push(data[4..4 + len].to_vec());
+        data = &data[4 + len..];
+    }
+    out
+}

@@ -151,7 +151,7 @@ impl Hub {
             ..dir
         };
         let result = store
-            .mkdir(parent, &name.to_owned(), dir, &policy)
+            .mkdir(parent, name, dir, &policy)
             .inspect(|_| self.reload(store.as_ref()));
         Some(result)
     }
@@ -162,7 +162,7 @@ impl Hub {
         name: &OsStr,
     ) -> Option<Result<()>> {
         let store = self.store()?;
-        let result = store.rmdir(parent, &name.to_owned()).map(|id| {
+        let result = store.rmdir(parent, name).map(|id| {
             self.reload(store.as_ref());
             // Calls blocked here end now; other nodes hear of it from
             // their pump.
@@ -180,7 +180,7 @@ impl Hub {
     ) -> Option<Result<()>> {
         let store = self.store()?;
         let result = store
-            .rename(parent, &name.to_owned(), new_parent, &new_name.to_owned())
+            .rename(parent, name, new_parent, new_name)
             .inspect(|_| self.reload(store.as_ref()));
         Some(result)
     }

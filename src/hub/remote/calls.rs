@@ -188,7 +188,13 @@ impl Hub {
             return refuse(fx, reply, e);
         }
         let bytes: usize = frames.iter().map(|f| f.len()).sum();
-        let charge = match self.budget.charge(uid, PARK_COST + bytes) {
+        // The parked call and the bytes it carries until the broker has
+        // them.
+        let (park, charge) = match self
+            .budget
+            .charge(uid, PARK_COST)
+            .and_then(|p| Ok((p, self.budget.charge(uid, bytes)?)))
+        {
             Ok(c) => c,
             Err(e) => return refuse(fx, reply, e),
         };
@@ -200,10 +206,6 @@ impl Hub {
                 receipt: if i == 0 { receipt } else { None },
             })
             .collect();
-        let park = match self.budget.charge(uid, 0) {
-            Ok(c) => c,
-            Err(e) => return refuse(fx, reply, e),
-        };
         st.waiters.park(&io, Place::Remote(mailbox), park, fx);
         st.calls.insert(
             io.req,

@@ -81,12 +81,12 @@ impl Hub {
             return Some(pin | out);
         }
         let wid = poll_wid(h);
+        // A daemon stopping, or a descriptor from before a lost lease,
+        // lists nothing: its read gives the error.
+        let may_wait = !st.shut_down && h > st.fenced_below;
         match (kh, st.calls.get_mut(&wid)) {
             (Some(kh), Some(call)) => call.poll = Some(kh),
-            (Some(kh), None) if st.shut_down || h <= st.fenced_below => {
-                let _ = kh;
-            }
-            (Some(kh), None) => {
+            (Some(kh), None) if may_wait => {
                 let call = Call {
                     mailbox,
                     handle: h,
@@ -113,7 +113,7 @@ impl Hub {
                 st.calls.insert(wid, call);
                 self.dispatch(vec![receive_job(mailbox, reader, Vec::new())]);
             }
-            (None, _) => {}
+            _ => {}
         }
         Some(out)
     }
