@@ -34,27 +34,6 @@ fn two(redis: &Redis) -> (Mount, Mount) {
     )
 }
 
-fn frames(msgs: &[&[u8]]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for m in msgs {
-        out.extend_from_slice(&(m.len() as u32).to_le_bytes());
-        out.extend_from_slice(m);
-    }
-    out
-}
-
-fn unframe(mut data: &[u8]) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    while !data.is_empty() {
-        assert!(data.len() >= 4, "a truncated frame header: {data:?}");
-        let len = u32::from_le_bytes(data[..4].try_into().unwrap()) as usize;
-        assert!(data.len() >= 4 + len, "a truncated frame: {data:?}");
-        out.push(data[4..4 + len].to_vec());
-        data = &data[4 + len..];
-    }
-    out
-}
-
 /// One read(2) of at most `size` bytes, within the deadline.
 fn read1(f: &File, size: usize, what: &str) -> std::io::Result<Vec<u8>> {
     let mut f = f.try_clone().expect("dup a descriptor");
@@ -616,15 +595,7 @@ fn a_blocked_reader_on_b_ends_at_once_on_a_signal_and_consumes_nothing() {
 fn proc_links_work_on_a_broker_mount() {
     let redis = Redis::start();
     let (a, _b) = two(&redis);
-    let o = a.sh(
-        r#"set -e
-        cat "$M/proc/$$/recv" & c=$!
-        echo over-the-link > "$M/proc/$c/send"
-        wait $c"#,
-        T,
-    );
-    assert!(o.status.success(), "{}", show(&o));
-    assert_eq!(out_str(&o), "over-the-link\n", "{}", show(&o));
+    assert_proc_link_works(&a, "on a broker mount");
     assert_eq!(
         redis.cli(&["KEYS", "*proc*"]).trim(),
         "",
@@ -684,4 +655,127 @@ fn a_mount_without_broker_keeps_its_own_mailboxes() {
         !keys.contains("mine"),
         "the broker holds nothing local: {keys}"
     );
+}
+
+/// A write blocked on a full broker mailbox sleeps interruptibly (never in
+/// state D); SIGINT ends it at once and SIGKILL kills it, and neither
+/// sends anything: the queue keeps only what was accepted before.
+#[test]
+fn a_blocked_write_on_b_ends_at_once_on_a_signal_and_sends_nothing() {
+    let redis = Redis::start();
+    let (a, b) = two(&redis);
+    let bx = shared_mailbox(&a, &[&b], "box", "arbitrary capacity=1\n");
+    send(&bx, b"first\n");
+    let writer = |sig: i32| {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("echo late > {}", b.p("box/send").display()));
+        default_signals(&mut cmd);
+        let w = Bg::spawn(cmd, "echo late > b's box/send");
+        wait_until(T, "the writer on b waits on the broker", || {
+            count(&bx, "senders-waiting") == 1
+        });
+        assert_eq!(
+            proc_state(w.pid()),
+            'S',
+            "the blocked writer sleeps interruptibly"
+        );
+        let start = Instant::now();
+        w.signal(sig);
+        let o = w.wait_timeout(T);
+        assert!(
+            start.elapsed() < Duration::from_millis(500),
+            "signal {sig} ended the blocked write only after {:?}",
+            start.elapsed()
+        );
+        assert_eq!(o.status.signal(), Some(sig), "{}", show(&o));
+        wait_until(T, "the broker forgets the blocked writer", || {
+            count(&bx, "senders-waiting") == 0
+        });
+    };
+    writer(libc::SIGINT);
+    writer(libc::SIGKILL);
+    assert_eq!(
+        count(&bx, "messages"),
+        1,
+        "only the accepted message is queued"
+    );
+    assert_eq!(recv(&b.p("box")), b"first\n");
+    assert_errno(
+        recv_nb(&b.p("box/recv")),
+        libc::EAGAIN,
+        "nothing the interrupted writes carried",
+    );
+    // O_NONBLOCK on the full mailbox never waits.
+    send(&bx, b"again\n");
+    assert_errno(
+        send_nb(&b.p("box/send"), b"x"),
+        libc::EAGAIN,
+        "an O_NONBLOCK write to a full broker mailbox",
+    );
+}
+
+/// Bad input on a broker mount gets the errno a local mount gives, and
+/// changes nothing: a policy text that is not valid (EINVAL, policy as it
+/// was on both mounts), a message over the maximum size (EMSGSIZE, nothing
+/// queued), a user whom the mode bits refuse (EACCES), an oversized batch
+/// frame count and a malformed batch (EMSGSIZE, EINVAL, nothing queued).
+#[test]
+fn bad_input_on_a_broker_mount_gets_a_clear_errno_and_changes_nothing() {
+    let redis = Redis::start();
+    let (a, b) = two(&redis);
+    let bx = shared_mailbox(
+        &a,
+        &[&b],
+        "box",
+        "arbitrary capacity=2 max-message-size=8\n",
+    );
+    let before = read_policy(&b.p("box/policy"));
+    assert_errno(
+        write_policy(&b.p("box/policy"), "sometimes capacity=-3\n"),
+        libc::EINVAL,
+        "a policy text that is not valid, on b",
+    );
+    assert_eq!(
+        read_policy(&b.p("box/policy")),
+        before,
+        "b's policy unchanged"
+    );
+    assert_eq!(
+        read_policy(&bx.join("policy")),
+        before,
+        "a's policy unchanged"
+    );
+    assert_errno(
+        send_nb(&b.p("box/send"), b"123456789"),
+        libc::EMSGSIZE,
+        "a message over max-message-size, on b",
+    );
+    assert_errno(
+        open_with(&b.p("box/batch"), false, true, 0)
+            .and_then(|mut f| f.write(&frames(&[b"1", b"2", b"3"]))),
+        libc::EMSGSIZE,
+        "a batch of more frames than the capacity",
+    );
+    assert_errno(
+        open_with(&b.p("box/batch"), false, true, 0).and_then(|mut f| f.write(&[9, 0, 0, 0, 1])),
+        libc::EINVAL,
+        "a truncated batch frame",
+    );
+    assert_eq!(count(&bx, "messages"), 0, "nothing was queued");
+    // A private (0755) mailbox: another user may neither send nor receive.
+    let o = b.sh_as_nobody(
+        &format!(
+            "echo hi > {p}/send; s=$?; cat {p}/recv; echo \"send=$s recv=$?\"",
+            p = b.p("box").display()
+        ),
+        T,
+    );
+    assert!(
+        out_str(&o).contains("send=1 recv=1")
+            && String::from_utf8_lossy(&o.stderr).contains("Permission denied"),
+        "nobody is refused on b: {}",
+        show(&o)
+    );
+    assert_eq!(count(&bx, "messages"), 0, "nothing was queued");
 }
