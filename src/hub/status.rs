@@ -21,16 +21,21 @@ fn pids(list: impl IntoIterator<Item = u32>) -> String {
     }
 }
 
-/// A mailbox's `status`.
-pub fn mailbox(ch: &Channel, budget: &MemoryBudget) -> String {
+/// The first lines of a mailbox's `status`: its policy.
+fn policy_lines(p: &Policy) -> String {
     let mut out = String::new();
-    let p = &ch.policy;
     line(&mut out, "policy", p.rule);
     match p.capacity {
         Some(c) => line(&mut out, "capacity", c),
         None => line(&mut out, "capacity", "unlimited"),
     }
     line(&mut out, "max-message-size", p.max_message_size);
+    out
+}
+
+/// A mailbox's `status`.
+pub fn mailbox(ch: &Channel, budget: &MemoryBudget) -> String {
+    let mut out = policy_lines(&ch.policy);
     line(&mut out, "messages", ch.messages());
     line(&mut out, "bytes", ch.bytes());
     line(&mut out, "receivers", ch.receivers());
@@ -130,13 +135,7 @@ pub fn remote_mailbox(
     node: &str,
     reachable: bool,
 ) -> String {
-    let mut out = String::new();
-    line(&mut out, "policy", p.rule);
-    match p.capacity {
-        Some(c) => line(&mut out, "capacity", c),
-        None => line(&mut out, "capacity", "unlimited"),
-    }
-    line(&mut out, "max-message-size", p.max_message_size);
+    let mut out = policy_lines(p);
     line(&mut out, "messages", s.messages);
     line(&mut out, "bytes", s.bytes);
     line(&mut out, "receivers", s.receivers);
