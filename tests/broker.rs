@@ -307,6 +307,57 @@ fn rendezvous_across_mounts() {
     assert_eq!(out_str(&o), "to the parked reader\n", "{}", show(&o));
 }
 
+/// A blocked sender's message waits on the broker, where a reader of any
+/// mount takes it as a local mount's reader would: an O_NONBLOCK read on
+/// `b` of a rendezvous takes the message of a writer blocked on `a` and
+/// completes its write; a batch read takes what is queued and, as each
+/// taken message makes room, what blocked writers carry, in order; a
+/// maximum size lowered under a blocked writer does not fail it (its
+/// message was checked when it was written).
+#[test]
+fn blocked_writers_messages_are_taken_by_readers_of_any_mount() {
+    let redis = Redis::start();
+    let (a, b) = two(&redis);
+    let rdv = shared_mailbox(&a, &[&b], "sync", "arbitrary capacity=0\n");
+    let writer = a.spawn_sh(r#"echo rdv > "$M/sync/send" && echo sent"#);
+    wait_until(T, "the rendezvous writer on a waits", || {
+        count(&rdv, "senders-waiting") == 1
+    });
+    assert_eq!(
+        recv_nb(&b.p("sync/recv"))
+            .expect("an O_NONBLOCK read of a rendezvous with a blocked writer"),
+        b"rdv\n"
+    );
+    let o = writer.wait_timeout(T);
+    assert_eq!(out_str(&o), "sent\n", "{}", show(&o));
+
+    let q = shared_mailbox(&a, &[&b], "q", "arbitrary capacity=1\n");
+    send_nb(&q.join("send"), b"one").unwrap();
+    let two_ = a.spawn_sh(r#"printf two > "$M/q/send" && echo sent"#);
+    wait_until(T, "the first blocked writer waits", || {
+        count(&q, "senders-waiting") == 1
+    });
+    let three = a.spawn_sh(r#"printf three > "$M/q/send" && echo sent"#);
+    wait_until(T, "the second blocked writer waits", || {
+        count(&q, "senders-waiting") == 2
+    });
+    std::fs::write(b.p("q/policy"), "arbitrary capacity=1 max-message-size=4\n")
+        .expect("lower the maximum size under the blocked writers");
+    let rb = open_with(&b.p("q/batch"), true, false, libc::O_NONBLOCK).unwrap();
+    let got = read1(&rb, 4096, "an O_NONBLOCK batch read on b").expect("a batch read");
+    assert_eq!(
+        unframe(&got),
+        vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()],
+        "the queued message, then both blocked writers' messages, in order"
+    );
+    for (w, what) in [(two_, "two"), (three, "three")] {
+        let o = w.wait_timeout(T);
+        assert_eq!(out_str(&o), "sent\n", "the writer of {what}: {}", show(&o));
+    }
+    assert_eq!(count(&q, "senders-waiting"), 0);
+    assert_eq!(count(&q, "messages"), 0);
+}
+
 /// arbitrary: the reader waiting longest across mounts gets the message —
 /// not the one on the sender's own mount.
 #[test]

@@ -16,7 +16,7 @@ use ipcfs::hub::framing::Framing;
 use ipcfs::hub::message::ReceiptTag;
 use ipcfs::hub::policy::{Policy, Rule};
 use ipcfs::hub::receiver_rule::Role;
-use ipcfs::hub::store::{Event, Outgoing, Reader, Received, Sent, Store};
+use ipcfs::hub::store::{Event, Outgoing, Reader, Received, Sent, Store, Withdrawn};
 use ipcfs::hub::tree::Attr;
 use node::*;
 
@@ -148,7 +148,10 @@ fn the_tree_is_shared_and_changes_reach_the_other_node() {
     assert_eq!(b.rmdir(0, &name("renamed")).unwrap(), id);
     a.expect("Removed on a", |e| *e == Event::Removed { mailbox: id });
     assert!(a.tree().unwrap().is_empty());
-    assert_eq!(errno_of(a.send(id, 1, &[out(b"x")], false)), "EIDRM");
+    assert_eq!(
+        errno_of(a.send(id, &writer(1, false), &[out(b"x")])),
+        "EIDRM"
+    );
     assert_eq!(errno_of(a.rmdir(0, &name("renamed"))), "ENOENT");
 }
 
@@ -163,7 +166,7 @@ fn a_message_sent_on_a_is_received_on_b_and_its_receipt_names_b() {
         bytes: b"hello\n\0bin".to_vec(),
         receipt: Some(tag),
     };
-    assert_eq!(a.send(id, 1, &[m], false).unwrap(), Sent::Accepted);
+    assert_eq!(a.send(id, &writer(1, false), &[m]).unwrap(), Sent::Accepted);
     b.open(id, 42, Role::Recv).unwrap();
     let Received::Messages { msgs, flight } = b.receive(id, &reader(7, 42)).unwrap() else {
         panic!("a queued message")
@@ -187,7 +190,7 @@ fn a_message_sent_on_a_is_received_on_b_and_its_receipt_names_b() {
         bytes: b"two".to_vec(),
         receipt: Some(tag2),
     };
-    assert_eq!(a.send(id, 2, &[m], false).unwrap(), Sent::Accepted);
+    assert_eq!(a.send(id, &writer(2, false), &[m]).unwrap(), Sent::Accepted);
     let e = b.expect("Deliver on b", |e| matches!(e, Event::Deliver { .. }));
     let Event::Deliver {
         mailbox,
@@ -228,7 +231,8 @@ fn calls_from_several_threads_at_once_keep_each_senders_order() {
             let a: &RedisStore = &a.store;
             s.spawn(move || {
                 for i in 0..50u8 {
-                    a.send(id, t as u64, &[out(&[t, i])], false).unwrap();
+                    a.send(id, &writer(t as u64, false), &[out(&[t, i])])
+                        .unwrap();
                 }
             });
         }
@@ -249,7 +253,10 @@ fn packets_and_batch_take_what_fits() {
     let a = Node::start(&r.url(), "a", LONG);
     let id = mk(&a, "box", policy(Rule::Arbitrary, None));
     let three = [out(&[1; 10]), out(&[2; 10]), out(&[3; 30])];
-    assert_eq!(a.send(id, 1, &three, false).unwrap(), Sent::Accepted);
+    assert_eq!(
+        a.send(id, &writer(1, false), &three).unwrap(),
+        Sent::Accepted
+    );
     let small = Reader {
         size: 5,
         framing: Framing::Packet,
@@ -286,7 +293,10 @@ fn packets_and_batch_take_what_fits() {
         ..policy(Rule::Arbitrary, None)
     };
     a.set_policy(id, &big).unwrap();
-    assert_eq!(errno_of(a.send(id, 1, &[out(&[0; 9])], false)), "EMSGSIZE");
+    assert_eq!(
+        errno_of(a.send(id, &writer(1, false), &[out(&[0; 9])])),
+        "EMSGSIZE"
+    );
 }
 
 #[test]
@@ -304,7 +314,7 @@ fn a_waiting_reader_too_small_for_the_message_is_told_so() {
     assert_eq!(a.receive(id, &reader(2, 10)).unwrap(), Received::Parked);
     // The small reader waited longest: passed over, told, and the next
     // reader gets the message.
-    a.send(id, 1, &[out(&[1; 10])], false).unwrap();
+    a.send(id, &writer(1, false), &[out(&[1; 10])]).unwrap();
     let e = b.expect("TooBig on b", |e| matches!(e, Event::TooBig { .. }));
     assert_eq!(
         e,
@@ -327,7 +337,8 @@ fn a_waiting_reader_too_small_for_the_message_is_told_so() {
     };
     assert_eq!(b.receive(rv, &small).unwrap(), Received::Parked);
     assert_eq!(
-        a.send(rv, 1, &[out(&[1; 2]), out(&[1; 9])], false).unwrap(),
+        a.send(rv, &writer(1, false), &[out(&[1; 2]), out(&[1; 9])])
+            .unwrap(),
         Sent::Full
     );
     let e = b.expect("TooBig on b", |e| matches!(e, Event::TooBig { .. }));
@@ -353,14 +364,14 @@ fn the_reader_waiting_longest_across_nodes_gets_the_message() {
     // Listing a reader again does not move it behind others twice.
     assert_eq!(a.receive(id, &reader(1, 10)).unwrap(), Received::Parked);
     assert_eq!(a.status(id).unwrap().receivers_waiting, 2);
-    b.send(id, 5, &[out(b"m1")], false).unwrap();
+    b.send(id, &writer(5, false), &[out(b"m1")]).unwrap();
     // a re-listed wid 1 after b: b waited longest now.
     let e = b.expect("Deliver on b", |e| matches!(e, Event::Deliver { .. }));
     assert!(
         matches!(&e, Event::Deliver { wid: 2, msgs, .. } if msgs == &vec![b"m1".to_vec()]),
         "{e:?}"
     );
-    a.send(id, 6, &[out(b"m2")], false).unwrap();
+    a.send(id, &writer(6, false), &[out(b"m2")]).unwrap();
     let e = a.expect("Deliver on a", |e| matches!(e, Event::Deliver { .. }));
     assert!(
         matches!(&e, Event::Deliver { wid: 1, msgs, .. } if msgs == &vec![b"m2".to_vec()]),
@@ -374,21 +385,54 @@ fn a_full_mailbox_blocks_the_sender_until_a_receive_makes_room() {
     let a = Node::start(&r.url(), "a", LONG);
     let b = Node::start(&r.url(), "b", LONG);
     let id = mk(&a, "box", policy(Rule::Arbitrary, Some(1)));
-    assert_eq!(a.send(id, 1, &[out(b"m1")], false).unwrap(), Sent::Accepted);
-    assert_eq!(errno_of(a.send(id, 2, &[out(b"m2")], true)), "EAGAIN");
-    assert_eq!(a.send(id, 2, &[out(b"m2")], false).unwrap(), Sent::Full);
-    assert_eq!(a.status(id).unwrap().senders_waiting, 1);
-    assert_eq!(take(&b, id, 20), b"m1");
-    a.expect("Room on a", |e| *e == Event::Room { mailbox: id });
-    assert_eq!(a.send(id, 2, &[out(b"m2")], false).unwrap(), Sent::Accepted);
-    // A batch is all or none.
     assert_eq!(
-        a.send(id, 3, &[out(b"x"), out(b"y")], false).unwrap(),
+        a.send(id, &writer(1, false), &[out(b"m1")]).unwrap(),
+        Sent::Accepted
+    );
+    assert_eq!(
+        errno_of(a.send(id, &writer(2, true), &[out(b"m2")])),
+        "EAGAIN"
+    );
+    assert_eq!(
+        a.send(id, &writer(2, false), &[out(b"m2")]).unwrap(),
         Sent::Full
     );
-    a.cancel_send(id, 3).unwrap();
+    assert_eq!(a.status(id).unwrap().senders_waiting, 1);
+    assert_eq!(take(&b, id, 20), b"m1");
+    // The receive made room: the blocked sender's message went in.
+    a.expect("Sent on a", |e| {
+        *e == Event::Sent {
+            mailbox: id,
+            wid: 2,
+        }
+    });
     assert_eq!(a.status(id).unwrap().senders_waiting, 0);
     assert_eq!(a.status(id).unwrap().messages, 1);
+    // A batch is all or none; withdrawn, it leaves nothing.
+    assert_eq!(
+        a.send(id, &writer(3, false), &[out(b"x"), out(b"y")])
+            .unwrap(),
+        Sent::Full
+    );
+    assert_eq!(a.cancel_send(id, 3, 1).unwrap(), Withdrawn::Cancelled);
+    assert_eq!(a.status(id).unwrap().senders_waiting, 0);
+    assert_eq!(a.status(id).unwrap().messages, 1);
+    // A sender whose message went in before its withdrawal is not
+    // withdrawn (WentIn while its event is unread; once the pump reported
+    // it, the broker has forgotten it).
+    assert_eq!(
+        a.send(id, &writer(4, false), &[out(b"z")]).unwrap(),
+        Sent::Full
+    );
+    assert_eq!(take(&b, id, 20), b"m2");
+    assert_ne!(a.cancel_send(id, 4, 1).unwrap(), Withdrawn::Cancelled);
+    a.expect("Sent on a", |e| {
+        *e == Event::Sent {
+            mailbox: id,
+            wid: 4,
+        }
+    });
+    assert_eq!(take(&b, id, 20), b"z");
 }
 
 #[test]
@@ -397,16 +441,38 @@ fn a_rendezvous_accepts_only_what_waiting_readers_take() {
     let a = Node::start(&r.url(), "a", LONG);
     let b = Node::start(&r.url(), "b", LONG);
     let id = mk(&a, "box", policy(Rule::Arbitrary, Some(0)));
-    assert_eq!(errno_of(a.send(id, 1, &[out(b"m")], true)), "EAGAIN");
-    assert_eq!(a.send(id, 1, &[out(b"m")], false).unwrap(), Sent::Full);
-    assert_eq!(b.receive(id, &reader(4, 20)).unwrap(), Received::Parked);
-    a.expect("Room on a", |e| *e == Event::Room { mailbox: id });
-    // One reader waits: two messages are one too many.
     assert_eq!(
-        a.send(id, 1, &[out(b"m"), out(b"n")], false).unwrap(),
+        errno_of(a.send(id, &writer(1, true), &[out(b"m")])),
+        "EAGAIN"
+    );
+    assert_eq!(
+        a.send(id, &writer(1, false), &[out(b"m")]).unwrap(),
         Sent::Full
     );
-    assert_eq!(a.send(id, 1, &[out(b"m")], false).unwrap(), Sent::Accepted);
+    // A reader of another node takes the blocked sender's message straight
+    // away, even one that may not wait.
+    match b.receive(id, &nonblock(3, 20)).unwrap() {
+        Received::Messages { msgs, .. } => assert_eq!(msgs, vec![b"m".to_vec()]),
+        other => panic!("{other:?}"),
+    }
+    a.expect("Sent on a", |e| {
+        *e == Event::Sent {
+            mailbox: id,
+            wid: 1,
+        }
+    });
+    assert_eq!(b.receive(id, &reader(4, 20)).unwrap(), Received::Parked);
+    // One reader waits: two messages are one too many.
+    assert_eq!(
+        a.send(id, &writer(2, false), &[out(b"m"), out(b"n")])
+            .unwrap(),
+        Sent::Full
+    );
+    assert_eq!(a.cancel_send(id, 2, 1).unwrap(), Withdrawn::Cancelled);
+    assert_eq!(
+        a.send(id, &writer(5, false), &[out(b"m")]).unwrap(),
+        Sent::Accepted
+    );
     let e = b.expect("Deliver on b", |e| matches!(e, Event::Deliver { .. }));
     assert!(matches!(&e, Event::Deliver { wid: 4, .. }), "{e:?}");
     assert_eq!(a.status(id).unwrap().messages, 0);
@@ -447,10 +513,10 @@ fn a_late_delivery_to_a_reader_that_gave_up_goes_back_to_the_head() {
     let b = Node::start(&r.url(), "b", LONG);
     let id = mk(&a, "box", policy(Rule::Arbitrary, None));
     assert_eq!(b.receive(id, &reader(3, 20)).unwrap(), Received::Parked);
-    a.send(id, 1, &[out(b"first")], false).unwrap();
+    a.send(id, &writer(1, false), &[out(b"first")]).unwrap();
     // Too late: the message is already on its way to b.
     b.cancel_receive(id, 3).unwrap();
-    a.send(id, 1, &[out(b"second")], false).unwrap();
+    a.send(id, &writer(1, false), &[out(b"second")]).unwrap();
     let e = b.expect("Deliver on b", |e| matches!(e, Event::Deliver { .. }));
     let Event::Deliver { flight, .. } = e else {
         unreachable!()
@@ -462,7 +528,7 @@ fn a_late_delivery_to_a_reader_that_gave_up_goes_back_to_the_head() {
     // Cancelled in time: the next send is queued, not delivered.
     assert_eq!(b.receive(id, &reader(4, 20)).unwrap(), Received::Parked);
     b.cancel_receive(id, 4).unwrap();
-    a.send(id, 1, &[out(b"third")], false).unwrap();
+    a.send(id, &writer(1, false), &[out(b"third")]).unwrap();
     assert_eq!(take(&a, id, 10), b"third");
 }
 
@@ -473,7 +539,7 @@ fn broadcast_gives_every_receiving_process_its_own_copy() {
     let b = Node::start(&r.url(), "b", LONG);
     let id = mk(&a, "box", policy(Rule::Broadcast, Some(1)));
     // Sent before anybody receives: it waits for the first reader.
-    b.send(id, 1, &[out(b"early")], false).unwrap();
+    b.send(id, &writer(1, false), &[out(b"early")]).unwrap();
     a.open(id, 10, Role::Recv).unwrap();
     b.open(id, 20, Role::Recv).unwrap();
     assert_eq!(take(&b, id, 20), b"early");
@@ -485,7 +551,7 @@ fn broadcast_gives_every_receiving_process_its_own_copy() {
         bytes: b"m1".to_vec(),
         receipt: Some(tag),
     };
-    assert_eq!(b.send(id, 2, &[m], false).unwrap(), Sent::Accepted);
+    assert_eq!(b.send(id, &writer(2, false), &[m]).unwrap(), Sent::Accepted);
     let e = a.expect("Deliver on a", |e| matches!(e, Event::Deliver { .. }));
     let Event::Deliver {
         wid, msgs, flight, ..
@@ -513,11 +579,20 @@ fn broadcast_gives_every_receiving_process_its_own_copy() {
     );
 
     // The capacity is per receiving process.
-    assert_eq!(a.send(id, 3, &[out(b"m2")], false).unwrap(), Sent::Accepted);
+    assert_eq!(
+        a.send(id, &writer(3, false), &[out(b"m2")]).unwrap(),
+        Sent::Accepted
+    );
     assert_eq!(a.status(id).unwrap().messages, 2);
-    assert_eq!(a.send(id, 3, &[out(b"m3")], false).unwrap(), Sent::Full);
+    assert_eq!(
+        a.send(id, &writer(3, false), &[out(b"m3")]).unwrap(),
+        Sent::Full
+    );
     assert_eq!(take(&b, id, 20), b"m2");
-    assert_eq!(errno_of(a.send(id, 3, &[out(b"m3")], true)), "EAGAIN");
+    assert_eq!(
+        errno_of(a.send(id, &writer(3, true), &[out(b"m3")])),
+        "EAGAIN"
+    );
     // A late copy given back goes to the head of its own process's copies.
     let Received::Messages { msgs, flight } = a.receive(id, &nonblock(4, 10)).unwrap() else {
         panic!()
@@ -525,14 +600,20 @@ fn broadcast_gives_every_receiving_process_its_own_copy() {
     assert_eq!(msgs, vec![b"m2".to_vec()]);
     a.give_back(id, &flight).unwrap();
     assert_eq!(take(&a, id, 10), b"m2");
-    assert_eq!(a.send(id, 3, &[out(b"m3")], false).unwrap(), Sent::Accepted);
+    // That made room in a's copies: the blocked m3 went in.
+    a.expect("Sent on a", |e| {
+        *e == Event::Sent {
+            mailbox: id,
+            wid: 3,
+        }
+    });
     // A process that stops receiving drops its copies.
     b.close(id, 20, Role::Recv, false).unwrap();
     assert_eq!(a.status(id).unwrap().messages, 1);
     assert_eq!(take(&a, id, 10), b"m3");
     // Nothing of the mailbox is left behind it, and the pumps cleared
     // what they reported.
-    a.send(id, 5, &[out(b"left")], false).unwrap();
+    a.send(id, &writer(5, false), &[out(b"left")]).unwrap();
     b.rmdir(0, &name("box")).unwrap();
     a.expect("Removed on a", |e| *e == Event::Removed { mailbox: id });
     assert_eq!(r.cli(&["KEYS", "{m:*"]).trim(), "");
@@ -555,7 +636,7 @@ fn an_acl_user_limited_to_the_ipcfs_keys_can_do_everything() {
     assert_eq!(a.url(), format!("redis://ipcfs@127.0.0.1:{}", r.port()));
     let id = mk(&a, "box", policy(Rule::Arbitrary, Some(4)));
     assert_eq!(b.receive(id, &reader(1, 2)).unwrap(), Received::Parked);
-    a.send(id, 1, &[out(b"hi")], false).unwrap();
+    a.send(id, &writer(1, false), &[out(b"hi")]).unwrap();
     let e = b.expect("Deliver on b", |e| matches!(e, Event::Deliver { .. }));
     let Event::Deliver { flight, .. } = e else {
         unreachable!()

@@ -28,9 +28,10 @@ fn a_node_whose_lease_ran_out_is_reaped_by_another_nodes_heartbeat() {
     a.open(ex, 10, Role::Recv).unwrap();
     a.open(all, 10, Role::Recv).unwrap();
     b.open(all, 20, Role::Recv).unwrap();
-    b.send(all, 1, &[out(b"copy")], false).unwrap();
+    b.send(all, &writer(1, false), &[out(b"copy")]).unwrap();
     assert_eq!(b.status(all).unwrap().messages, 2);
-    b.send(q, 1, &[out(b"m1"), out(b"m2")], false).unwrap();
+    b.send(q, &writer(1, false), &[out(b"m1"), out(b"m2")])
+        .unwrap();
     // a takes m1 and never acks it; it also waits on ex.
     let Received::Messages { msgs, .. } = a.receive(q, &reader(1, 10)).unwrap() else {
         panic!()
@@ -61,11 +62,17 @@ fn a_node_that_lost_its_lease_is_fenced_and_registers_anew() {
     let a = Node::start(&r.url(), "a", Duration::from_millis(300));
     let id = mk(&a, "box", policy(Rule::Arbitrary, None));
     thread::sleep(Duration::from_millis(500));
-    assert_eq!(errno_of(a.send(id, 1, &[out(b"x")], false)), "ESTALE");
+    assert_eq!(
+        errno_of(a.send(id, &writer(1, false), &[out(b"x")])),
+        "ESTALE"
+    );
     assert_eq!(errno_of(a.tree()), "ESTALE");
     // The heartbeat registers a new incarnation and says ESTALE once.
     assert_eq!(errno_of(a.heartbeat()), "ESTALE");
-    assert_eq!(a.send(id, 1, &[out(b"x")], false).unwrap(), Sent::Accepted);
+    assert_eq!(
+        a.send(id, &writer(1, false), &[out(b"x")]).unwrap(),
+        Sent::Accepted
+    );
     a.heartbeat().unwrap();
     assert_eq!(a.status(id).unwrap().messages, 1);
     // The pump says so within its read block (1 s; the 0.3 s lease of the
@@ -84,7 +91,7 @@ fn a_broker_out_of_memory_refuses_with_enobufs() {
     let big = vec![7u8; 60_000];
     let mut sent = 0;
     let refusal = loop {
-        match a.send(id, 1, &[out(&big)], false) {
+        match a.send(id, &writer(1, false), &[out(&big)]) {
             Ok(Sent::Accepted) => sent += 1,
             Ok(other) => panic!("{other:?}"),
             Err(e) => break e,
@@ -155,7 +162,7 @@ fn with_aof_queued_messages_survive_a_broker_restart_in_order() {
     let b = Node::start(&r.url(), "b", LONG);
     let id = mk(&a, "box", policy(Rule::Arbitrary, None));
     for m in [&b"m1"[..], b"m2", b"m3"] {
-        a.send(id, 1, &[out(m)], false).unwrap();
+        a.send(id, &writer(1, false), &[out(m)]).unwrap();
     }
     r.restart();
     a.expect("Reachable on a", |e| *e == Event::Reachable);

@@ -14,7 +14,7 @@ use common::free_port;
 use ipcfs::broker::RedisStore;
 use ipcfs::hub::framing::Framing;
 use ipcfs::hub::policy::{Policy, Rule};
-use ipcfs::hub::store::{Outgoing, Reader, Received, Sent, Store};
+use ipcfs::hub::store::{Outgoing, Reader, Received, Sent, Store, Writer};
 use ipcfs::hub::tree::Attr;
 
 struct Server(Child);
@@ -165,7 +165,20 @@ fn rediss_reaches_a_broker_with_a_private_ca() {
         bytes: b"over tls".to_vec(),
         receipt: None,
     };
-    assert_eq!(a.send(id, 1, &[m], false).unwrap(), Sent::Accepted);
+    assert_eq!(
+        a.send(
+            id,
+            &Writer {
+                wid: 1,
+                pid: 1,
+                nonblock: false,
+                again: false,
+            },
+            &[m]
+        )
+        .unwrap(),
+        Sent::Accepted
+    );
     let r = Reader {
         wid: 1,
         pid: 1,

@@ -15,6 +15,7 @@ use crate::hub::policy::{Policy, Rule};
 use crate::hub::receiver_rule::Role;
 use crate::hub::store::{
     Event, FlightId, MailboxMeta, Outgoing, Reader, Received, RemoteStatus, Sent, Store, Wid,
+    Withdrawn, Writer,
 };
 use crate::hub::tree::{Attr, file_modes};
 
@@ -251,9 +252,13 @@ impl Store for RedisStore {
         .map(drop)
     }
 
-    fn send(&self, id: MailboxId, wid: Wid, msgs: &[Outgoing], nonblock: bool) -> Result<Sent> {
+    fn send(&self, id: MailboxId, writer: &Writer, msgs: &[Outgoing]) -> Result<Sent> {
         let v = self.run(&self.scripts.send, |inv| {
-            inv.arg(id).arg(wid).arg(u8::from(nonblock));
+            inv.arg(id)
+                .arg(writer.wid)
+                .arg(writer.pid)
+                .arg(u8::from(writer.nonblock))
+                .arg(u8::from(writer.again));
             for m in msgs {
                 inv.arg(raw(&self.node, m));
             }
@@ -265,11 +270,16 @@ impl Store for RedisStore {
         }
     }
 
-    fn cancel_send(&self, id: MailboxId, wid: Wid) -> Result<()> {
-        self.run(&self.scripts.cancel_send, |inv| {
-            inv.arg(id).arg(wid);
-        })
-        .map(drop)
+    fn cancel_send(&self, id: MailboxId, wid: Wid, pid: u32) -> Result<Withdrawn> {
+        let v = self.run(&self.scripts.cancel_send, |inv| {
+            inv.arg(id).arg(wid).arg(pid);
+        })?;
+        match as_str(&v) {
+            Some("cancelled") => Ok(Withdrawn::Cancelled),
+            Some("sent") => Ok(Withdrawn::WentIn),
+            Some("gone") => Ok(Withdrawn::Unknown),
+            _ => Err(odd("cancel_send: an unknown answer")),
+        }
     }
 
     fn receive(&self, id: MailboxId, reader: &Reader) -> Result<Received> {

@@ -6,7 +6,7 @@
 //!   the reaper can give them back if this node dies;
 //! - `t=flight` entries are not here: a direct receive records what it took
 //!   in `ipcfs:flight:NODE`, which no pump reads;
-//! - `t=room` (m), `t=toobig` (m, w, n), `t=receipt` (tag, pid, node), `t=tree`, `t=removed`
+//! - `t=sent` (m, w), `t=toobig` (m, w, n), `t=receipt` (tag, pid, node), `t=tree`, `t=removed`
 //!   (m): deleted once reported.
 //!
 //! When the broker goes away the pump reports [`Event::Unreachable`] once,
@@ -151,7 +151,10 @@ impl RedisStore {
                                 flight: entry.id.clone(),
                             }
                         }
-                        "room" => Event::Room { mailbox },
+                        "sent" => Event::Sent {
+                            mailbox,
+                            wid: text(f.get("w")).parse().unwrap_or(0),
+                        },
                         "toobig" => Event::TooBig {
                             mailbox,
                             wid: text(f.get("w")).parse().unwrap_or(0),

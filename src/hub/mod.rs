@@ -177,6 +177,9 @@ struct State {
     /// What each descriptor read from the broker and has not yet
     /// acknowledged (see `Hub::ack_soon`).
     unacked: HashMap<u64, Vec<store::FlightId>>,
+    /// Blocked senders interrupted while the broker could not be reached:
+    /// taken off the broker when it comes back.
+    withdraw: Vec<(MailboxId, store::Wid, u32)>,
 }
 
 impl State {
@@ -334,6 +337,7 @@ impl Hub {
                 bound: Default::default(),
                 held: HashMap::new(),
                 unacked: HashMap::new(),
+                withdraw: Vec::new(),
             }),
             procs: Arc::from(procs),
             budget: Arc::new(MemoryBudget::with_shares(

@@ -61,11 +61,36 @@ pub struct Outgoing {
 pub enum Sent {
     /// Queued, or handed to a waiting reader.
     Accepted,
-    /// No room (capacity, or a rendezvous with no reader waiting): nothing
-    /// was queued, and the sender is listed as blocked on the mailbox —
-    /// [`Event::Room`] comes when it is worth trying again. Never for
-    /// `nonblock` (that is `EAGAIN`).
+    /// No room (capacity, or a rendezvous with no reader waiting), or
+    /// senders blocked before it: the sender is listed as blocked on the
+    /// mailbox, its messages kept by the store, where readers of every node
+    /// can take them (a rendezvous) or let them in (room). [`Event::Sent`]
+    /// comes when they are in. Never for `nonblock` (that is `EAGAIN`).
     Full,
+}
+
+/// A write that sends messages.
+#[derive(Clone, Copy, Debug)]
+pub struct Writer {
+    pub wid: Wid,
+    /// The sending process (a `pair` rule binds it).
+    pub pid: u32,
+    /// Do not wait: `EAGAIN` rather than [`Sent::Full`].
+    pub nonblock: bool,
+    /// Listed as blocked before the broker went away: if the store still
+    /// lists it, or has let its messages in already, it is left as it is.
+    pub again: bool,
+}
+
+/// What taking a blocked sender off the store found.
+#[derive(Debug, PartialEq)]
+pub enum Withdrawn {
+    /// Its messages were still waiting: dropped, nothing was sent.
+    Cancelled,
+    /// Its messages went in before: [`Event::Sent`] is on its way.
+    WentIn,
+    /// The store does not know it (a broker restarted without its data).
+    Unknown,
 }
 
 /// A read that wants messages.
@@ -139,9 +164,9 @@ pub enum Event {
         wid: Wid,
         len: usize,
     },
-    /// The mailbox has room, or a reader waits on it: blocked senders of
-    /// this node try again, in the order they came.
-    Room { mailbox: MailboxId },
+    /// The messages of the blocked sender `wid` of this node went in (a
+    /// reader took them, or room let them in): its write completes.
+    Sent { mailbox: MailboxId, wid: Wid },
     /// A message sent from this node with a receipt was received.
     Receipt {
         tag: ReceiptTag,
@@ -207,11 +232,11 @@ pub trait Store: Send + Sync {
     /// gone, and its `pair` slot with it.
     fn close(&self, id: MailboxId, pid: u32, role: Role, exited: bool) -> Result<()>;
 
-    /// Sends `msgs` (one, or a batch's frames: all or none) on behalf of
-    /// the request `wid`. `ENOSPC`/`EAGAIN` as [`Sent`] says.
-    fn send(&self, id: MailboxId, wid: Wid, msgs: &[Outgoing], nonblock: bool) -> Result<Sent>;
-    /// The blocked sender `wid` gave up.
-    fn cancel_send(&self, id: MailboxId, wid: Wid) -> Result<()>;
+    /// Sends `msgs` (one, or a batch's frames: all or none) for `writer`
+    /// (`EMSGSIZE`; `EAGAIN` as [`Sent`] says).
+    fn send(&self, id: MailboxId, writer: &Writer, msgs: &[Outgoing]) -> Result<Sent>;
+    /// The blocked sender `wid` of process `pid` gave up.
+    fn cancel_send(&self, id: MailboxId, wid: Wid, pid: u32) -> Result<Withdrawn>;
     /// Takes messages for `reader`, or lists it as waiting.
     fn receive(&self, id: MailboxId, reader: &Reader) -> Result<Received>;
     /// The parked reader `wid` gave up (interrupted, closed). A message

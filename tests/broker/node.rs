@@ -13,7 +13,7 @@ use ipcfs::broker::RedisStore;
 use ipcfs::hub::MailboxId;
 use ipcfs::hub::framing::Framing;
 use ipcfs::hub::policy::{Policy, Rule};
-use ipcfs::hub::store::{Event, Outgoing, Reader, Received, Store};
+use ipcfs::hub::store::{Event, Outgoing, Reader, Received, Store, Writer};
 use ipcfs::hub::tree::Attr;
 
 pub const LONG: Duration = Duration::from_secs(10);
@@ -125,6 +125,16 @@ pub fn out(bytes: &[u8]) -> Outgoing {
     Outgoing {
         bytes: bytes.to_vec(),
         receipt: None,
+    }
+}
+
+/// A write of request `wid` by process 1.
+pub fn writer(wid: u64, nonblock: bool) -> Writer {
+    Writer {
+        wid,
+        pid: 1,
+        nonblock,
+        again: false,
     }
 }
 

@@ -1,10 +1,20 @@
--- ARGV: 3 id, 4 wid. The blocked sender gave up.
+-- ARGV: 3 id, 4 wid, 5 pid. The blocked sender gave up: {'cancelled'} if
+-- its messages were still waiting (they are dropped), {'sent'} if they
+-- went in already (a t=sent is on its way to this node), {'gone'} if the
+-- broker does not know it (a restart without persistence).
 fence()
-local k, me = box(ARGV[3]) .. ':sw', NODE .. '\n' .. ARGV[4]
-local was_first = redis.call('LINDEX', k, 0) == me
-redis.call('LREM', k, 0, me)
--- The next blocked sender is first now.
-if was_first then
-  room(ARGV[3])
+local id, wid = ARGV[3], ARGV[4]
+local k, me = box(id) .. ':sw', NODE .. '\n' .. wid .. '\n' .. ARGV[5]
+if redis.call('LREM', k, 0, me) > 0 then
+  redis.call('DEL', offer_key(id, me))
+  -- The senders behind it may fit where it did not.
+  pump(id)
+  return 'cancelled'
 end
-return 1
+for _, e in ipairs(redis.call('XRANGE', 'ipcfs:inbox:' .. NODE, '-', '+')) do
+  local f = fields(e[2])
+  if f.t == 'sent' and f.m == id and f.w == wid then
+    return 'sent'
+  end
+end
+return 'gone'

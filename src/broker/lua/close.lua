@@ -29,4 +29,6 @@ if ARGV[6] == '1' then
   redis.call('HDEL', b .. ':h', me)
   redis.call('DEL', copies(id, me))
 end
+-- broadcast: fewer receivers may be room for blocked senders.
+pump(id)
 return 1

@@ -78,17 +78,6 @@ local function everyone(...)
   end
 end
 
--- Room appeared on mailbox id (or a reader waits): the node of the
--- first blocked sender is told, which tries again. Blocked senders go in
--- in the order they came (send.lua lets only the first of the list in),
--- so the list stays until each is in, or gives up, or its node is reaped.
-local function room(id)
-  local first = redis.call('LINDEX', box(id) .. ':sw', 0)
-  if first then
-    post(lines(first, 2)[1], 't', 'room', 'm', id)
-  end
-end
-
 -- Takes the longest-waiting live reader whose buffer holds len bytes off
 -- the list of mailbox id (of the receiving process who = "PID NODE" only,
 -- if given); drops readers of dead nodes on the way.
@@ -120,6 +109,191 @@ local function deliver(id, f, raws, c)
     args[#args + 1] = r
   end
   redis.call('XADD', 'ipcfs:inbox:' .. f[1], '*', unpack(args))
+end
+
+-- A blocked sender ("NODE\nWID\nPID" in {m:ID}:sw) keeps its messages on
+-- the broker, in {m:ID}:o:NODE:WID, so that readers on any host can take
+-- them as on a local mount: straight from the first blocked sender of a
+-- rendezvous, or as room lets them in (ipcfs(7), ACROSS HOSTS).
+local function offer_key(id, entry)
+  local f = lines(entry, 3)
+  return box(id) .. ':o:' .. f[1] .. ':' .. f[2]
+end
+
+-- Tells the waiting reader w of mailbox id that a message of len bytes is
+-- too big for it: it is no longer listed, and is answered EMSGSIZE.
+local function too_small(id, w, len)
+  local f = lines(w, 5)
+  redis.call('LREM', box(id) .. ':w', 1, w)
+  post(f[1], 't', 'toobig', 'm', id, 'w', f[2], 'n', len)
+end
+
+local function candidate(f, who)
+  return alive(f[1]) and (not who or who == f[3] .. ' ' .. f[1])
+end
+
+-- How messages raws would go in to mailbox id now, one plan per queue
+-- (who = nil for the shared queue, else a broadcast receiver): handed to
+-- the longest-waiting readers that take them (while nothing is queued,
+-- so order holds), the rest queued, if the capacity allows. Waiting
+-- readers too small for the message that would go to them are passed
+-- over (small), as a local mount answers them EMSGSIZE.
+-- Returns the plans, whether it is a broadcast, and whether all fit.
+local function plans_for(id, raws)
+  local b = box(id)
+  local meta = redis.call('HMGET', b, 'rule', 'capacity')
+  local cap = tonumber(meta[2])
+  local largest = 0
+  for _, raw in ipairs(raws) do
+    largest = math.max(largest, payload_len(raw))
+  end
+  local function plan(q, who)
+    local qlen = redis.call('LLEN', q)
+    local waiters = {}
+    if qlen == 0 then
+      waiters = redis.call('LRANGE', b .. ':w', 0, -1)
+    end
+    local used, handed, small, k = {}, {}, {}, 0
+    for i, raw in ipairs(raws) do
+      local len, found = payload_len(raw), nil
+      for j, w in ipairs(waiters) do
+        if not used[j] then
+          local f = lines(w, 5)
+          if candidate(f, who) then
+            if fits(f[4], tonumber(f[5]), len) then
+              found = j
+              break
+            end
+            used[j] = true
+            small[#small + 1] = {w, len}
+          end
+        end
+      end
+      if not found then
+        break
+      end
+      used[found] = true
+      handed[i] = waiters[found]
+      k = i
+    end
+    -- Room as a local mount counts it: the waiting readers whose buffer
+    -- holds the largest message, one message each, and the free places.
+    local fitting = 0
+    for _, w in ipairs(redis.call('LRANGE', b .. ':w', 0, -1)) do
+      local f = lines(w, 5)
+      if candidate(f, who) and fits(f[4], tonumber(f[5]), largest) then
+        fitting = fitting + 1
+      end
+    end
+    return {q = q, who = who, handed = handed, small = small, k = k,
+      room = cap < 0 or fitting + math.max(cap - qlen, 0) >= #raws}
+  end
+  local plans = {}
+  if meta[1] == 'broadcast' then
+    for _, who in ipairs(redis.call('HKEYS', b .. ':r')) do
+      if alive(string.match(who, '^%d+ (.*)$')) then
+        plans[#plans + 1] = plan(box(id) .. ':c:' .. who, who)
+      end
+    end
+  end
+  local broadcast = #plans > 0
+  if not broadcast then
+    -- Not broadcast, or nobody receives yet: the message waits for the
+    -- first reader.
+    plans[1] = plan(b .. ':q', nil)
+  end
+  local room = true
+  for _, p in ipairs(plans) do
+    room = room and p.room
+  end
+  return plans, broadcast, room
+end
+
+-- No room for raws: readers too small for the largest of them would wait
+-- with it for ever, so they are told now.
+local function refuse_small(id, plans, raws)
+  local largest = 0
+  for _, raw in ipairs(raws) do
+    largest = math.max(largest, payload_len(raw))
+  end
+  for _, p in ipairs(plans) do
+    for _, w in ipairs(redis.call('LRANGE', box(id) .. ':w', 0, -1)) do
+      local f = lines(w, 5)
+      if candidate(f, p.who) and not fits(f[4], tonumber(f[5]), largest) then
+        too_small(id, w, largest)
+      end
+    end
+  end
+end
+
+-- Carries out plans_for's plans: raws are sent.
+local function commit(id, plans, raws, broadcast)
+  local b = box(id)
+  for _, p in ipairs(plans) do
+    for _, s in ipairs(p.small) do
+      too_small(id, s[1], s[2])
+    end
+    for i = 1, p.k do
+      redis.call('LREM', b .. ':w', 1, p.handed[i])
+      deliver(id, lines(p.handed[i], 5), {raws[i]}, p.who)
+    end
+    for i = p.k + 1, #raws do
+      redis.call('RPUSH', p.q, raws[i])
+    end
+  end
+  if broadcast then
+    -- The first copy acknowledged issues the receipt (ack.lua).
+    for _, raw in ipairs(raws) do
+      local parts = lines(raw, 3)
+      if parts[2] ~= '' then
+        redis.call('HSET', b .. ':bt', parts[1] .. ' ' .. parts[2], 1)
+      end
+    end
+  end
+  redis.call('HINCRBY', b, 'sent', #raws)
+end
+
+-- The first blocked sender of mailbox id is done (its messages went in,
+-- or were taken): off the list, and its node told (t=sent), unless it is
+-- `me`, the send being answered now.
+local function sender_done(id, entry, me)
+  redis.call('LPOP', box(id) .. ':sw')
+  redis.call('DEL', offer_key(id, entry))
+  if entry ~= me then
+    local f = lines(entry, 3)
+    post(f[1], 't', 'sent', 'm', id, 'w', f[2])
+  end
+end
+
+-- Lets blocked senders of mailbox id in, first come first, while there is
+-- room (a reader took a message or waits, the capacity grew, a receiver
+-- left a broadcast mailbox, a sender ahead gave up). Returns whether the
+-- blocked sender `me` went in.
+local function pump(id, me)
+  local sw = box(id) .. ':sw'
+  local mine = false
+  while true do
+    local head = redis.call('LINDEX', sw, 0)
+    if not head then
+      break
+    end
+    local raws = redis.call('LRANGE', offer_key(id, head), 0, -1)
+    if #raws == 0 or not alive(lines(head, 3)[1]) then
+      -- Its node is gone (the reaper drops the rest).
+      redis.call('LPOP', sw)
+      redis.call('DEL', offer_key(id, head))
+    else
+      local plans, broadcast, room = plans_for(id, raws)
+      if not room then
+        refuse_small(id, plans, raws)
+        break
+      end
+      commit(id, plans, raws, broadcast)
+      sender_done(id, head, me)
+      mine = mine or head == me
+    end
+  end
+  return mine
 end
 
 -- Messages that did not reach their reader: to the next waiting readers,
@@ -190,11 +364,14 @@ local function reap(node)
       for _, e in ipairs(redis.call('LRANGE', k, 0, -1)) do
         if lines(e, 2)[1] == node then
           redis.call('LREM', k, 0, e)
+          if k == b .. ':sw' then
+            redis.call('DEL', offer_key(id, e))
+          end
         end
       end
     end
     -- A blocked sender of another node may be first now.
-    room(id)
+    pump(id)
     for _, k in ipairs({b .. ':h', b .. ':r'}) do
       for _, who in ipairs(redis.call('HKEYS', k)) do
         if string.sub(who, -#suffix) == suffix then

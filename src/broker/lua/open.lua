@@ -38,6 +38,9 @@ elseif rule == 'pair' then
 end
 if role == 'r' then
   redis.call('HINCRBY', b .. ':r', me, 1)
+  -- broadcast: a new receiver's empty queue may be the room a blocked
+  -- sender waits for.
+  pump(id)
 end
 redis.call('SADD', 'ipcfs:seen:' .. NODE, id)
 return 1

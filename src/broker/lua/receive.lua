@@ -1,6 +1,6 @@
 -- ARGV: 3 id, 4 wid, 5 pid, 6 framing (s|p|b), 7 size, 8 nonblock,
 -- 9.. flights of this reader to acknowledge first (see ack.lua).
--- Takes queued messages as the framing allows, recorded as a flight
+-- Takes messages as the framing allows, recorded as a flight
 -- (ipcfs:flight:NODE) until ack; else lists the reader as waiting.
 fence()
 for i = 9, #ARGV do
@@ -21,30 +21,58 @@ end
 -- anybody received.
 local who = pid .. ' ' .. NODE
 local q, c = copies(id, who), who
-local head = redis.call('LINDEX', q, 0)
-if not head then
+if redis.call('LLEN', q) == 0 then
   q, c = b .. ':q', ''
-  head = redis.call('LINDEX', q, 0)
 end
+-- The next message for this reader, without taking it: the head of its
+-- queue, else (a rendezvous, not broadcast) the single message of the
+-- first blocked sender, as on a local mount.
+local function peek()
+  local head = redis.call('LINDEX', q, 0)
+  if head then
+    return head, nil
+  end
+  if c ~= '' or redis.call('HGET', b, 'rule') == 'broadcast' then
+    return nil
+  end
+  local first = redis.call('LINDEX', b .. ':sw', 0)
+  if first and alive(lines(first, 3)[1]) then
+    local offered = redis.call('LRANGE', offer_key(id, first), 0, 1)
+    if #offered == 1 then
+      return offered[1], first
+    end
+  end
+  return nil
+end
+local head, sender = peek()
 if head then
   local len = payload_len(head)
   if not fits(framing, size, len) then
     return {'toobig', len}
   end
-  local raws = {}
-  if framing == 'b' then
-    local used = 0
-    for _, r in ipairs(redis.call('LRANGE', q, 0, 1023)) do
-      local l = payload_len(r)
+  -- A batch takes as many as fit; each taken makes room, and blocked
+  -- senders go in behind (pump), as a local mount's batch read takes them.
+  local raws, used = {}, 0
+  while head and #raws < 1024 do
+    local l = payload_len(head)
+    if framing == 'b' then
       if used + 4 + l > size then
         break
       end
       used = used + 4 + l
-      raws[#raws + 1] = r
     end
-    redis.call('LTRIM', q, #raws, -1)
-  else
-    raws[1] = redis.call('LPOP', q)
+    raws[#raws + 1] = head
+    if sender then
+      redis.call('HINCRBY', b, 'sent', 1)
+      sender_done(id, sender, nil)
+    else
+      redis.call('LPOP', q)
+    end
+    pump(id)
+    if framing ~= 'b' then
+      break
+    end
+    head, sender = peek()
   end
   local args = {'t', 'flight', 'm', id, 'p', pid, 'n', #raws, 'c', c}
   for i, r in ipairs(raws) do
@@ -56,7 +84,6 @@ if head then
   -- Counted now, so that status shows it at once (the ack may wait for
   -- the reader's next read).
   redis.call('HINCRBY', b, 'received', #raws)
-  room(id)
   local out = {'msgs', fid}
   for _, r in ipairs(raws) do
     out[#out + 1] = r
@@ -68,6 +95,6 @@ if nonblock then
 end
 redis.call('RPUSH', wk, NODE .. '\n' .. wid .. '\n' .. pid .. '\n' .. framing .. '\n' .. size)
 redis.call('SADD', 'ipcfs:seen:' .. NODE, id)
--- A waiting reader is room for a sender (rendezvous and full mailboxes).
-room(id)
+-- A waiting reader is room for a blocked sender (rendezvous, full).
+pump(id)
 return {'parked'}

@@ -3,6 +3,6 @@ fence()
 local b = existing(ARGV[3])
 redis.call('HSET', b, 'rule', ARGV[4], 'capacity', ARGV[5], 'maxsize', ARGV[6], 'policy', ARGV[7])
 -- A larger capacity is room for blocked senders.
-room(ARGV[3])
+pump(ARGV[3])
 everyone('t', 'tree')
 return 1

@@ -10,7 +10,7 @@ use super::super::handles::HandleKind;
 use super::super::message::{Message, Payload, ReceiptTag};
 use super::super::process::Process;
 use super::super::reply::{Effects, Outcome, Replier};
-use super::super::store::{FlightId, Outgoing, Reader, Received, Sent, Wid};
+use super::super::store::{FlightId, Outgoing, Reader, Received, Sent, Wid, Withdrawn, Writer};
 use super::super::waiters::{Place, WaiterId};
 use super::super::{Hub, Io, MailboxId, State};
 use super::{Job, stale};
@@ -31,8 +31,8 @@ pub(crate) struct Call {
     pub(super) reply: Option<Box<dyn Replier>>,
     /// The store lists it: a reader waiting, a sender blocked.
     pub(super) listed: bool,
-    /// A write interrupted while its send was on its way: answered when the
-    /// store says whether the message went in.
+    /// A write interrupted while its send (or its withdrawal) was on its
+    /// way: answered when the store says whether the message went in.
     pub(super) interrupted: bool,
 }
 
@@ -54,6 +54,8 @@ pub(super) enum CallKind {
     Write {
         msgs: Vec<Outgoing>,
         written: u32,
+        /// The sending process (the descriptor's owner).
+        pid: u32,
         nonblock: bool,
         /// What the bytes in transit hold of the memory bound.
         _charge: Charge,
@@ -77,6 +79,13 @@ impl Call {
                 nonblock,
             }),
             CallKind::Write { .. } => None,
+        }
+    }
+
+    fn writer_pid(&self) -> u32 {
+        match self.what {
+            CallKind::Write { pid, .. } => pid,
+            CallKind::Read { pid, .. } => pid,
         }
     }
 
@@ -188,6 +197,7 @@ impl Hub {
             return refuse(fx, reply, e);
         }
         let bytes: usize = frames.iter().map(|f| f.len()).sum();
+        let pid = st.handles.get(io.handle).map_or(0, |h| h.owner.pid);
         // The parked call and the bytes it carries until the broker has
         // them.
         let (park, charge) = match self
@@ -217,6 +227,7 @@ impl Hub {
                 what: CallKind::Write {
                     msgs,
                     written,
+                    pid,
                     nonblock: io.nonblock,
                     _charge: charge,
                 },
@@ -225,7 +236,7 @@ impl Hub {
                 interrupted: false,
             },
         );
-        fx.remote().later.push(send_job(mailbox, io.req));
+        fx.remote().later.push(send_job(mailbox, io.req, false));
     }
 
     /// The store's answer to a receive.
@@ -380,12 +391,12 @@ impl Hub {
                 };
                 self.end_call(&mut st, &mut fx, call, Outcome::Written(written));
             }
-            Ok(Sent::Full) if !call.interrupted => call.listed = true,
             Ok(Sent::Full) => {
-                let call = st.calls.remove(&wid).expect("call");
-                fx.remote().later.push(cancel_send_job(mailbox, wid));
-                let e = Errno::EINTR.because("interrupted by a signal");
-                self.end_call(&mut st, &mut fx, call, Outcome::Error(e));
+                call.listed = true;
+                if call.interrupted {
+                    let pid = call.writer_pid();
+                    fx.remote().later.push(cancel_send_job(mailbox, wid, pid));
+                }
             }
             Err(e) => {
                 let call = st.calls.remove(&wid).expect("call");
@@ -395,9 +406,56 @@ impl Hub {
         self.finish(st, fx);
     }
 
+    /// The blocked sender `wid`'s messages went in (its pump event, or
+    /// the answer to its withdrawal): the write completes.
+    pub(super) fn went_in(&self, st: &mut State, fx: &mut Effects, wid: Wid) {
+        if st
+            .calls
+            .get(&wid)
+            .is_none_or(|c| !matches!(c.what, CallKind::Write { .. }))
+        {
+            return;
+        }
+        let call = st.calls.remove(&wid).expect("call");
+        let CallKind::Write { written, .. } = call.what else {
+            unreachable!("a write");
+        };
+        self.end_call(st, fx, call, Outcome::Written(written));
+    }
+
+    /// The store's answer to the withdrawal of an interrupted blocked
+    /// sender: the write ends with `EINTR`, unless its messages went in
+    /// first (then it was written, as a local write completed before the
+    /// signal is).
+    fn withdrawn(
+        &self,
+        wid: Wid,
+        mailbox: MailboxId,
+        pid: u32,
+        answer: Result<Withdrawn, Refusal>,
+    ) {
+        let mut st = self.lock();
+        let mut fx = Effects::default();
+        match answer {
+            Ok(Withdrawn::WentIn) => self.went_in(&mut st, &mut fx, wid),
+            other => {
+                if let Err(e) = other {
+                    debug!("cannot take a blocked sender off the broker: {e}");
+                    st.withdraw.push((mailbox, wid, pid));
+                }
+                if let Some(call) = st.calls.remove(&wid) {
+                    let e = Errno::EINTR.because("interrupted by a signal");
+                    self.end_call(&mut st, &mut fx, call, Outcome::Error(e));
+                }
+            }
+        }
+        self.finish(st, fx);
+    }
+
     /// An interrupt of a remote call. A read ends at once (a message on
-    /// its way to it goes back to the queue when it comes); a write whose
-    /// send is on its way ends when the store says whether it went in.
+    /// its way to it goes back to the queue when it comes); a write ends
+    /// when the store says whether its message went in — at once if the
+    /// broker cannot be reached (it is taken off when the broker is back).
     pub(in crate::hub) fn interrupt_remote(&self, st: &mut State, fx: &mut Effects, id: WaiterId) {
         // The store knows the call by its own id: a read that took over a
         // poll's call answers under another.
@@ -413,10 +471,17 @@ impl Hub {
         let e = || Outcome::Error(Errno::EINTR.because("interrupted by a signal"));
         match (&call.what, call.listed) {
             (CallKind::Write { .. }, false) => call.interrupted = true,
+            (CallKind::Write { .. }, true) if call.interrupted => {}
             (CallKind::Write { .. }, true) => {
-                let call = st.calls.remove(&wid).expect("call");
-                fx.remote().later.push(cancel_send_job(call.mailbox, wid));
-                self.end_call(st, fx, call, e());
+                let (mailbox, pid) = (call.mailbox, call.writer_pid());
+                if self.store().is_some_and(|s| s.reachable()) {
+                    call.interrupted = true;
+                    fx.remote().later.push(cancel_send_job(mailbox, wid, pid));
+                } else {
+                    let call = st.calls.remove(&wid).expect("call");
+                    st.withdraw.push((mailbox, wid, pid));
+                    self.end_call(st, fx, call, e());
+                }
             }
             (CallKind::Read { .. }, true) => {
                 let call = st.calls.remove(&wid).expect("call");
@@ -457,19 +522,35 @@ pub(super) fn receive_job(mailbox: MailboxId, reader: Reader, acks: Vec<FlightId
     })
 }
 
-pub(super) fn send_job(mailbox: MailboxId, wid: Wid) -> Job {
+/// Sends a write's messages; `again`: it was listed before the broker
+/// went away.
+pub(super) fn send_job(mailbox: MailboxId, wid: Wid, again: bool) -> Job {
     Box::new(move |hub: &Hub| {
         let Some(store) = hub.store() else { return };
-        // The messages stay in the call (a blocked send is tried again);
-        // copied out, the lock is not held during the call.
-        let (msgs, nonblock) = {
+        // The messages stay in the call (a broker restarted without its
+        // data has lost a blocked sender's); copied out, the lock is not
+        // held during the call.
+        let (msgs, writer) = {
             let st = hub.lock();
             match st.calls.get(&wid).map(|c| &c.what) {
-                Some(CallKind::Write { msgs, nonblock, .. }) => (msgs.clone(), *nonblock),
+                Some(CallKind::Write {
+                    msgs,
+                    nonblock,
+                    pid,
+                    ..
+                }) => (
+                    msgs.clone(),
+                    Writer {
+                        wid,
+                        pid: *pid,
+                        nonblock: *nonblock,
+                        again,
+                    },
+                ),
                 _ => return,
             }
         };
-        let answer = store.send(mailbox, wid, &msgs, nonblock);
+        let answer = store.send(mailbox, &writer, &msgs);
         hub.sent(wid, mailbox, answer);
     })
 }
@@ -508,12 +589,23 @@ pub(super) fn cancel_receive_job(mailbox: MailboxId, wid: Wid) -> Job {
     })
 }
 
-pub(super) fn cancel_send_job(mailbox: MailboxId, wid: Wid) -> Job {
+/// Takes the interrupted blocked sender `wid` off the broker; the write
+/// is answered from what the store says.
+pub(super) fn cancel_send_job(mailbox: MailboxId, wid: Wid, pid: u32) -> Job {
     Box::new(move |hub: &Hub| {
-        if let Some(store) = hub.store()
-            && let Err(e) = store.cancel_send(mailbox, wid)
-        {
+        let Some(store) = hub.store() else { return };
+        let answer = store.cancel_send(mailbox, wid, pid);
+        hub.withdrawn(wid, mailbox, pid, answer);
+    })
+}
+
+/// Takes a blocked sender whose write already ended off the broker.
+pub(super) fn withdraw_job(mailbox: MailboxId, wid: Wid, pid: u32) -> Job {
+    Box::new(move |hub: &Hub| {
+        let Some(store) = hub.store() else { return };
+        if let Err(e) = store.cancel_send(mailbox, wid, pid) {
             debug!("cannot take a blocked sender off the broker: {e}");
+            hub.lock().withdraw.push((mailbox, wid, pid));
         }
     })
 }

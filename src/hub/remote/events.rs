@@ -1,5 +1,5 @@
 //! What the store's pump reports (ipcfs(7), ACROSS HOSTS): messages for
-//! parked readers, room for blocked senders, receipts, changes of the
+//! parked readers, blocked senders whose messages went in, receipts, changes of the
 //! tree, removals, and the broker going away, coming back, or fencing this
 //! node.
 
@@ -9,7 +9,7 @@ use super::super::errno::Errno;
 use super::super::reply::{Effects, Outcome};
 use super::super::store::{Event, Reader, Wid};
 use super::super::{Hub, MailboxId, State};
-use super::calls::{Call, CallKind, give_back_job, receive_job, send_job};
+use super::calls::{Call, give_back_job, receive_job, send_job, withdraw_job};
 use super::stale;
 
 impl Hub {
@@ -42,22 +42,7 @@ impl Hub {
                     self.end_call(&mut st, &mut fx, call, Outcome::Error(e));
                 }
             }
-            Event::Room { mailbox } => {
-                let mut again: Vec<Wid> = st
-                    .calls
-                    .iter()
-                    .filter(|(_, c)| {
-                        c.mailbox == mailbox && c.listed && matches!(c.what, CallKind::Write { .. })
-                    })
-                    .map(|(w, _)| *w)
-                    .collect();
-                // Kernel request ids grow: the order the writes came in.
-                again.sort_unstable();
-                for wid in again {
-                    st.calls.get_mut(&wid).expect("call").listed = false;
-                    fx.remote().later.push(send_job(mailbox, wid));
-                }
-            }
+            Event::Sent { wid, .. } => self.went_in(&mut st, &mut fx, wid),
             Event::Receipt { tag, pid, node } => {
                 fx.remote().receipts_on.push((tag, pid, node.into()));
             }
@@ -108,11 +93,17 @@ impl Hub {
                     .map(|(w, c)| (*w, c.mailbox, c.reader(*w)))
                     .collect();
                 for (wid, mailbox, reader) in listed {
+                    // Not listed until the store answers: an interrupt
+                    // meanwhile waits for that answer.
                     st.calls.get_mut(&wid).expect("call").listed = false;
                     fx.remote().later.push(match reader {
                         Some(r) => receive_job(mailbox, r, Vec::new()),
-                        None => send_job(mailbox, wid),
+                        None => send_job(mailbox, wid, true),
                     });
+                }
+                // Blocked senders interrupted during the outage.
+                for (mailbox, wid, pid) in std::mem::take(&mut st.withdraw) {
+                    fx.remote().later.push(withdraw_job(mailbox, wid, pid));
                 }
                 drop(st);
                 self.reload(store.as_ref());

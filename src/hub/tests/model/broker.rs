@@ -79,7 +79,7 @@ impl Broker {
                         ev,
                         Event::Deliver { .. }
                             | Event::TooBig { .. }
-                            | Event::Room { .. }
+                            | Event::Sent { .. }
                             | Event::Receipt { .. }
                             | Event::TreeChanged
                             | Event::Removed { .. }

@@ -64,11 +64,11 @@
 //! until no answer is on its way (jobs run on the test's thread, the pump
 //! drained). Left out there, as known divergences of the broker from
 //! ipcfs(7) found by it (see `diverges_on_broker` and the skips in
-//! `step`): rule changes of busy mailboxes, lowering the size or capacity
-//! under a blocked sender, and receives that would take a blocked
-//! sender's message. Two more it found are fixed: receipts of messages
-//! dropped by `rmdir` fail with EIDRM, and writes no longer pass blocked
-//! senders.
+//! `step`): rule changes of busy mailboxes. Others it found are fixed:
+//! receipts of messages dropped by `rmdir` fail with EIDRM, writes no
+//! longer pass blocked senders, and blocked senders' messages wait on the
+//! broker (reads take them, a policy written later does not check them
+//! again, room is counted as a local mount counts it).
 //!
 //! This file is the harness that runs both and compares (`Run`) and the
 //! property; `operations.rs` holds the operations and their strategies,
@@ -211,15 +211,7 @@ impl Run {
     /// by this test and reported, not modelled:
     /// - a rule change of a mailbox some descriptor has open (not a
     ///   `status`): the store keeps the holds of the old rule (RECEIVER
-    ///   RULES, "Changing the rule of a busy mailbox", is not done there);
-    /// - a max-message-size below the size of a blocked sender's message:
-    ///   the store checks the size again when the sender tries again, and
-    ///   fails it with `EMSGSIZE` (a local mount lets it in; the size was
-    ///   checked when it was written);
-    /// - a capacity below the frame count of a blocked batch: the store
-    ///   then splits the batch among waiting readers, or answers readers
-    ///   otherwise than a local mount (the sequences are in the report of
-    ///   this test's commit).
+    ///   RULES, "Changing the rule of a busy mailbox", is not done there).
     fn diverges_on_broker(&self, name: Option<&str>, text: &operations::Text) -> Option<&str> {
         let &m = name.and_then(|n| self.model.by_name.get(n))?;
         let b = &self.model.boxes[m];
@@ -231,19 +223,6 @@ impl Run {
             .any(|f| f.open && f.mbox == m && f.kind != Kind::Status);
         if new.rule != b.policy.rule && busy {
             return Some("a rule change of a busy mailbox");
-        }
-        let largest = b
-            .senders
-            .iter()
-            .flat_map(|s| s.msgs.iter())
-            .map(|msg| msg.bytes.len())
-            .max();
-        if largest.is_some_and(|l| l > new.max) {
-            return Some("a max-message-size below a blocked sender's message");
-        }
-        let frames = b.senders.iter().map(|s| s.msgs.len()).max().unwrap_or(0);
-        if new.capacity.is_some_and(|c| frames > c.max(1)) {
-            return Some("a capacity below a blocked batch's frame count");
         }
         None
     }
@@ -471,19 +450,6 @@ impl Run {
                     self.note(format!("{} reads its snapshot", self.describe(fd)));
                     let snapshot = self.shown(self.model.fds[fd].snapshot.clone());
                     return self.check_status("status descriptor", real, snapshot);
-                }
-                if self.broker.is_some() && f.open && f.kind.receives() {
-                    let b = &self.model.boxes[f.mbox];
-                    let batch = matches!(f.kind, Kind::Batch(_));
-                    let empty = f.current.is_none() && b.queued().next().is_none();
-                    if !b.senders.is_empty() && (batch || (!block && empty)) {
-                        // A known divergence, reported: a broker's
-                        // receive sees only the queue, not the messages of
-                        // blocked senders (a non-blocking read of a
-                        // rendezvous, a batch read that would take them).
-                        self.note("skipped on a broker mount: a non-blocking read of a blocked sender's message".into());
-                        return Ok(());
-                    }
                 }
                 let f = &self.model.fds[fd];
                 if *block && f.kind == Kind::Recv && f.open && !f.behind.is_empty() {
