@@ -94,7 +94,7 @@ pub fn attach(hub: &Arc<Hub>, store: Arc<dyn Store>, lease: Duration) -> Result<
     let pump_store = Arc::clone(&store);
     std::thread::Builder::new()
         .name("ipcfs-pump".into())
-        .spawn(move || pump_store.pump(&mut |ev| pump_hub.on_event(ev)))
+        .spawn(move || pump_store.pump(Arc::new(move |ev| pump_hub.on_event(ev))))
         .map_err(|e| format!("cannot start the broker's pump thread: {e}"))?;
 
     let beat_store = Arc::clone(&store);

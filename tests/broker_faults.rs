@@ -2,8 +2,9 @@
 //! a broker that cannot be reached at mount time, a wrong password, a node
 //! name already served; a broker killed under parked calls and restarted
 //! (with AOF); a daemon killed while it holds a rule's hold, has messages
-//! queued or has one on its way to it (leases of 1 s); rmdir under blocked
-//! calls on another mount; a broker out of memory.
+//! queued or has one on its way to it (leases of 1 s); a broker down longer
+//! than the leases (new calls never stale, old descriptors stale); rmdir
+//! under blocked calls on another mount; a broker out of memory.
 //!
 //! Every test starts its own redis-server and its own mounts. Every blocking
 //! step has a deadline; waits are on conditions, never on a fixed sleep.
@@ -310,6 +311,104 @@ fn queued_messages_survive_a_broker_restart_with_aof() {
     assert_errno(recv_nb(&b.p("box/recv")), libc::EAGAIN, "no duplicate");
     let s = stat(&a.p("box"));
     assert_eq!((num(&s, "sent"), num(&s, "received")), (5, 5), "{s:?}");
+}
+
+/// `what` every 10 ms, on a thread, until it succeeds (within `T`): the
+/// error of each attempt that failed, in order.
+fn until_it_succeeds(
+    what: String,
+    mut f: impl FnMut() -> std::io::Result<()> + Send + 'static,
+) -> std::thread::JoinHandle<Vec<i32>> {
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + T;
+        let mut failed = Vec::new();
+        loop {
+            match f() {
+                Ok(()) => return failed,
+                Err(e) => failed.push(errno(&e)),
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what} never succeeded within {T:?}; errors: {:?}",
+                failed.iter().map(|e| errname(*e)).collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    })
+}
+
+/// A broker down longer than the lease, restarted (with AOF: the lease keys
+/// have expired meanwhile): a call that opened nothing, made from the
+/// instant the broker listens again, never fails with ESTALE (the daemon
+/// registers anew and makes it again), nor does a descriptor opened then;
+/// a descriptor opened before the outage does, until it is reopened.
+#[test]
+fn after_a_lost_lease_new_calls_never_get_estale_old_descriptors_do() {
+    let mut redis = Redis::with(RedisConfig {
+        aof: true,
+        ..RedisConfig::default()
+    });
+    let (a, b) = two(&redis, LEASE);
+    let bx = shared_mailbox(&a, &[&b], "box", "");
+    let old = open_with(&bx.join("send"), false, true, 0).unwrap();
+    assert_eq!(
+        write_within(&old, b"before\n", "a write before").unwrap(),
+        7
+    );
+
+    redis.kill();
+    let killed = Instant::now();
+    wait_reachable(&a, "a", "no");
+    wait_reachable(&b, "b", "no");
+    // The leases run out on the broker's clock while it is down, at most
+    // a lease after the kill: nothing here can tell, so wait that long.
+    std::thread::sleep(Duration::from_millis(1300).saturating_sub(killed.elapsed()));
+    // Each mount's pump now retries once a second and its heartbeat beats
+    // every third of a second: the first calls after the restart come
+    // before either has seen the lease lost.
+    let x = a.p("x");
+    let mkdir_a = until_it_succeeds("mkdir on a".into(), move || std::fs::create_dir(&x));
+    // On b, the open itself has b register anew: the descriptor it makes
+    // is not among those fenced.
+    let send_b = b.p("box/send");
+    let open_b = until_it_succeeds("open and write on b".into(), move || {
+        let mut f = open_with(&send_b, false, true, 0)?;
+        f.write_all(b"opened-on-b\n")
+    });
+    redis.restart();
+    for (what, t) in [("mkdir on a", mkdir_a), ("open and write on b", open_b)] {
+        let failed = t.join().expect("the loop ends within its deadline");
+        assert!(
+            failed.iter().all(|&e| e == libc::EHOSTUNREACH),
+            "{what} after the broker came back failed with {:?} \
+             (only EHOSTUNREACH, while it is unreachable, is allowed)",
+            failed.iter().map(|e| errname(*e)).collect::<Vec<_>>()
+        );
+    }
+    assert!(a.p("x").is_dir(), "mkdir on a took");
+
+    assert_errno(
+        write_within(&old, b"stale\n", "a write on the old descriptor"),
+        libc::ESTALE,
+        "a write on a descriptor opened before the lease was lost",
+    );
+    let new = open_with(&bx.join("send"), false, true, 0).unwrap();
+    assert_eq!(
+        write_within(&new, b"after\n", "a write after reopening").unwrap(),
+        6
+    );
+    for want in ["before\n", "opened-on-b\n", "after\n"] {
+        assert_eq!(
+            String::from_utf8_lossy(&recv_nb(&b.p("box/recv")).unwrap()),
+            want,
+            "the old descriptor sent before the outage, the new ones after it"
+        );
+    }
+    assert_errno(
+        recv_nb(&b.p("box/recv")),
+        libc::EAGAIN,
+        "the stale descriptor sent nothing",
+    );
 }
 
 /// A daemon SIGKILLed while one of its processes holds an exclusive

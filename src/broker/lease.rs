@@ -4,7 +4,14 @@
 //! the others: any heartbeat reaps it (its holds, waiters and blocked
 //! senders go; messages in flight to it go back to their queues). Every
 //! script refuses a token that is not current with `ESTALE`.
+//!
+//! The thread that finds the lease lost first (a call, the heartbeat or
+//! the pump) registers a new incarnation and tells the core
+//! ([`Event::Fenced`]) itself, before the new token is used: the core then
+//! takes every descriptor existing now for stale, and none opened with the
+//! new token is among them.
 
+use std::cell::Cell;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::Ordering;
@@ -15,6 +22,20 @@ use redis::{Connection, RedisResult, Value};
 
 use super::{RedisStore, refusal};
 use crate::hub::errno::{Errno, Result};
+use crate::hub::store::Event;
+
+thread_local! {
+    /// This thread is telling the core of a new incarnation.
+    static REPORTING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether this thread is telling the core of a new incarnation: a store
+/// call the core made meanwhile must not wait for that registration to end
+/// (it would wait for itself); it answers `ESTALE`, the token being the
+/// old one until the core has been told.
+pub(super) fn reporting() -> bool {
+    REPORTING.with(Cell::get)
+}
 
 /// A token no other incarnation has: random (the std hasher's keys are),
 /// mixed with the time and the process.
@@ -35,9 +56,13 @@ fn lease_ms(lease: Duration) -> u64 {
 }
 
 impl RedisStore {
-    /// Registers a new incarnation of this node with a new token. `Some`
-    /// (the time left) when a live incarnation holds the name.
-    pub(super) fn register(&self, conn: &mut Connection) -> RedisResult<Option<Duration>> {
+    /// Registers a new incarnation of this node with a new token: `Ok`
+    /// with the token, which the caller makes this store's, or `Err` with
+    /// the time left when a live incarnation holds the name.
+    pub(super) fn register(
+        &self,
+        conn: &mut Connection,
+    ) -> RedisResult<std::result::Result<String, Duration>> {
         let token = new_token();
         let v: Vec<Value> = self
             .scripts
@@ -48,34 +73,44 @@ impl RedisStore {
             .invoke(conn)?;
         match v.as_slice() {
             [Value::BulkString(s), Value::Int(pttl)] if s == b"held" => {
-                Ok(Some(Duration::from_millis((*pttl).max(0) as u64)))
+                Ok(Err(Duration::from_millis((*pttl).max(0) as u64)))
             }
-            _ => {
-                *self.token.lock().unwrap() = token;
-                Ok(None)
-            }
+            _ => Ok(Ok(token)),
         }
     }
 
-    /// The lease was lost: registers a new incarnation, and has the pump
-    /// report [`crate::hub::store::Event::Fenced`].
+    /// The lease was lost: registers a new incarnation, tells the core
+    /// ([`Event::Fenced`], through the pump's sink, on this thread), and
+    /// only then uses the new token. Threads that find the lease lost
+    /// meanwhile wait here and find the new token current.
     pub(super) fn reregister(&self, conn: &mut Connection) -> Result<()> {
-        // The heartbeat and the pump may both find the lease lost: one
-        // registers, the other finds the new token current.
         let _one = self.registering.lock().unwrap();
         if self.lease_held(conn).map_err(|e| refusal(&e))? {
             return Ok(());
         }
         match self.register(conn) {
-            Ok(None) => {
+            Ok(Ok(token)) => {
                 warn!(
                     "node {:?} lost its lease on the broker at {}: registered anew",
                     self.node, self.url
                 );
+                // The old inbox is gone with the reap: the pump reads the
+                // new one from its start.
                 self.fenced.store(true, Ordering::SeqCst);
+                // Before the token: an open made with the new one must not
+                // be counted among the descriptors the core fences. (No
+                // sink yet: the pump has not started, so the core has no
+                // descriptor.)
+                let sink = self.sink.lock().unwrap().clone();
+                if let Some(sink) = sink {
+                    REPORTING.with(|r| r.set(true));
+                    sink(Event::Fenced);
+                    REPORTING.with(|r| r.set(false));
+                }
+                *self.token.lock().unwrap() = token;
                 Ok(())
             }
-            Ok(Some(_)) => {
+            Ok(Err(_)) => {
                 warn!(
                     "node {:?} lost its lease on the broker at {}, and another daemon now serves that name",
                     self.node, self.url

@@ -8,6 +8,11 @@
 //! so connections come from a small pool; the pump ([`pump`]) has its own.
 //! Every exchange has a timeout, so a broker that is gone or stopped fails
 //! a call with `EHOSTUNREACH` rather than hanging it.
+//!
+//! A call that finds this node's lease lost answers `ESTALE` only if it
+//! acts for a descriptor ([`RedisStore::run`]); any other call
+//! ([`RedisStore::run_renewing`]) has a new incarnation registered and is
+//! made again (ipcfs(7), Leases).
 
 mod lease;
 mod ops;
@@ -23,6 +28,7 @@ use log::{debug, warn};
 use redis::{Connection, ErrorKind, IntoConnectionInfo, RedisError, ScriptInvocation, Value};
 
 use crate::hub::errno::{Errno, Refusal, Result};
+use crate::hub::store::Sink;
 
 use scripts::Scripts;
 
@@ -43,14 +49,18 @@ pub struct RedisStore {
     lease: Duration,
     /// This incarnation's token: the value of `ipcfs:node:NODE`.
     token: Mutex<String>,
-    /// Held while a new incarnation is registered.
+    /// Held while a new incarnation is registered and the core is told.
     registering: Mutex<()>,
+    /// Where the pump reports [`crate::hub::store::Event`]s (set when it
+    /// starts): the thread that registers a new incarnation reports
+    /// `Event::Fenced` there itself, before any call uses the new token.
+    sink: Mutex<Option<Sink>>,
     scripts: Scripts,
     pool: Mutex<Vec<Connection>>,
     reachable: AtomicBool,
     stopped: AtomicBool,
-    /// A new incarnation was registered: the pump reports
-    /// [`crate::hub::store::Event::Fenced`] and reads the new inbox.
+    /// A new incarnation was registered: the pump reads the new inbox
+    /// from its start.
     fenced: AtomicBool,
 }
 
@@ -208,6 +218,7 @@ impl RedisStore {
             lease,
             token: Mutex::new(String::new()),
             registering: Mutex::new(()),
+            sink: Mutex::new(None),
             scripts: Scripts::new(),
             pool: Mutex::new(Vec::new()),
             reachable: AtomicBool::new(true),
@@ -233,8 +244,8 @@ impl RedisStore {
             })?;
         }
         match store.register(&mut conn) {
-            Ok(None) => {}
-            Ok(Some(pttl)) => {
+            Ok(Ok(token)) => *store.token.lock().unwrap() = token,
+            Ok(Err(pttl)) => {
                 let secs = pttl.as_millis().div_ceil(1000).max(1);
                 return Err(format!(
                     "node {node:?} is already served by a live daemon on the broker at {shown} \
@@ -290,8 +301,44 @@ impl RedisStore {
         self.token.lock().unwrap().clone()
     }
 
-    /// Runs `script` with this node and token first, then what `args` adds.
+    /// Runs `script` for a call on descriptors (send, receive, ack,
+    /// close...), with this node and token first, then what `args` adds. A
+    /// lost lease answers `ESTALE`: those descriptors belong to the
+    /// incarnation that held it (ipcfs(7), Leases).
     fn run(
+        &self,
+        script: &redis::Script,
+        args: impl FnOnce(&mut ScriptInvocation),
+    ) -> Result<Value> {
+        self.run_once(script, args)
+    }
+
+    /// Runs `script` for a call that no descriptor depends on (the tree,
+    /// mkdir, rmdir, rename, attributes, policy, opens, status). If this
+    /// node's lease was lost, a new incarnation is registered — once,
+    /// however many threads find it lost, and the core is told before the
+    /// new token is used ([`RedisStore::reregister`]) — and the call is
+    /// made again with it: the lease lost is no error of this call. A
+    /// refused script changed nothing (fencing comes first), so making it
+    /// again is safe.
+    fn run_renewing(
+        &self,
+        script: &redis::Script,
+        args: impl Fn(&mut ScriptInvocation),
+    ) -> Result<Value> {
+        match self.run_once(script, &args) {
+            Err(r) if r.errno == Errno::ESTALE && !lease::reporting() => {
+                let mut conn = self.take()?;
+                // A connection that failed is dropped, not pooled.
+                self.reregister(&mut conn)?;
+                self.give(conn);
+                self.run_once(script, &args)
+            }
+            other => other,
+        }
+    }
+
+    fn run_once(
         &self,
         script: &redis::Script,
         args: impl FnOnce(&mut ScriptInvocation),

@@ -14,7 +14,7 @@ use crate::hub::framing::Framing;
 use crate::hub::policy::{Policy, Rule};
 use crate::hub::receiver_rule::Role;
 use crate::hub::store::{
-    Event, FlightId, MailboxMeta, Outgoing, Reader, Received, RemoteStatus, Sent, Store, Wid,
+    FlightId, MailboxMeta, Outgoing, Reader, Received, RemoteStatus, Sent, Sink, Store, Wid,
     Withdrawn, Writer,
 };
 use crate::hub::tree::{Attr, file_modes};
@@ -152,7 +152,7 @@ impl Store for RedisStore {
     }
 
     fn tree(&self) -> Result<Vec<MailboxMeta>> {
-        let v = array(self.run(&self.scripts.tree, |_| {})?)?;
+        let v = array(self.run_renewing(&self.scripts.tree, |_| {})?)?;
         v.chunks(8)
             .map(|c| {
                 (c.len() == 8)
@@ -177,7 +177,7 @@ impl Store for RedisStore {
             ..dir
         };
         let files = file_modes(dir.mode).map(|mode| Attr { mode, ..dir });
-        let v = self.run(&self.scripts.mkdir, |inv| {
+        let v = self.run_renewing(&self.scripts.mkdir, |inv| {
             inv.arg(parent)
                 .arg(name.as_bytes())
                 .arg(attr_text(&dir))
@@ -193,7 +193,7 @@ impl Store for RedisStore {
     }
 
     fn rmdir(&self, parent: MailboxId, name: &OsStr) -> Result<MailboxId> {
-        let v = self.run(&self.scripts.rmdir, |inv| {
+        let v = self.run_renewing(&self.scripts.rmdir, |inv| {
             inv.arg(parent).arg(name.as_bytes());
         })?;
         as_int(&v)
@@ -208,7 +208,7 @@ impl Store for RedisStore {
         new_parent: MailboxId,
         new_name: &OsStr,
     ) -> Result<()> {
-        self.run(&self.scripts.rename, |inv| {
+        self.run_renewing(&self.scripts.rename, |inv| {
             inv.arg(parent)
                 .arg(name.as_bytes())
                 .arg(new_parent)
@@ -218,14 +218,14 @@ impl Store for RedisStore {
     }
 
     fn set_attrs(&self, id: MailboxId, dir: Attr, files: [Attr; 6]) -> Result<()> {
-        self.run(&self.scripts.set_attrs, |inv| {
+        self.run_renewing(&self.scripts.set_attrs, |inv| {
             inv.arg(id).arg(attr_text(&dir)).arg(files_text(&files));
         })
         .map(drop)
     }
 
     fn set_policy(&self, id: MailboxId, policy: &Policy) -> Result<()> {
-        self.run(&self.scripts.set_policy, |inv| {
+        self.run_renewing(&self.scripts.set_policy, |inv| {
             inv.arg(id)
                 .arg(policy.rule.name())
                 .arg(capacity_text(policy))
@@ -236,7 +236,7 @@ impl Store for RedisStore {
     }
 
     fn open(&self, id: MailboxId, pid: u32, role: Role) -> Result<()> {
-        self.run(&self.scripts.open, |inv| {
+        self.run_renewing(&self.scripts.open, |inv| {
             inv.arg(id).arg(pid).arg(role_text(role));
         })
         .map(drop)
@@ -364,7 +364,7 @@ impl Store for RedisStore {
     }
 
     fn status(&self, id: MailboxId) -> Result<RemoteStatus> {
-        let v = array(self.run(&self.scripts.status, |inv| {
+        let v = array(self.run_renewing(&self.scripts.status, |inv| {
             inv.arg(id);
         })?)?;
         if v.len() < 9 {
@@ -394,14 +394,14 @@ impl Store for RedisStore {
     }
 
     /// Renews this node's lease and reaps nodes whose lease ran out. If
-    /// the lease was lost, registers a new incarnation and returns
-    /// `ESTALE`; the pump then reports [`Event::Fenced`] too (the event is
-    /// what the core acts on: descriptors opened before fail).
+    /// the lease was lost, registers a new incarnation (reporting
+    /// [`crate::hub::store::Event::Fenced`], what the core acts on: descriptors opened before
+    /// fail) and returns `ESTALE`.
     fn heartbeat(&self) -> Result<()> {
         self.beat()
     }
 
-    fn pump(&self, on: &mut dyn FnMut(Event)) {
+    fn pump(&self, on: Sink) {
         self.run_pump(on)
     }
 

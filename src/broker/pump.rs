@@ -11,8 +11,9 @@
 //!
 //! When the broker goes away the pump reports [`Event::Unreachable`] once,
 //! retries with a growing pause (50 ms to 1 s), checks the lease when it
-//! comes back (registering anew and reporting [`Event::Fenced`] if it was
-//! lost) and reports [`Event::Reachable`].
+//! comes back (registering anew if it was lost, which reports
+//! [`Event::Fenced`], unless a call or the heartbeat found it lost first
+//! and did so) and reports [`Event::Reachable`].
 
 use std::sync::atomic::Ordering;
 use std::thread;
@@ -24,7 +25,7 @@ use redis::{Commands, Connection, Value};
 
 use super::{RedisStore, TIMEOUT};
 use crate::hub::message::ReceiptTag;
-use crate::hub::store::Event;
+use crate::hub::store::{Event, Sink};
 
 /// How long one XREAD waits: how soon [`RedisStore::stop`] is seen.
 const BLOCK_MS: usize = 1000;
@@ -62,7 +63,9 @@ fn parse_tag(s: &str) -> Option<ReceiptTag> {
 }
 
 impl RedisStore {
-    pub(super) fn run_pump(&self, on: &mut dyn FnMut(Event)) {
+    pub(super) fn run_pump(&self, on: Sink) {
+        *self.sink.lock().unwrap() = Some(on.clone());
+        let on = &mut |ev| on(ev);
         let inbox = format!("ipcfs:inbox:{}", self.node);
         let mut last = "0-0".to_string();
         let mut conn: Option<Connection> = None;
@@ -71,7 +74,6 @@ impl RedisStore {
         while !self.stopped.load(Ordering::SeqCst) {
             if self.fenced.swap(false, Ordering::SeqCst) {
                 last = "0-0".to_string();
-                on(Event::Fenced);
             }
             let c = match conn.as_mut() {
                 Some(c) => c,
@@ -96,7 +98,6 @@ impl RedisStore {
                         }
                         if self.fenced.swap(false, Ordering::SeqCst) {
                             last = "0-0".to_string();
-                            on(Event::Fenced);
                         }
                     }
                     Err(e) => {

@@ -143,6 +143,10 @@ pub struct RemoteStatus {
     pub holders: Vec<(u32, String)>,
 }
 
+/// Where a store reports [`Event`]s: called from any thread that has not
+/// the hub's lock.
+pub type Sink = std::sync::Arc<dyn Fn(Event) + Send + Sync>;
+
 /// What the store's pump reports to the core.
 #[derive(Debug, PartialEq)]
 pub enum Event {
@@ -190,7 +194,8 @@ pub enum Event {
 
 /// A store of mailboxes shared by several daemons. Every call may fail with
 /// `EHOSTUNREACH` (the broker cannot be reached), `ESTALE` (this node was
-/// fenced), `ENOBUFS` (the broker's memory is full), or `EIDRM` (the
+/// fenced; only calls for descriptors, which belong to one incarnation:
+/// the others have the node registered anew and go through), `ENOBUFS` (the broker's memory is full), or `EIDRM` (the
 /// mailbox is gone), besides the errors each call lists.
 pub trait Store: Send + Sync {
     /// This daemon's node name.
@@ -265,9 +270,12 @@ pub trait Store: Send + Sync {
 
     /// Renews this node's lease and reaps nodes whose lease ran out.
     fn heartbeat(&self) -> Result<()>;
-    /// Blocks reading this node's inbox and reports what arrives, until
-    /// [`Store::stop`]; reconnects by itself when the broker goes away.
-    fn pump(&self, on: &mut dyn FnMut(Event));
+    /// Blocks reading this node's inbox and reports what arrives to `on`,
+    /// until [`Store::stop`]; reconnects by itself when the broker goes
+    /// away. [`Event::Fenced`] comes through `on` from whichever thread
+    /// finds the lease lost (a call, the heartbeat, the pump), before any
+    /// call uses the new incarnation.
+    fn pump(&self, on: Sink);
     /// Ends the pump and releases this node's lease (its holds go at once).
     fn stop(&self);
 }

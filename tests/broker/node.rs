@@ -35,9 +35,9 @@ impl Node {
         let (tx, events) = mpsc::channel();
         let s = store.clone();
         let pump = thread::spawn(move || {
-            s.pump(&mut |e| {
+            s.pump(Arc::new(move |e| {
                 let _ = tx.send(e);
-            })
+            }))
         });
         Node {
             store,

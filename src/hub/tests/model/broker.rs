@@ -74,7 +74,7 @@ impl Broker {
         std::thread::Builder::new()
             .name(format!("model-pump-{node}"))
             .spawn(move || {
-                pump_store.pump(&mut |ev| {
+                pump_store.pump(Arc::new(move |ev| {
                     let from_inbox = matches!(
                         ev,
                         Event::Deliver { .. }
@@ -88,7 +88,7 @@ impl Broker {
                     if from_inbox {
                         count.fetch_add(1, Ordering::SeqCst);
                     }
-                })
+                }))
             })
             .expect("a pump thread");
         Broker {
