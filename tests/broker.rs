@@ -469,6 +469,56 @@ fn pair_holds_across_mounts() {
     drop(y);
 }
 
+/// A rule written on one mount binds the processes that have the mailbox
+/// open on every mount, in the order they opened it (ipcfs(7), RECEIVER
+/// RULES): made `exclusive`, the first receiver (on `a`) holds it, and the
+/// later one's blocked read (on `b`) ends with EBUSY; made `pair`, the
+/// first two openers are bound and a third gets EBUSY at its next read.
+#[test]
+fn a_rule_written_on_b_binds_the_openers_of_both_mounts_in_open_order() {
+    let redis = Redis::start();
+    let (a, b) = two(&redis);
+    let bx = shared_mailbox(&a, &[&b], "box", "arbitrary\n");
+    let first = cat_bg(&bx.join("recv"));
+    wait_receivers_waiting(&bx, 1, T);
+    let second = cat_bg(&b.p("box/recv"));
+    wait_receivers_waiting(&bx, 2, T);
+    std::fs::write(b.p("box/policy"), "exclusive\n").expect("make the busy mailbox exclusive");
+    let o = second.wait_timeout(T);
+    assert!(
+        !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("busy"),
+        "the later receiver's blocked read on b ends with EBUSY: {}",
+        show(&o)
+    );
+    assert!(
+        status_of(&b.p("box"), "holder").contains(&first.pid().to_string()),
+        "the first receiver holds the mailbox: {:?}",
+        stat(&b.p("box"))
+    );
+    send(&b.p("box"), b"to the holder\n");
+    let o = first.wait_timeout(T);
+    assert_eq!(out_str(&o), "to the holder\n", "{}", show(&o));
+
+    // pair: the first two openers, whichever their mount.
+    std::fs::write(a.p("box/policy"), "arbitrary\n").unwrap();
+    let x = hold(&[(&bx.join("send"), libc::O_WRONLY)], None).expect("an opener on a");
+    let y = hold(&[(&b.p("box/recv"), libc::O_RDONLY)], None).expect("an opener on b");
+    let third = open_with(&bx.join("recv"), true, false, libc::O_NONBLOCK).expect("a third on a");
+    std::fs::write(a.p("box/policy"), "pair\n").expect("make the busy mailbox a pair");
+    let pair = status_of(&b.p("box"), "pair");
+    for p in [x.pid(), y.pid()] {
+        assert!(
+            pair.contains(&p.to_string()),
+            "both first openers are bound: {pair:?}"
+        );
+    }
+    assert_errno(
+        read1(&third, 64, "a read by a third process"),
+        libc::EBUSY,
+        "a read by an opener the pair does not bind",
+    );
+}
+
 /// Receipts across mounts: a sender on `a` reads `PID NODE` — the pid of
 /// the reader on `b`, and `b`.
 #[test]

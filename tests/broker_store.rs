@@ -490,9 +490,9 @@ fn exclusive_and_pair_hold_across_nodes_until_close_or_exit() {
     assert_eq!(errno_of(b.open(ex, 20, Role::Recv)), "EBUSY");
     assert_eq!(errno_of(a.open(ex, 11, Role::Recv)), "EBUSY");
     assert_eq!(b.status(ex).unwrap().holders, vec![(10, "a".to_string())]);
-    a.close(ex, 10, Role::Recv, false).unwrap();
+    a.close(ex, 10, Role::Recv, None, false).unwrap();
     assert_eq!(errno_of(b.open(ex, 20, Role::Recv)), "EBUSY");
-    a.close(ex, 10, Role::Recv, false).unwrap();
+    a.close(ex, 10, Role::Recv, None, false).unwrap();
     b.open(ex, 20, Role::Recv).unwrap();
 
     let pair = mk(&a, "pair", policy(Rule::Pair, None));
@@ -500,9 +500,9 @@ fn exclusive_and_pair_hold_across_nodes_until_close_or_exit() {
     b.open(pair, 2, Role::Recv).unwrap();
     assert_eq!(errno_of(a.open(pair, 3, Role::Recv)), "EBUSY");
     assert_eq!(errno_of(b.open(pair, 4, Role::Send)), "EBUSY");
-    b.close(pair, 2, Role::Recv, false).unwrap();
+    b.close(pair, 2, Role::Recv, None, false).unwrap();
     assert_eq!(errno_of(a.open(pair, 3, Role::Recv)), "EBUSY");
-    b.close(pair, 2, Role::Recv, true).unwrap();
+    b.close(pair, 2, Role::Recv, None, true).unwrap();
     a.open(pair, 3, Role::Recv).unwrap();
 }
 
@@ -608,7 +608,7 @@ fn broadcast_gives_every_receiving_process_its_own_copy() {
         }
     });
     // A process that stops receiving drops its copies.
-    b.close(id, 20, Role::Recv, false).unwrap();
+    b.close(id, 20, Role::Recv, None, false).unwrap();
     assert_eq!(a.status(id).unwrap().messages, 1);
     assert_eq!(take(&a, id, 10), b"m3");
     // Nothing of the mailbox is left behind it, and the pumps cleared

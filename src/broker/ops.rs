@@ -14,8 +14,8 @@ use crate::hub::framing::Framing;
 use crate::hub::policy::{Policy, Rule};
 use crate::hub::receiver_rule::Role;
 use crate::hub::store::{
-    FlightId, MailboxMeta, Outgoing, Reader, Received, RemoteStatus, Sent, Sink, Store, Wid,
-    Withdrawn, Writer,
+    FlightId, MailboxMeta, OpenId, Outgoing, Reader, Received, RemoteStatus, Sent, Sink, Store,
+    Wid, Withdrawn, Writer,
 };
 use crate::hub::tree::{Attr, file_modes};
 
@@ -235,19 +235,29 @@ impl Store for RedisStore {
         .map(drop)
     }
 
-    fn open(&self, id: MailboxId, pid: u32, role: Role) -> Result<()> {
-        self.run_renewing(&self.scripts.open, |inv| {
+    fn open(&self, id: MailboxId, pid: u32, role: Role) -> Result<OpenId> {
+        let v = self.run_renewing(&self.scripts.open, |inv| {
             inv.arg(id).arg(pid).arg(role_text(role));
-        })
-        .map(drop)
+        })?;
+        as_int(&v)
+            .map(|n| n as OpenId)
+            .ok_or_else(|| odd("open: no number"))
     }
 
-    fn close(&self, id: MailboxId, pid: u32, role: Role, exited: bool) -> Result<()> {
+    fn close(
+        &self,
+        id: MailboxId,
+        pid: u32,
+        role: Role,
+        open: Option<OpenId>,
+        exited: bool,
+    ) -> Result<()> {
         self.run(&self.scripts.close, |inv| {
             inv.arg(id)
                 .arg(pid)
                 .arg(role_text(role))
-                .arg(u8::from(exited));
+                .arg(u8::from(exited))
+                .arg(open.unwrap_or(0));
         })
         .map(drop)
     }

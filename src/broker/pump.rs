@@ -6,7 +6,7 @@
 //!   the reaper can give them back if this node dies;
 //! - `t=flight` entries are not here: a direct receive records what it took
 //!   in `ipcfs:flight:NODE`, which no pump reads;
-//! - `t=sent` (m, w), `t=toobig` (m, w, n), `t=receipt` (tag, pid, node), `t=tree`, `t=removed`
+//! - `t=sent` (m, w), `t=busy` (m, w), `t=toobig` (m, w, n), `t=receipt` (tag, pid, node), `t=tree`, `t=removed`
 //!   (m): deleted once reported.
 //!
 //! When the broker goes away the pump reports [`Event::Unreachable`] once,
@@ -153,6 +153,10 @@ impl RedisStore {
                             }
                         }
                         "sent" => Event::Sent {
+                            mailbox,
+                            wid: text(f.get("w")).parse().unwrap_or(0),
+                        },
+                        "busy" => Event::Busy {
                             mailbox,
                             wid: text(f.get("w")).parse().unwrap_or(0),
                         },

@@ -180,6 +180,9 @@ struct State {
     /// Blocked senders interrupted while the broker could not be reached:
     /// taken off the broker when it comes back.
     withdraw: Vec<(MailboxId, store::Wid, u32)>,
+    /// The store's numbers of each descriptor's opens of a remote mailbox,
+    /// given back when it closes.
+    opens: HashMap<u64, Vec<(receiver_rule::Role, store::OpenId)>>,
 }
 
 impl State {
@@ -338,6 +341,7 @@ impl Hub {
                 held: HashMap::new(),
                 unacked: HashMap::new(),
                 withdraw: Vec::new(),
+                opens: HashMap::new(),
             }),
             procs: Arc::from(procs),
             budget: Arc::new(MemoryBudget::with_shares(

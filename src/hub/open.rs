@@ -86,10 +86,21 @@ impl Hub {
         // A mailbox kept by the broker is admitted there (ipcfs(7), ACROSS
         // HOSTS), before the lock is taken.
         if let Target::Mailbox(id, kind) = target
-            && let Some(kind) = self.open_remote(caller, id, kind, access)?
+            && let Some((kind, opens)) = self.open_remote(caller, id, kind, access)?
         {
-            let charge = self.budget.charge(caller.uid, HANDLE_COST)?;
-            return Ok(self.lock().handles.insert(me, caller.uid, kind, charge));
+            let charge = match self.budget.charge(caller.uid, HANDLE_COST) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.close_opens(id, me.pid, &opens);
+                    return Err(e);
+                }
+            };
+            let mut st = self.lock();
+            let h = st.handles.insert(me, caller.uid, kind, charge);
+            if !opens.is_empty() {
+                st.opens.insert(h, opens);
+            }
+            return Ok(h);
         }
         // What the system says about a link's peer is asked before taking
         // the lock (pidfd_open, /proc/<pid>/status). `pid` is the number the
@@ -398,7 +409,7 @@ impl Hub {
         };
         let shared = self.is_shared();
         if shared {
-            self.release_remote(&mut fx, handle.owner, &handle.kind);
+            self.release_remote(&mut st, &mut fx, h, handle.owner, &handle.kind);
             self.release_held(&mut st, &mut fx, h);
         }
         let State { tree, links, .. } = &mut *st;

@@ -127,6 +127,12 @@ pub enum Received {
     TooBig(usize),
 }
 
+/// The store's number for one open of a mailbox, in the order of all its
+/// opens on every node: given back when the descriptor closes, so that a
+/// rule written later binds those that have it open in the order they
+/// opened it.
+pub type OpenId = u64;
+
 /// A mailbox's shared counters, for its `status` file.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RemoteStatus {
@@ -171,6 +177,10 @@ pub enum Event {
     /// The messages of the blocked sender `wid` of this node went in (a
     /// reader took them, or room let them in): its write completes.
     Sent { mailbox: MailboxId, wid: Wid },
+    /// The parked call `wid` of this node is refused by a rule written
+    /// meanwhile (`pair`, `exclusive`): it ends with `EBUSY`, and a
+    /// blocked sender's messages were dropped.
+    Busy { mailbox: MailboxId, wid: Wid },
     /// A message sent from this node with a receipt was received.
     Receipt {
         tag: ReceiptTag,
@@ -232,10 +242,18 @@ pub trait Store: Send + Sync {
 
     /// Admits process `pid` of this node in `role` under the mailbox's rule
     /// (`EBUSY` for `exclusive` and `pair`), and counts it as a receiver.
-    fn open(&self, id: MailboxId, pid: u32, role: Role) -> Result<()>;
-    /// One descriptor of `pid` in `role` closed; `exited`: the process is
-    /// gone, and its `pair` slot with it.
-    fn close(&self, id: MailboxId, pid: u32, role: Role, exited: bool) -> Result<()>;
+    fn open(&self, id: MailboxId, pid: u32, role: Role) -> Result<OpenId>;
+    /// One descriptor of `pid` in `role` closed (`open`: what its open
+    /// returned); `exited`: the process is gone, and its `pair` slot with
+    /// it (`open` is then None).
+    fn close(
+        &self,
+        id: MailboxId,
+        pid: u32,
+        role: Role,
+        open: Option<OpenId>,
+        exited: bool,
+    ) -> Result<()>;
 
     /// Sends `msgs` (one, or a batch's frames: all or none) for `writer`
     /// (`EMSGSIZE`; `EAGAIN` as [`Sent`] says).

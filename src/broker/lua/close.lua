@@ -1,4 +1,5 @@
--- ARGV: 3 id, 4 pid, 5 role (s|r), 6 exited (1|0).
+-- ARGV: 3 id, 4 pid, 5 role (s|r), 6 exited (1|0), 7 the open's number
+-- (0: none; an exit closes no descriptor).
 fence()
 local id, role = ARGV[3], ARGV[5]
 local b = box(id)
@@ -6,6 +7,9 @@ if redis.call('EXISTS', b) == 0 then
   return 0
 end
 local me = ARGV[4] .. ' ' .. NODE
+if ARGV[7] ~= '0' then
+  redis.call('ZREM', b .. ':op', opener(NODE, ARGV[4], role, ARGV[7]))
+end
 local function down(k)
   local n = tonumber(redis.call('HGET', k, me) or '0')
   if n <= 1 then
@@ -22,6 +26,19 @@ if role == 'r' then
   end
   if redis.call('HGET', b, 'rule') == 'exclusive' then
     down(b .. ':h')
+    -- The hold passes to the earliest process that still receives (one
+    -- that kept a descriptor from before the rule changed).
+    if redis.call('HLEN', b .. ':h') == 0 then
+      for _, o in ipairs(openers(id)) do
+        if o.role == 'r' and o.who ~= me and alive(o.node) then
+          local n = redis.call('HGET', b .. ':r', o.who)
+          if n then
+            redis.call('HSET', b .. ':h', o.who, n)
+            break
+          end
+        end
+      end
+    end
   end
 end
 if ARGV[6] == '1' then

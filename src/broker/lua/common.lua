@@ -372,6 +372,11 @@ local function reap(node)
     end
     -- A blocked sender of another node may be first now.
     pump(id)
+    for _, m in ipairs(redis.call('ZRANGE', b .. ':op', 0, -1)) do
+      if lines(m, 2)[1] == node then
+        redis.call('ZREM', b .. ':op', m)
+      end
+    end
     for _, k in ipairs({b .. ':h', b .. ':r'}) do
       for _, who in ipairs(redis.call('HKEYS', k)) do
         if string.sub(who, -#suffix) == suffix then
@@ -422,6 +427,58 @@ local function ack(fid)
   end
   redis.call('XDEL', inbox, eid)
   return 1
+end
+
+-- An open of a mailbox, as {m:ID}:op keeps it (scored by its number).
+local function opener(node, pid, role, n)
+  return node .. '\n' .. pid .. '\n' .. role .. '\n' .. n
+end
+
+-- The opens of mailbox id still open, earliest first: {node, pid, role,
+-- who = "PID NODE"}.
+local function openers(id)
+  local out = {}
+  for _, m in ipairs(redis.call('ZRANGE', box(id) .. ':op', 0, -1)) do
+    local f = lines(m, 4)
+    out[#out + 1] = {node = f[1], pid = f[2], role = f[3], who = f[2] .. ' ' .. f[1]}
+  end
+  return out
+end
+
+-- Whether process who ("PID NODE") may act in role (r|s) on mailbox id
+-- under its rule, as a local mount's reads and writes ask: a free slot is
+-- claimed (pair: either role; exclusive: receiving). Holds of nodes whose
+-- lease ran out count for nothing.
+local function admit(id, who, role)
+  local b = box(id)
+  local rule = redis.call('HGET', b, 'rule')
+  if rule ~= 'pair' and not (rule == 'exclusive' and role == 'r') then
+    return true
+  end
+  local hk = b .. ':h'
+  local others = 0
+  for _, h in ipairs(redis.call('HKEYS', hk)) do
+    local node = string.match(h, '^%d+ (.*)$')
+    if node and not alive(node) then
+      redis.call('HDEL', hk, h)
+    elseif h == who then
+      return true
+    else
+      others = others + 1
+    end
+  end
+  if rule == 'pair' then
+    if others >= 2 then
+      return false
+    end
+    redis.call('HSET', hk, who, 1)
+  else
+    if others >= 1 then
+      return false
+    end
+    redis.call('HSET', hk, who, redis.call('HGET', b .. ':r', who) or 1)
+  end
+  return true
 end
 
 -- Mailbox id, or EIDRM.

@@ -1,5 +1,7 @@
 -- ARGV: 3 id, 4 pid, 5 role (s|r). Admits the process under the rule:
 -- exclusive holds recv for one process, pair binds the first two.
+-- Returns the open's number, in the order of every open of the mailbox
+-- (close gives it back): whom a rule written later binds.
 fence()
 local id, role = ARGV[3], ARGV[5]
 local b = existing(id)
@@ -43,4 +45,6 @@ if role == 'r' then
   pump(id)
 end
 redis.call('SADD', 'ipcfs:seen:' .. NODE, id)
-return 1
+local n = redis.call('HINCRBY', b, 'opens', 1)
+redis.call('ZADD', b .. ':op', n, opener(NODE, ARGV[4], role, n))
+return n

@@ -9,6 +9,10 @@ end
 local id, wid, pid, framing = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local size, nonblock = tonumber(ARGV[7]), ARGV[8] == '1'
 local b = existing(id)
+local who = pid .. ' ' .. NODE
+if not admit(id, who, 'r') then
+  fail('EBUSY the rule binds other processes')
+end
 local wk = b .. ':w'
 -- Listing a reader again (after an outage) replaces its old entry.
 local prefix = NODE .. '\n' .. wid .. '\n'
@@ -19,7 +23,6 @@ for _, w in ipairs(redis.call('LRANGE', wk, 0, -1)) do
 end
 -- broadcast: this process's own copies first, then what was sent before
 -- anybody received.
-local who = pid .. ' ' .. NODE
 local q, c = copies(id, who), who
 if redis.call('LLEN', q) == 0 then
   q, c = b .. ':q', ''

@@ -10,10 +10,13 @@ local b = box(id)
 if tonumber(redis.call('HGET', b, 'kids') or '0') > 0 then
   fail('ENOTEMPTY the mailbox has child mailboxes')
 end
+for _, e in ipairs(redis.call('LRANGE', b .. ':sw', 0, -1)) do
+  redis.call('DEL', offer_key(id, e))
+end
 for _, who in ipairs(redis.call('HKEYS', b .. ':r')) do
   redis.call('DEL', copies(id, who))
 end
-redis.call('DEL', b, b .. ':q', b .. ':bt', b .. ':w', b .. ':sw', b .. ':h', b .. ':r')
+redis.call('DEL', b, b .. ':q', b .. ':bt', b .. ':w', b .. ':sw', b .. ':h', b .. ':r', b .. ':op')
 redis.call('HDEL', 'ipcfs:names', path)
 redis.call('SREM', 'ipcfs:boxes', id)
 if ARGV[3] ~= '0' then

@@ -14,6 +14,7 @@ use super::super::policy::Policy;
 use super::super::process::Process;
 use super::super::receiver_rule::{Role, binds};
 use super::super::reply::{Effects, Outcome, Replier};
+use super::super::store::OpenId;
 use super::super::tree::{Attr, FileKind, change_attrs};
 use super::super::{Access, Caller, ChanKey, Hub, MailboxId, State, status};
 use super::Job;
@@ -27,7 +28,7 @@ impl Hub {
         id: MailboxId,
         kind: FileKind,
         access: Access,
-    ) -> Result<Option<HandleKind>> {
+    ) -> Result<Option<(HandleKind, Opens)>> {
         let Some(store) = self.store() else {
             return Ok(None);
         };
@@ -40,10 +41,13 @@ impl Hub {
             .ok_or(Errno::ENOENT)?;
         match kind {
             FileKind::Policy => {
-                return Ok(Some(HandleKind::Policy {
-                    of: Some(id),
-                    text: format!("{policy}\n").into_bytes(),
-                }));
+                return Ok(Some((
+                    HandleKind::Policy {
+                        of: Some(id),
+                        text: format!("{policy}\n").into_bytes(),
+                    },
+                    Vec::new(),
+                )));
             }
             FileKind::Status => {
                 let shared = store.status(id)?;
@@ -55,22 +59,26 @@ impl Hub {
                     store.node(),
                     store.reachable(),
                 );
-                return Ok(Some(HandleKind::Snapshot(text.into_bytes())));
+                return Ok(Some((HandleKind::Snapshot(text.into_bytes()), Vec::new())));
             }
-            _ if access.copy => return Ok(Some(HandleKind::Snapshot(Vec::new()))),
+            _ if access.copy => return Ok(Some((HandleKind::Snapshot(Vec::new()), Vec::new()))),
             _ => {}
         }
         super::super::open::check_access(kind, access)?;
         let reads = kind.receives() && access.read;
         let writes = kind.sends() && access.write;
+        let mut opens = Vec::new();
         if reads {
-            store.open(id, me.pid, Role::Recv)?;
+            opens.push((Role::Recv, store.open(id, me.pid, Role::Recv)?));
         }
-        if writes && let Err(e) = store.open(id, me.pid, Role::Send) {
-            if reads {
-                let _ = store.close(id, me.pid, Role::Recv, false);
+        if writes {
+            match store.open(id, me.pid, Role::Send) {
+                Ok(n) => opens.push((Role::Send, n)),
+                Err(e) => {
+                    self.close_opens(id, me.pid, &opens);
+                    return Err(e);
+                }
             }
-            return Err(e);
         }
         // A process the rule binds is watched: its `pair` slot goes when
         // it exits.
@@ -83,39 +91,58 @@ impl Hub {
             }
         }
         let key = ChanKey::Mailbox(id);
-        Ok(Some(self.message_handle(kind, access, key, key)))
+        Ok(Some((self.message_handle(kind, access, key, key), opens)))
+    }
+
+    /// Undoes `opens` of mailbox `id` on the store (an open that failed
+    /// after them). Called off the lock.
+    pub(in crate::hub) fn close_opens(&self, id: MailboxId, pid: u32, opens: &Opens) {
+        let Some(store) = self.store() else { return };
+        for (role, n) in opens {
+            if let Err(e) = store.close(id, pid, *role, Some(*n), false) {
+                debug!("close on the broker: {e}");
+            }
+        }
     }
 
     /// A descriptor of a remote mailbox was closed: the store is told,
     /// off the lock.
     pub(in crate::hub) fn release_remote(
         &self,
+        st: &mut State,
         fx: &mut Effects,
+        h: u64,
         owner: Process,
         kind: &HandleKind,
     ) {
         if !self.is_shared() {
             return;
         }
+        let opens = st.opens.remove(&h).unwrap_or_default();
         let truncated = matches!(kind, HandleKind::Recv { cursor, .. } if cursor.partial());
-        for (chan, reads) in kind.channels() {
-            let ChanKey::Mailbox(id) = chan else {
-                continue;
-            };
-            let role = if reads { Role::Recv } else { Role::Send };
-            let pid = owner.pid;
-            let job: Job = Box::new(move |hub: &Hub| {
-                if let Some(store) = hub.store() {
-                    if let Err(e) = store.close(id, pid, role, false) {
+        // A descriptor of a broker's mailbox is open on that one mailbox,
+        // in each role it was opened in (both for `packets` or `batch`
+        // opened for reading and writing).
+        let Some(id) = kind.channels().into_iter().find_map(|(c, _)| match c {
+            ChanKey::Mailbox(id) => Some(id),
+            _ => None,
+        }) else {
+            return;
+        };
+        let pid = owner.pid;
+        let job: Job = Box::new(move |hub: &Hub| {
+            if let Some(store) = hub.store() {
+                for (role, n) in opens {
+                    if let Err(e) = store.close(id, pid, role, Some(n), false) {
                         debug!("close on the broker: {e}");
                     }
-                    if truncated && let Err(e) = store.truncated(id) {
-                        debug!("truncation count on the broker: {e}");
-                    }
                 }
-            });
-            fx.remote().later.push(job);
-        }
+                if truncated && let Err(e) = store.truncated(id) {
+                    debug!("truncation count on the broker: {e}");
+                }
+            }
+        });
+        fx.remote().later.push(job);
     }
 
     /// Process `p` exited: its `pair` slots on remote mailboxes go.
@@ -127,7 +154,7 @@ impl Hub {
             if let Some(store) = hub.store() {
                 for id in ids {
                     for role in [Role::Recv, Role::Send] {
-                        if let Err(e) = store.close(id, p.pid, role, true) {
+                        if let Err(e) = store.close(id, p.pid, role, None, true) {
                             debug!("exit of {} on the broker: {e}", p.pid);
                         }
                     }
@@ -246,6 +273,9 @@ impl Hub {
         }
     }
 }
+
+/// The store's numbers of a descriptor's opens, by role.
+pub(crate) type Opens = Vec<(Role, OpenId)>;
 
 /// Mailboxes a process is bound to by a rule, on a remote store.
 pub(crate) type Bound = std::collections::HashMap<Process, HashSet<MailboxId>>;

@@ -43,6 +43,12 @@ impl Hub {
                 }
             }
             Event::Sent { wid, .. } => self.went_in(&mut st, &mut fx, wid),
+            Event::Busy { wid, .. } => {
+                if let Some(call) = st.calls.remove(&wid) {
+                    let e = Errno::EBUSY.because("the new rule refuses this call");
+                    self.end_call(&mut st, &mut fx, call, Outcome::Error(e));
+                }
+            }
             Event::Receipt { tag, pid, node } => {
                 fx.remote().receipts_on.push((tag, pid, node.into()));
             }
@@ -72,6 +78,14 @@ impl Hub {
                     book.fail_pending(Errno::EIDRM);
                     for (w, out) in book.serve_waiters() {
                         waiters.unpark(w.id);
+                        // Read to their end, receipts of a removed mailbox
+                        // end in EIDRM, as on a local mount.
+                        let out = match out {
+                            Outcome::Bytes(b) if b.is_empty() => {
+                                Outcome::Error(Errno::EIDRM.because("the mailbox was removed"))
+                            }
+                            out => out,
+                        };
                         fx.reply(w.reply, out);
                     }
                 }

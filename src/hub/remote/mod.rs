@@ -23,6 +23,7 @@ use log::debug;
 
 use super::Hub;
 use super::errno::{Errno, Refusal};
+use super::receiver_rule::binds;
 use super::store::Store;
 
 pub(super) use admin::Bound;
@@ -90,9 +91,32 @@ impl Hub {
 
     /// Rebuilds the mirror of the tree from the store.
     pub fn reload(&self, store: &dyn Store) {
-        match store.tree() {
-            Ok(metas) => self.lock().tree.load(metas, &self.budget),
-            Err(e) => debug!("cannot reload the tree from the broker: {e}"),
+        let metas = match store.tree() {
+            Ok(metas) => metas,
+            Err(e) => return debug!("cannot reload the tree from the broker: {e}"),
+        };
+        let mut st = self.lock();
+        // A rule written on any node binds those that have the mailbox open
+        // (ipcfs(7), RECEIVER RULES): this node watches its own for their
+        // exit, which frees their slots on the broker.
+        let mut newly = Vec::new();
+        for m in &metas {
+            let before = st.tree.get(m.id).map(|b| b.chan.policy.rule);
+            if before.is_none_or(|r| r == m.policy.rule) {
+                continue;
+            }
+            for (p, role) in st.handles.openers(m.id) {
+                if binds(m.policy.rule, role) && st.bound.entry(p).or_default().insert(m.id) {
+                    newly.push(p);
+                }
+            }
+        }
+        st.tree.load(metas, &self.budget);
+        drop(st);
+        for p in newly {
+            if let Err(e) = self.procs.watch_exit(p) {
+                debug!("cannot watch process {}: {e}", p.pid);
+            }
         }
     }
 }

@@ -80,6 +80,7 @@ impl Broker {
                         Event::Deliver { .. }
                             | Event::TooBig { .. }
                             | Event::Sent { .. }
+                            | Event::Busy { .. }
                             | Event::Receipt { .. }
                             | Event::TreeChanged
                             | Event::Removed { .. }
