@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use log::{debug, warn};
@@ -39,45 +39,23 @@ pub fn attach(hub: &Arc<Hub>, store: Arc<dyn Store>, lease: Duration) -> Result<
             .map_err(|e| format!("cannot start a broker thread: {e}"))?;
     }
     // Jobs due a moment from now (acknowledgements a next read did not
-    // carry): kept in order of arrival, all with the same delay, and handed
-    // to the workers when due.
-    let (soon_tx, soon_rx) = mpsc::channel::<(Instant, Job)>();
-    let to_workers = tx.clone();
+    // carry), all with the same delay, so kept in order of arrival. The
+    // timer runs them itself when due (they seldom call the broker: most
+    // find their acknowledgement carried by a read already), and is woken
+    // only when it sleeps with nothing due: a busy reader costs it one
+    // wakeup per delay, not one per read.
+    let timer = Arc::new(Timer::default());
+    let timer_hub = Arc::clone(hub);
+    let t = Arc::clone(&timer);
     std::thread::Builder::new()
         .name("ipcfs-broker-timer".into())
-        .spawn(move || {
-            let mut due: VecDeque<(Instant, Job)> = VecDeque::new();
-            loop {
-                let got = match due.front() {
-                    None => soon_rx.recv().map_err(|_| true),
-                    Some((at, _)) => soon_rx
-                        .recv_timeout(at.saturating_duration_since(Instant::now()))
-                        .map_err(|e| e == mpsc::RecvTimeoutError::Disconnected),
-                };
-                match got {
-                    Ok(item) => due.push_back(item),
-                    Err(true) => return,
-                    Err(false) => {}
-                }
-                while due.front().is_some_and(|(at, _)| *at <= Instant::now()) {
-                    let (_, job) = due.pop_front().expect("a due job");
-                    let _ = to_workers.send(job);
-                }
-            }
-        })
+        .spawn(move || t.run(&timer_hub))
         .map_err(|e| format!("cannot start the broker's timer thread: {e}"))?;
     let tx = Mutex::new(tx);
     let run = Box::new(move |job: Job| {
         let _ = tx.lock().unwrap_or_else(|e| e.into_inner()).send(job);
     });
-    let soon_tx = Mutex::new(soon_tx);
-    let soon = Box::new(move |job: Job| {
-        let at = Instant::now() + ACK_DELAY;
-        let _ = soon_tx
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .send((at, job));
-    });
+    let soon = Box::new(move |job: Job| timer.add(Instant::now() + ACK_DELAY, job));
     hub.set_remote(Remote {
         store: Arc::clone(&store),
         run,
@@ -115,4 +93,48 @@ pub fn attach(hub: &Arc<Hub>, store: Arc<dyn Store>, lease: Duration) -> Result<
         })
         .map_err(|e| format!("cannot start the lease thread: {e}"))?;
     Ok(())
+}
+
+/// Jobs due at a time, in the order they were added (their times grow).
+#[derive(Default)]
+struct Timer {
+    due: Mutex<VecDeque<(Instant, Job)>>,
+    added: Condvar,
+}
+
+impl Timer {
+    fn add(&self, at: Instant, job: Job) {
+        let mut due = self.due.lock().unwrap_or_else(|e| e.into_inner());
+        due.push_back((at, job));
+        // Asleep with a time set, the timer wakes before this one is due.
+        if due.len() == 1 {
+            self.added.notify_one();
+        }
+    }
+
+    fn run(&self, hub: &Hub) {
+        let mut due = self.due.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let now = Instant::now();
+            match due.front() {
+                None => {
+                    due = self.added.wait(due).unwrap_or_else(|e| e.into_inner());
+                }
+                Some((at, _)) if *at > now => {
+                    let wait = *at - now;
+                    due = self
+                        .added
+                        .wait_timeout(due, wait)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+                Some(_) => {
+                    let (_, job) = due.pop_front().expect("a due job");
+                    drop(due);
+                    job(hub);
+                    due = self.due.lock().unwrap_or_else(|e| e.into_inner());
+                }
+            }
+        }
+    }
 }

@@ -499,19 +499,27 @@ fn a_rule_written_on_b_binds_the_openers_of_both_mounts_in_open_order() {
     let o = first.wait_timeout(T);
     assert_eq!(out_str(&o), "to the holder\n", "{}", show(&o));
 
-    // pair: the first two openers, whichever their mount.
+    // pair: the first two openers, whichever their mount (once the
+    // exited readers' descriptors are closed on the broker too).
     std::fs::write(a.p("box/policy"), "arbitrary\n").unwrap();
+    wait_until(T, "the exited readers' descriptors are closed", || {
+        count(&bx, "receivers") == 0
+    });
     let x = hold(&[(&bx.join("send"), libc::O_WRONLY)], None).expect("an opener on a");
     let y = hold(&[(&b.p("box/recv"), libc::O_RDONLY)], None).expect("an opener on b");
     let third = open_with(&bx.join("recv"), true, false, libc::O_NONBLOCK).expect("a third on a");
     std::fs::write(a.p("box/policy"), "pair\n").expect("make the busy mailbox a pair");
-    let pair = status_of(&b.p("box"), "pair");
-    for p in [x.pid(), y.pid()] {
-        assert!(
-            pair.contains(&p.to_string()),
-            "both first openers are bound: {pair:?}"
-        );
-    }
+    // b learns of the new rule from its pump, a moment later.
+    let bound = |pair: &str| {
+        [x.pid(), y.pid()]
+            .iter()
+            .all(|p| pair.contains(&p.to_string()))
+    };
+    wait_until(T, "b's status names both first openers as the pair", || {
+        bound(&status_of(&b.p("box"), "pair"))
+    });
+    let pair = status_of(&a.p("box"), "pair");
+    assert!(bound(&pair), "a's status names the same pair: {pair:?}");
     assert_errno(
         read1(&third, 64, "a read by a third process"),
         libc::EBUSY,

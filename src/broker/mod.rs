@@ -25,7 +25,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use log::{debug, warn};
-use redis::{Connection, ErrorKind, IntoConnectionInfo, RedisError, ScriptInvocation, Value};
+use redis::{Connection, ErrorKind, IntoConnectionInfo, RedisError, Value};
 
 use crate::hub::errno::{Errno, Refusal, Result};
 use crate::hub::store::Sink;
@@ -232,17 +232,19 @@ impl RedisStore {
                 format!("cannot reach the broker at {shown}: {e}")
             }
         })?;
-        for s in store.scripts.all() {
-            s.load(&mut conn).map_err(|e| {
-                // A server that wants a password, given none, says so only
-                // at the first command (NOAUTH).
+        // A server that wants a password, given none, says so only at the
+        // first command (NOAUTH) — if it is small: a large one (the
+        // library) it refuses as a protocol error.
+        redis::cmd("PING")
+            .query::<()>(&mut conn)
+            .and_then(|()| scripts::load(&mut conn))
+            .map_err(|e| {
                 if is_auth_error(&e) {
                     format!("the broker at {shown} refused the password: {e}")
                 } else {
                     format!("the broker at {shown} refused the scripts: {e}")
                 }
             })?;
-        }
         match store.register(&mut conn) {
             Ok(Ok(token)) => *store.token.lock().unwrap() = token,
             Ok(Err(pttl)) => {
@@ -307,8 +309,8 @@ impl RedisStore {
     /// incarnation that held it (ipcfs(7), Leases).
     fn run(
         &self,
-        script: &redis::Script,
-        args: impl FnOnce(&mut ScriptInvocation),
+        script: &scripts::Function,
+        args: impl FnOnce(&mut scripts::Call),
     ) -> Result<Value> {
         self.run_once(script, args)
     }
@@ -323,8 +325,8 @@ impl RedisStore {
     /// again is safe.
     fn run_renewing(
         &self,
-        script: &redis::Script,
-        args: impl Fn(&mut ScriptInvocation),
+        script: &scripts::Function,
+        args: impl Fn(&mut scripts::Call),
     ) -> Result<Value> {
         match self.run_once(script, &args) {
             Err(r) if r.errno == Errno::ESTALE && !lease::reporting() => {
@@ -340,11 +342,11 @@ impl RedisStore {
 
     fn run_once(
         &self,
-        script: &redis::Script,
-        args: impl FnOnce(&mut ScriptInvocation),
+        script: &scripts::Function,
+        args: impl FnOnce(&mut scripts::Call),
     ) -> Result<Value> {
         let mut conn = self.take()?;
-        let mut inv = script.prepare_invoke();
+        let mut inv = script.call();
         inv.arg(&self.node).arg(self.token());
         args(&mut inv);
         match inv.invoke::<Value>(&mut conn) {

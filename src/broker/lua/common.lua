@@ -1,7 +1,8 @@
--- Shared by every script (prepended to each): ARGV[1] is the calling
--- node, ARGV[2] its incarnation token. Keys are built here from ids, so
+-- The start of the function library (scripts.rs): what every function
+-- shares. Each function sets NODE and TOKEN from its ARGV[1], the calling
+-- node, and ARGV[2], its incarnation token. Keys are built here from ids, so
 -- this works on one Redis server, not on a Cluster (docs/DESIGN.md).
-local NODE, TOKEN = ARGV[1], ARGV[2]
+local NODE, TOKEN
 
 local function fail(why)
   error({err = why})

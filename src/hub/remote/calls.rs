@@ -256,6 +256,10 @@ impl Hub {
             Ok(Received::Parked) if live => {
                 st.calls.get_mut(&wid).expect("call").listed = true;
             }
+            // Answered already by a delivery that came first (the pump
+            // can be quicker than this answer): nothing waits on the
+            // broker any more.
+            Ok(Received::Parked) if !st.calls.contains_key(&wid) => {}
             Ok(Received::Parked) => {
                 st.calls.remove(&wid);
                 fx.remote().later.push(cancel_receive_job(mailbox, wid));
@@ -347,9 +351,9 @@ impl Hub {
     /// none comes within [`super::ACK_DELAY`], a call of their own.
     pub(super) fn ack_soon(&self, st: &mut State, fx: &mut Effects, h: u64, flight: FlightId) {
         let pending = st.unacked.entry(h).or_default();
-        pending.push(flight);
+        pending.push(flight.clone());
         if pending.len() == 1 {
-            fx.remote().soon.push(flush_acks_job(h));
+            fx.remote().soon.push(flush_acks_job(h, flight));
         }
     }
 
@@ -566,12 +570,18 @@ pub(super) fn give_back_job(mailbox: MailboxId, flight: FlightId) -> Job {
 }
 
 /// Acknowledges what descriptor `h` read and has not acknowledged with a
-/// later read (see [`Hub::ack_soon`]).
-pub(super) fn flush_acks_job(h: u64) -> Job {
+/// later read (see [`Hub::ack_soon`]), if `first` is still among it: a
+/// read that came meanwhile carried `first`, and the timer of what that
+/// read took is its own.
+pub(super) fn flush_acks_job(h: u64, first: FlightId) -> Job {
     Box::new(move |hub: &Hub| {
         let Some(store) = hub.store() else { return };
-        let Some(flights) = hub.lock().unacked.remove(&h) else {
-            return;
+        let flights = {
+            let mut st = hub.lock();
+            if !st.unacked.get(&h).is_some_and(|p| p.contains(&first)) {
+                return;
+            }
+            st.unacked.remove(&h).expect("pending acknowledgements")
         };
         if let Err(e) = store.ack_all(&flights) {
             debug!("cannot acknowledge deliveries to the broker: {e}");

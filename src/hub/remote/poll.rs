@@ -211,8 +211,8 @@ impl Hub {
                 .later
                 .push(give_back_job(held.mailbox, held.flight));
         }
-        if st.unacked.contains_key(&h) {
-            fx.remote().later.push(flush_acks_job(h));
+        if let Some(first) = st.unacked.get(&h).and_then(|p| p.first()) {
+            fx.remote().later.push(flush_acks_job(h, first.clone()));
         }
         let wid = poll_wid(h);
         if let Some(call) = st.calls.get_mut(&wid) {
