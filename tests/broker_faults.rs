@@ -640,3 +640,26 @@ fn a_stopped_broker_holds_up_no_event_loop() {
         assert!(o.status.success(), "{}", show(&o));
     }
 }
+
+/// A broker restarted without persistence has forgotten everything, the
+/// functions ipcfs runs on it too: the mounts load them again by
+/// themselves and go on. The old mailbox is gone from both mounts, and a
+/// new one works across them.
+#[test]
+fn a_broker_restarted_without_its_data_is_used_again() {
+    let mut redis = Redis::start();
+    let (a, b) = two(&redis, &[]);
+    shared_mailbox(&a, &[&b], "old", "");
+    redis.kill();
+    wait_reachable(&a, "a", "no");
+    wait_reachable(&b, "b", "no");
+    redis.restart();
+    wait_reachable(&a, "a", "yes");
+    wait_reachable(&b, "b", "yes");
+    wait_until(T, "the forgotten mailbox is gone from both mounts", || {
+        !a.p("old").exists() && !b.p("old").exists()
+    });
+    let bx = shared_mailbox(&a, &[&b], "new", "");
+    send(&bx, b"after the restart\n");
+    assert_eq!(recv(&b.p("new")), b"after the restart\n");
+}
