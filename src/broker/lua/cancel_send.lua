@@ -11,10 +11,7 @@ if redis.call('LREM', k, 0, me) > 0 then
   pump(id)
   return 'cancelled'
 end
-for _, e in ipairs(redis.call('XRANGE', 'ipcfs:inbox:' .. NODE, '-', '+')) do
-  local f = fields(e[2])
-  if f.t == 'sent' and f.m == id and f.w == wid then
-    return 'sent'
-  end
+if went_in(id, wid) then
+  return 'sent'
 end
 return 'gone'

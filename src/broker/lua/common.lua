@@ -266,6 +266,18 @@ local function sender_done(id, entry, me)
   end
 end
 
+-- Whether the blocked sender wid of this node went in and has not been
+-- told yet (its t=sent is unread in the inbox).
+local function went_in(id, wid)
+  for _, e in ipairs(redis.call('XRANGE', 'ipcfs:inbox:' .. NODE, '-', '+')) do
+    local f = fields(e[2])
+    if f.t == 'sent' and f.m == id and f.w == wid then
+      return true
+    end
+  end
+  return false
+end
+
 -- Lets blocked senders of mailbox id in, first come first, while there is
 -- room (a reader took a message or waits, the capacity grew, a receiver
 -- left a broadcast mailbox, a sender ahead gave up). Returns whether the

@@ -20,14 +20,8 @@ if not admit(id, pid .. ' ' .. NODE, 's') then
 end
 local me = NODE .. '\n' .. wid .. '\n' .. pid
 if again then
-  if redis.call('EXISTS', offer_key(id, me)) == 1 then
+  if redis.call('EXISTS', offer_key(id, me)) == 1 or went_in(id, wid) then
     return 'full'
-  end
-  for _, e in ipairs(redis.call('XRANGE', 'ipcfs:inbox:' .. NODE, '-', '+')) do
-    local f = fields(e[2])
-    if f.t == 'sent' and f.m == id and f.w == wid then
-      return 'full'
-    end
   end
 end
 local maxsize = tonumber(meta[2])
