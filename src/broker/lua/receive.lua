@@ -53,30 +53,46 @@ if head then
   if not fits(framing, size, len) then
     return {'toobig', len}
   end
-  -- A batch takes as many as fit; each taken makes room, and blocked
-  -- senders go in behind (pump), as a local mount's batch read takes them.
+  -- A batch takes as many as fit, what is queued in one go; taking makes
+  -- room, and blocked senders go in behind (pump), so that a batch read
+  -- takes them too, as a local mount's does.
   local raws, used = {}, 0
-  while head and #raws < 1024 do
-    local l = payload_len(head)
-    if framing == 'b' then
-      if used + 4 + l > size then
+  local function room_for(l)
+    if framing ~= 'b' then
+      return #raws == 0
+    end
+    return #raws < 1024 and used + 4 + l <= size
+  end
+  local function take(r)
+    raws[#raws + 1] = r
+    used = used + 4 + payload_len(r)
+  end
+  repeat
+    local before = #raws
+    local n = 0
+    local last = framing == 'b' and 1023 - #raws or 0
+    for _, r in ipairs(redis.call('LRANGE', q, 0, last)) do
+      if not room_for(payload_len(r)) then
         break
       end
-      used = used + 4 + l
+      take(r)
+      n = n + 1
     end
-    raws[#raws + 1] = head
-    if sender then
-      redis.call('HINCRBY', b, 'sent', 1)
-      sender_done(id, sender, nil)
-    else
-      redis.call('LPOP', q)
+    if n > 0 then
+      redis.call('LTRIM', q, n, -1)
     end
-    pump(id)
-    if framing ~= 'b' then
-      break
+    if redis.call('LLEN', q) == 0 then
+      local h, s = peek()
+      if s and room_for(payload_len(h)) then
+        take(h)
+        redis.call('HINCRBY', b, 'sent', 1)
+        sender_done(id, s, nil)
+      end
     end
-    head, sender = peek()
-  end
+    if #raws > before then
+      pump(id)
+    end
+  until #raws == before or framing ~= 'b'
   local args = {'t', 'flight', 'm', id, 'p', pid, 'n', #raws, 'c', c}
   for i, r in ipairs(raws) do
     args[#args + 1] = 'b' .. i
