@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use log::{debug, warn};
 
 use crate::hub::Hub;
-use crate::hub::remote::{ACK_DELAY, Job, Remote};
+use crate::hub::remote::{Job, Remote};
 use crate::hub::store::Store;
 
 /// Worker threads: calls to the broker run side by side, so that one slow
@@ -39,10 +39,10 @@ pub fn attach(hub: &Arc<Hub>, store: Arc<dyn Store>, lease: Duration) -> Result<
             .map_err(|e| format!("cannot start a broker thread: {e}"))?;
     }
     // Jobs due a moment from now (acknowledgements a next read did not
-    // carry), all with the same delay, so kept in order of arrival. The
-    // timer runs them itself when due (they seldom call the broker: most
-    // find their acknowledgement carried by a read already), and is woken
-    // only when it sleeps with nothing due: a busy reader costs it one
+    // carry, interrupted writes the broker has not answered). The timer
+    // runs them itself when due (they seldom call the broker: most find
+    // their acknowledgement carried by a read already), and is woken only
+    // when a job is due before all it has: a busy reader costs it one
     // wakeup per delay, not one per read.
     let timer = Arc::new(Timer::default());
     let timer_hub = Arc::clone(hub);
@@ -55,7 +55,7 @@ pub fn attach(hub: &Arc<Hub>, store: Arc<dyn Store>, lease: Duration) -> Result<
     let run = Box::new(move |job: Job| {
         let _ = tx.lock().unwrap_or_else(|e| e.into_inner()).send(job);
     });
-    let soon = Box::new(move |job: Job| timer.add(Instant::now() + ACK_DELAY, job));
+    let soon = Box::new(move |after, job: Job| timer.add(Instant::now() + after, job));
     hub.set_remote(Remote {
         store: Arc::clone(&store),
         run,
@@ -95,7 +95,7 @@ pub fn attach(hub: &Arc<Hub>, store: Arc<dyn Store>, lease: Duration) -> Result<
     Ok(())
 }
 
-/// Jobs due at a time, in the order they were added (their times grow).
+/// Jobs due at a time, earliest first.
 #[derive(Default)]
 struct Timer {
     due: Mutex<VecDeque<(Instant, Job)>>,
@@ -105,9 +105,10 @@ struct Timer {
 impl Timer {
     fn add(&self, at: Instant, job: Job) {
         let mut due = self.due.lock().unwrap_or_else(|e| e.into_inner());
-        due.push_back((at, job));
-        // Asleep with a time set, the timer wakes before this one is due.
-        if due.len() == 1 {
+        let i = due.partition_point(|(t, _)| *t <= at);
+        due.insert(i, (at, job));
+        // Asleep with a time set, the timer wakes before a later one is due.
+        if i == 0 {
             self.added.notify_one();
         }
     }

@@ -15,6 +15,7 @@ use common::*;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::process::ExitStatusExt;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(10);
@@ -662,4 +663,48 @@ fn a_broker_restarted_without_its_data_is_used_again() {
     let bx = shared_mailbox(&a, &[&b], "new", "");
     send(&bx, b"after the restart\n");
     assert_eq!(recv(&b.p("new")), b"after the restart\n");
+}
+
+/// A write blocked on a full broker mailbox ends within half a second of
+/// SIGINT even when the broker has stopped answering (SIGSTOP): its wait
+/// for the broker's word on its message is bounded, never on the network.
+/// Once the broker answers again, the message is withdrawn: nothing of it
+/// is delivered.
+#[test]
+fn a_blocked_write_ends_at_once_on_a_signal_while_the_broker_is_stopped() {
+    let redis = Redis::start();
+    let (a, b) = two(&redis, &[]);
+    let bx = shared_mailbox(&a, &[&b], "box", "arbitrary capacity=1\n");
+    send(&bx, b"first\n");
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!("echo late > {}", b.p("box/send").display()));
+    default_signals(&mut cmd);
+    let w = Bg::spawn(cmd, "echo late > b's box/send");
+    wait_until(T, "the writer on b waits on the broker", || {
+        count(&bx, "senders-waiting") == 1
+    });
+    let pid = redis.pid().expect("redis runs") as libc::pid_t;
+    // SAFETY: kill(2) on the redis-server this test started.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let start = Instant::now();
+    w.signal(libc::SIGINT);
+    let o = w.wait_timeout(T);
+    let took = start.elapsed();
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    assert!(
+        took < Duration::from_millis(500),
+        "SIGINT ended the blocked write only after {took:?} with the broker stopped"
+    );
+    assert_eq!(o.status.signal(), Some(libc::SIGINT), "{}", show(&o));
+    wait_until(T, "the broker forgets the interrupted writer", || {
+        count(&bx, "senders-waiting") == 0
+    });
+    assert_eq!(recv(&b.p("box")), b"first\n");
+    assert_errno(
+        recv_nb(&b.p("box/recv")),
+        libc::EAGAIN,
+        "nothing the interrupted write carried",
+    );
 }

@@ -414,7 +414,7 @@ fn a_full_mailbox_blocks_the_sender_until_a_receive_makes_room() {
             .unwrap(),
         Sent::Full
     );
-    assert_eq!(a.cancel_send(id, 3, 1).unwrap(), Withdrawn::Cancelled);
+    assert_eq!(a.cancel_send(id, 3).unwrap(), Withdrawn::Cancelled);
     assert_eq!(a.status(id).unwrap().senders_waiting, 0);
     assert_eq!(a.status(id).unwrap().messages, 1);
     // A sender whose message went in before its withdrawal is not
@@ -425,7 +425,7 @@ fn a_full_mailbox_blocks_the_sender_until_a_receive_makes_room() {
         Sent::Full
     );
     assert_eq!(take(&b, id, 20), b"m2");
-    assert_ne!(a.cancel_send(id, 4, 1).unwrap(), Withdrawn::Cancelled);
+    assert_ne!(a.cancel_send(id, 4).unwrap(), Withdrawn::Cancelled);
     a.expect("Sent on a", |e| {
         *e == Event::Sent {
             mailbox: id,
@@ -468,7 +468,7 @@ fn a_rendezvous_accepts_only_what_waiting_readers_take() {
             .unwrap(),
         Sent::Full
     );
-    assert_eq!(a.cancel_send(id, 2, 1).unwrap(), Withdrawn::Cancelled);
+    assert_eq!(a.cancel_send(id, 2).unwrap(), Withdrawn::Cancelled);
     assert_eq!(
         a.send(id, &writer(5, false), &[out(b"m")]).unwrap(),
         Sent::Accepted

@@ -280,9 +280,9 @@ impl Store for RedisStore {
         }
     }
 
-    fn cancel_send(&self, id: MailboxId, wid: Wid, pid: u32) -> Result<Withdrawn> {
+    fn cancel_send(&self, id: MailboxId, wid: Wid) -> Result<Withdrawn> {
         let v = self.run(&self.scripts.cancel_send, |inv| {
-            inv.arg(id).arg(wid).arg(pid);
+            inv.arg(id).arg(wid);
         })?;
         match as_str(&v) {
             Some("cancelled") => Ok(Withdrawn::Cancelled),

@@ -179,7 +179,7 @@ struct State {
     unacked: HashMap<u64, Vec<store::FlightId>>,
     /// Blocked senders interrupted while the broker could not be reached:
     /// taken off the broker when it comes back.
-    withdraw: Vec<(MailboxId, store::Wid, u32)>,
+    withdraw: Vec<(MailboxId, store::Wid)>,
     /// The store's numbers of each descriptor's opens of a remote mailbox,
     /// given back when it closes.
     opens: HashMap<u64, Vec<(receiver_rule::Role, store::OpenId)>>,

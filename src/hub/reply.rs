@@ -85,8 +85,9 @@ pub struct RemoteEffects {
     pub receipts_on: Vec<(ReceiptTag, u32, std::sync::Arc<str>)>,
     /// Work for broker threads, once the lock is released.
     pub later: Vec<crate::hub::remote::Job>,
-    /// Work for broker threads a moment from now (acknowledgements).
-    pub soon: Vec<crate::hub::remote::Job>,
+    /// Work for the broker's timer, due this long from now
+    /// (acknowledgements, interrupted writes).
+    pub soon: Vec<(std::time::Duration, crate::hub::remote::Job)>,
 }
 
 impl Effects {

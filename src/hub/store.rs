@@ -258,8 +258,8 @@ pub trait Store: Send + Sync {
     /// Sends `msgs` (one, or a batch's frames: all or none) for `writer`
     /// (`EMSGSIZE`; `EAGAIN` as [`Sent`] says).
     fn send(&self, id: MailboxId, writer: &Writer, msgs: &[Outgoing]) -> Result<Sent>;
-    /// The blocked sender `wid` of process `pid` gave up.
-    fn cancel_send(&self, id: MailboxId, wid: Wid, pid: u32) -> Result<Withdrawn>;
+    /// The blocked sender `wid` gave up.
+    fn cancel_send(&self, id: MailboxId, wid: Wid) -> Result<Withdrawn>;
     /// Takes messages for `reader`, or lists it as waiting.
     fn receive(&self, id: MailboxId, reader: &Reader) -> Result<Received>;
     /// The parked reader `wid` gave up (interrupted, closed). A message

@@ -13,7 +13,7 @@ use super::super::reply::{Effects, Outcome, Replier};
 use super::super::store::{FlightId, Outgoing, Reader, Received, Sent, Wid, Withdrawn, Writer};
 use super::super::waiters::{Place, WaiterId};
 use super::super::{Hub, Io, MailboxId, State};
-use super::{Job, stale};
+use super::{ACK_DELAY, INTERRUPT_GRACE, Job, stale};
 
 /// A read or write of a remote mailbox that has not been answered.
 pub(crate) struct Call {
@@ -79,13 +79,6 @@ impl Call {
                 nonblock,
             }),
             CallKind::Write { .. } => None,
-        }
-    }
-
-    fn writer_pid(&self) -> u32 {
-        match self.what {
-            CallKind::Write { pid, .. } => pid,
-            CallKind::Read { pid, .. } => pid,
         }
     }
 
@@ -353,7 +346,9 @@ impl Hub {
         let pending = st.unacked.entry(h).or_default();
         pending.push(flight.clone());
         if pending.len() == 1 {
-            fx.remote().soon.push(flush_acks_job(h, flight));
+            fx.remote()
+                .soon
+                .push((ACK_DELAY, flush_acks_job(h, flight)));
         }
     }
 
@@ -385,7 +380,14 @@ impl Hub {
         let mut st = self.lock();
         let mut fx = Effects::default();
         let Some(call) = st.calls.get_mut(&wid) else {
-            return;
+            // Answered EINTR already (the broker was slow to answer): a
+            // message it kept goes, one it took in is reported.
+            match answer {
+                Ok(Sent::Full) => fx.remote().later.push(withdraw_job(mailbox, wid)),
+                Ok(Sent::Accepted) => debug!("write {wid}: sent after its EINTR"),
+                Err(_) => {}
+            }
+            return self.finish(st, fx);
         };
         match answer {
             Ok(Sent::Accepted) => {
@@ -398,8 +400,7 @@ impl Hub {
             Ok(Sent::Full) => {
                 call.listed = true;
                 if call.interrupted {
-                    let pid = call.writer_pid();
-                    fx.remote().later.push(cancel_send_job(mailbox, wid, pid));
+                    fx.remote().later.push(cancel_send_job(mailbox, wid));
                 }
             }
             Err(e) => {
@@ -431,21 +432,18 @@ impl Hub {
     /// sender: the write ends with `EINTR`, unless its messages went in
     /// first (then it was written, as a local write completed before the
     /// signal is).
-    fn withdrawn(
-        &self,
-        wid: Wid,
-        mailbox: MailboxId,
-        pid: u32,
-        answer: Result<Withdrawn, Refusal>,
-    ) {
+    fn withdrawn(&self, wid: Wid, mailbox: MailboxId, answer: Result<Withdrawn, Refusal>) {
         let mut st = self.lock();
         let mut fx = Effects::default();
         match answer {
+            Ok(Withdrawn::WentIn) if !st.calls.contains_key(&wid) => {
+                debug!("write {wid}: sent after its EINTR")
+            }
             Ok(Withdrawn::WentIn) => self.went_in(&mut st, &mut fx, wid),
             other => {
                 if let Err(e) = other {
                     debug!("cannot take a blocked sender off the broker: {e}");
-                    st.withdraw.push((mailbox, wid, pid));
+                    st.withdraw.push((mailbox, wid));
                 }
                 if let Some(call) = st.calls.remove(&wid) {
                     let e = Errno::EINTR.because("interrupted by a signal");
@@ -458,8 +456,9 @@ impl Hub {
 
     /// An interrupt of a remote call. A read ends at once (a message on
     /// its way to it goes back to the queue when it comes); a write ends
-    /// when the store says whether its message went in — at once if the
-    /// broker cannot be reached (it is taken off when the broker is back).
+    /// when the store says whether its message went in, or with `EINTR`
+    /// after [`INTERRUPT_GRACE`] — at once if the broker cannot be reached
+    /// (it is taken off when the broker is back).
     pub(in crate::hub) fn interrupt_remote(&self, st: &mut State, fx: &mut Effects, id: WaiterId) {
         // The store knows the call by its own id: a read that took over a
         // poll's call answers under another.
@@ -474,18 +473,21 @@ impl Hub {
         let call = st.calls.get_mut(&wid).expect("call");
         let e = || Outcome::Error(Errno::EINTR.because("interrupted by a signal"));
         match (&call.what, call.listed) {
-            (CallKind::Write { .. }, false) => call.interrupted = true,
-            (CallKind::Write { .. }, true) if call.interrupted => {}
-            (CallKind::Write { .. }, true) => {
-                let (mailbox, pid) = (call.mailbox, call.writer_pid());
-                if self.store().is_some_and(|s| s.reachable()) {
-                    call.interrupted = true;
-                    fx.remote().later.push(cancel_send_job(mailbox, wid, pid));
-                } else {
+            (CallKind::Write { .. }, _) if call.interrupted => {}
+            (CallKind::Write { .. }, listed) => {
+                let mailbox = call.mailbox;
+                if !self.store().is_some_and(|s| s.reachable()) {
                     let call = st.calls.remove(&wid).expect("call");
-                    st.withdraw.push((mailbox, wid, pid));
-                    self.end_call(st, fx, call, e());
+                    if listed {
+                        st.withdraw.push((mailbox, wid));
+                    }
+                    return self.end_call(st, fx, call, e());
                 }
+                call.interrupted = true;
+                if listed {
+                    fx.remote().later.push(cancel_send_job(mailbox, wid));
+                }
+                fx.remote().soon.push((INTERRUPT_GRACE, give_up_job(wid)));
             }
             (CallKind::Read { .. }, true) => {
                 let call = st.calls.remove(&wid).expect("call");
@@ -601,21 +603,38 @@ pub(super) fn cancel_receive_job(mailbox: MailboxId, wid: Wid) -> Job {
 
 /// Takes the interrupted blocked sender `wid` off the broker; the write
 /// is answered from what the store says.
-pub(super) fn cancel_send_job(mailbox: MailboxId, wid: Wid, pid: u32) -> Job {
+pub(super) fn cancel_send_job(mailbox: MailboxId, wid: Wid) -> Job {
     Box::new(move |hub: &Hub| {
         let Some(store) = hub.store() else { return };
-        let answer = store.cancel_send(mailbox, wid, pid);
-        hub.withdrawn(wid, mailbox, pid, answer);
+        let answer = store.cancel_send(mailbox, wid);
+        hub.withdrawn(wid, mailbox, answer);
     })
 }
 
 /// Takes a blocked sender whose write already ended off the broker.
-pub(super) fn withdraw_job(mailbox: MailboxId, wid: Wid, pid: u32) -> Job {
+pub(super) fn withdraw_job(mailbox: MailboxId, wid: Wid) -> Job {
     Box::new(move |hub: &Hub| {
         let Some(store) = hub.store() else { return };
-        if let Err(e) = store.cancel_send(mailbox, wid, pid) {
+        if let Err(e) = store.cancel_send(mailbox, wid) {
             debug!("cannot take a blocked sender off the broker: {e}");
-            hub.lock().withdraw.push((mailbox, wid, pid));
+            hub.lock().withdraw.push((mailbox, wid));
         }
+    })
+}
+
+/// An interrupted write the broker has not answered within
+/// [`INTERRUPT_GRACE`] ends with `EINTR`; the answer, when it comes,
+/// withdraws what it left on the broker.
+fn give_up_job(wid: Wid) -> Job {
+    Box::new(move |hub: &Hub| {
+        let mut st = hub.lock();
+        let mut fx = Effects::default();
+        if st.calls.get(&wid).is_some_and(|c| c.interrupted)
+            && let Some(call) = st.calls.remove(&wid)
+        {
+            let e = Errno::EINTR.because("interrupted by a signal");
+            hub.end_call(&mut st, &mut fx, call, Outcome::Error(e));
+        }
+        hub.finish(st, fx);
     })
 }

@@ -116,8 +116,8 @@ impl Hub {
                     });
                 }
                 // Blocked senders interrupted during the outage.
-                for (mailbox, wid, pid) in std::mem::take(&mut st.withdraw) {
-                    fx.remote().later.push(withdraw_job(mailbox, wid, pid));
+                for (mailbox, wid) in std::mem::take(&mut st.withdraw) {
+                    fx.remote().later.push(withdraw_job(mailbox, wid));
                 }
                 drop(st);
                 self.reload(store.as_ref());

@@ -18,6 +18,7 @@ mod events;
 mod poll;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use log::debug;
 
@@ -38,14 +39,20 @@ pub struct Remote {
     pub store: Arc<dyn Store>,
     /// Hands a job to a broker thread.
     pub run: Box<dyn Fn(Job) + Send + Sync>,
-    /// Runs a job [`ACK_DELAY`] from now.
-    pub soon: Box<dyn Fn(Job) + Send + Sync>,
+    /// Runs a job this long from now.
+    pub soon: Box<dyn Fn(Duration, Job) + Send + Sync>,
 }
 
 /// How long an acknowledgement waits for the reader's next read to carry
 /// it: a reader that reads on makes one call to the broker per message,
 /// not two. Receipts come this much later when nobody reads on.
-pub const ACK_DELAY: std::time::Duration = std::time::Duration::from_millis(2);
+pub const ACK_DELAY: Duration = Duration::from_millis(2);
+
+/// How long an interrupted blocked write waits for the broker to say
+/// whether its message went in: past it, the write ends with `EINTR` all
+/// the same (an interrupt ends a call at once, never waiting on the
+/// network, ipcfs(7) ACROSS HOSTS), and the withdrawal goes on.
+pub const INTERRUPT_GRACE: Duration = Duration::from_millis(200);
 
 fn stale() -> Refusal {
     Errno::ESTALE.because("this daemon lost its lease on the broker: reopen the file")
@@ -80,11 +87,11 @@ impl Hub {
         }
     }
 
-    /// Runs jobs left by an operation [`ACK_DELAY`] from now.
-    pub(super) fn dispatch_soon(&self, jobs: Vec<Job>) {
+    /// Runs jobs left by an operation when they are due.
+    pub(super) fn dispatch_soon(&self, jobs: Vec<(Duration, Job)>) {
         if let Some(r) = self.remote.get() {
-            for j in jobs {
-                (r.soon)(j);
+            for (after, j) in jobs {
+                (r.soon)(after, j);
             }
         }
     }

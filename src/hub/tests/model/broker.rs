@@ -65,7 +65,7 @@ impl Broker {
             run: Box::new(move |job| queue.lock().unwrap().push_back(job)),
             // Acknowledgements the next read did not carry: run with the
             // rest when the case settles.
-            soon: Box::new(move |job| later.lock().unwrap().push_back(job)),
+            soon: Box::new(move |_, job| later.lock().unwrap().push_back(job)),
         })
         .expect("the mount loads the broker's tree");
         let reported: Arc<AtomicU64> = Arc::default();
