@@ -148,11 +148,12 @@ local function plans_for(id, raws)
   for _, raw in ipairs(raws) do
     largest = math.max(largest, payload_len(raw))
   end
+  local waiting = redis.call('LRANGE', b .. ':w', 0, -1)
   local function plan(q, who)
     local qlen = redis.call('LLEN', q)
     local waiters = {}
     if qlen == 0 then
-      waiters = redis.call('LRANGE', b .. ':w', 0, -1)
+      waiters = waiting
     end
     local used, handed, small, k = {}, {}, {}, 0
     for i, raw in ipairs(raws) do
@@ -180,7 +181,7 @@ local function plans_for(id, raws)
     -- Room as a local mount counts it: the waiting readers whose buffer
     -- holds the largest message, one message each, and the free places.
     local fitting = 0
-    for _, w in ipairs(redis.call('LRANGE', b .. ':w', 0, -1)) do
+    for _, w in ipairs(waiting) do
       local f = lines(w, 5)
       if candidate(f, who) and fits(f[4], tonumber(f[5]), largest) then
         fitting = fitting + 1
@@ -458,15 +459,16 @@ local function openers(id)
   return out
 end
 
--- Whether process who ("PID NODE") may act in role (r|s) on mailbox id
--- under its rule, as a local mount's reads and writes ask: a free slot is
--- claimed (pair: either role; exclusive: receiving). Holds of nodes whose
--- lease ran out count for nothing.
+-- Admits process who ("PID NODE") in role (r|s) on mailbox id under its
+-- rule, as a local mount's opens, reads and writes do, or fails EBUSY: a
+-- free slot is claimed (pair: either role; exclusive: receiving, its
+-- count the process's recv opens). Holds of nodes whose lease ran out
+-- count for nothing (the reaper removes them anyway).
 local function admit(id, who, role)
   local b = box(id)
   local rule = redis.call('HGET', b, 'rule')
   if rule ~= 'pair' and not (rule == 'exclusive' and role == 'r') then
-    return true
+    return
   end
   local hk = b .. ':h'
   local others = 0
@@ -475,23 +477,22 @@ local function admit(id, who, role)
     if node and not alive(node) then
       redis.call('HDEL', hk, h)
     elseif h == who then
-      return true
+      return
     else
       others = others + 1
     end
   end
   if rule == 'pair' then
     if others >= 2 then
-      return false
+      fail('EBUSY pair: both places taken')
     end
     redis.call('HSET', hk, who, 1)
   else
     if others >= 1 then
-      return false
+      fail('EBUSY exclusive: another process receives')
     end
-    redis.call('HSET', hk, who, redis.call('HGET', b .. ':r', who) or 1)
+    redis.call('HSET', hk, who, redis.call('HGET', b .. ':r', who) or 0)
   end
-  return true
 end
 
 -- Mailbox id, or EIDRM.

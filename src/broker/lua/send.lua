@@ -15,9 +15,7 @@ local meta = redis.call('HMGET', b, 'rule', 'maxsize')
 if not meta[1] then
   fail('EIDRM the mailbox was removed')
 end
-if not admit(id, pid .. ' ' .. NODE, 's') then
-  fail('EBUSY the rule binds other processes')
-end
+admit(id, pid .. ' ' .. NODE, 's')
 local me = NODE .. '\n' .. wid .. '\n' .. pid
 if again then
   if redis.call('EXISTS', offer_key(id, me)) == 1 or went_in(id, wid) then
