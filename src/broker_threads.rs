@@ -4,7 +4,6 @@
 //! node's inbox, and the heartbeat that keeps its lease.
 
 use std::collections::VecDeque;
-use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,19 +19,15 @@ const WORKERS: usize = 4;
 
 /// Makes `hub` a mount of `store`: loads the tree and starts the threads.
 pub fn attach(hub: &Arc<Hub>, store: Arc<dyn Store>, lease: Duration) -> Result<(), String> {
-    let (tx, rx) = mpsc::channel::<Job>();
-    let rx = Arc::new(Mutex::new(rx));
+    let jobs = Arc::new(Jobs::default());
     for i in 0..WORKERS {
-        let rx = Arc::clone(&rx);
+        let jobs = Arc::clone(&jobs);
         let hub = Arc::clone(hub);
         std::thread::Builder::new()
             .name(format!("ipcfs-broker-{i}"))
             .spawn(move || {
                 loop {
-                    let job = match rx.lock().unwrap_or_else(|e| e.into_inner()).recv() {
-                        Ok(job) => job,
-                        Err(_) => return,
-                    };
+                    let job = jobs.take();
                     job(&hub);
                 }
             })
@@ -51,10 +46,7 @@ pub fn attach(hub: &Arc<Hub>, store: Arc<dyn Store>, lease: Duration) -> Result<
         .name("ipcfs-broker-timer".into())
         .spawn(move || t.run(&timer_hub))
         .map_err(|e| format!("cannot start the broker's timer thread: {e}"))?;
-    let tx = Mutex::new(tx);
-    let run = Box::new(move |job: Job| {
-        let _ = tx.lock().unwrap_or_else(|e| e.into_inner()).send(job);
-    });
+    let run = Box::new(move |job: Job| jobs.add(job));
     let soon = Box::new(move |after, job: Job| timer.add(Instant::now() + after, job));
     hub.set_remote(Remote {
         store: Arc::clone(&store),
@@ -93,6 +85,36 @@ pub fn attach(hub: &Arc<Hub>, store: Arc<dyn Store>, lease: Duration) -> Result<
         })
         .map_err(|e| format!("cannot start the lease thread: {e}"))?;
     Ok(())
+}
+
+/// Jobs for the workers, first come first. Each job wakes one idle
+/// worker and no other (a channel's receiver shared under a mutex would
+/// wake a second worker to take the receiver over: a context switch per
+/// call, on a path that costs little else).
+#[derive(Default)]
+struct Jobs {
+    queue: Mutex<VecDeque<Job>>,
+    added: Condvar,
+}
+
+impl Jobs {
+    fn add(&self, job: Job) {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(job);
+        self.added.notify_one();
+    }
+
+    fn take(&self) -> Job {
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(job) = queue.pop_front() {
+                return job;
+            }
+            queue = self.added.wait(queue).unwrap_or_else(|e| e.into_inner());
+        }
+    }
 }
 
 /// Jobs due at a time, earliest first.

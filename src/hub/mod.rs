@@ -49,7 +49,7 @@ pub mod tree;
 pub mod waiters;
 mod watch;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
@@ -177,6 +177,8 @@ struct State {
     /// What each descriptor read from the broker and has not yet
     /// acknowledged (see `Hub::ack_soon`).
     unacked: HashMap<u64, Vec<store::FlightId>>,
+    /// Descriptors with a flush of `unacked` on the timer.
+    ack_timers: HashSet<u64>,
     /// Blocked senders interrupted while the broker could not be reached:
     /// taken off the broker when it comes back.
     withdraw: Vec<(MailboxId, store::Wid)>,
@@ -340,6 +342,7 @@ impl Hub {
                 bound: Default::default(),
                 held: HashMap::new(),
                 unacked: HashMap::new(),
+                ack_timers: HashSet::new(),
                 withdraw: Vec::new(),
                 opens: HashMap::new(),
             }),

@@ -343,9 +343,11 @@ impl Hub {
     /// of `h` acknowledges them with its own call to the broker, or, if
     /// none comes within [`super::ACK_DELAY`], a call of their own.
     pub(super) fn ack_soon(&self, st: &mut State, fx: &mut Effects, h: u64, flight: FlightId) {
-        let pending = st.unacked.entry(h).or_default();
-        pending.push(flight.clone());
-        if pending.len() == 1 {
+        st.unacked.entry(h).or_default().push(flight.clone());
+        // One timer job per descriptor at a time: a steady reader whose
+        // reads carry the acknowledgements costs the timer one wakeup per
+        // delay, not one per read.
+        if st.ack_timers.insert(h) {
             fx.remote()
                 .soon
                 .push((ACK_DELAY, flush_acks_job(h, flight)));
@@ -575,15 +577,28 @@ pub(super) fn give_back_job(mailbox: MailboxId, flight: FlightId) -> Job {
 /// later read (see [`Hub::ack_soon`]), if `first` is still among it: a
 /// read that came meanwhile carried `first`, and the timer of what that
 /// read took is its own.
-pub(super) fn flush_acks_job(h: u64, first: FlightId) -> Job {
+pub(super) fn flush_acks_job(h: u64, seen: FlightId) -> Job {
     Box::new(move |hub: &Hub| {
         let Some(store) = hub.store() else { return };
         let flights = {
             let mut st = hub.lock();
-            if !st.unacked.get(&h).is_some_and(|p| p.contains(&first)) {
-                return;
+            match st.unacked.get(&h).and_then(|p| p.first()).cloned() {
+                None => {
+                    st.ack_timers.remove(&h);
+                    return;
+                }
+                Some(first) if first != seen => {
+                    // `seen` was carried by a read; `first` came since:
+                    // it gets its own delay.
+                    drop(st);
+                    hub.dispatch_soon(vec![(ACK_DELAY, flush_acks_job(h, first))]);
+                    return;
+                }
+                Some(_) => {
+                    st.ack_timers.remove(&h);
+                    st.unacked.remove(&h).expect("pending acknowledgements")
+                }
             }
-            st.unacked.remove(&h).expect("pending acknowledgements")
         };
         if let Err(e) = store.ack_all(&flights) {
             debug!("cannot acknowledge deliveries to the broker: {e}");
