@@ -140,9 +140,10 @@ end
 -- readers too small for the message that would go to them are passed
 -- over (small), as a local mount answers them EMSGSIZE.
 -- Returns the plans, whether it is a broadcast, and whether all fit.
-local function plans_for(id, raws)
+-- meta: the mailbox's {rule, capacity} if the caller read them already.
+local function plans_for(id, raws, meta)
   local b = box(id)
-  local meta = redis.call('HMGET', b, 'rule', 'capacity')
+  meta = meta or redis.call('HMGET', b, 'rule', 'capacity')
   local cap = tonumber(meta[2])
   local largest = 0
   for _, raw in ipairs(raws) do
@@ -463,10 +464,11 @@ end
 -- rule, as a local mount's opens, reads and writes do, or fails EBUSY: a
 -- free slot is claimed (pair: either role; exclusive: receiving, its
 -- count the process's recv opens). Holds of nodes whose lease ran out
--- count for nothing (the reaper removes them anyway).
-local function admit(id, who, role)
+-- count for nothing (the reaper removes them anyway). rule: the
+-- mailbox's, if the caller read it already.
+local function admit(id, who, role, rule)
   local b = box(id)
-  local rule = redis.call('HGET', b, 'rule')
+  rule = rule or redis.call('HGET', b, 'rule')
   if rule ~= 'pair' and not (rule == 'exclusive' and role == 'r') then
     return
   end

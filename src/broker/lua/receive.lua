@@ -8,9 +8,14 @@ for i = 9, #ARGV do
 end
 local id, wid, pid, framing = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local size, nonblock = tonumber(ARGV[7]), ARGV[8] == '1'
-local b = existing(id)
+local b = box(id)
+-- Every mailbox has a rule: none, the mailbox is gone.
+local rule = redis.call('HGET', b, 'rule')
+if not rule then
+  fail('EIDRM the mailbox was removed')
+end
 local who = pid .. ' ' .. NODE
-admit(id, who, 'r')
+admit(id, who, 'r', rule)
 local wk = b .. ':w'
 -- Listing a reader again (after an outage) replaces its old entry.
 local prefix = NODE .. '\n' .. wid .. '\n'
@@ -28,12 +33,12 @@ end
 -- The next message for this reader, without taking it: the head of its
 -- queue, else (a rendezvous, not broadcast) the single message of the
 -- first blocked sender, as on a local mount.
-local function peek()
-  local head = redis.call('LINDEX', q, 0)
+local function peek(queue_empty)
+  local head = not queue_empty and redis.call('LINDEX', q, 0)
   if head then
     return head, nil
   end
-  if c ~= '' or redis.call('HGET', b, 'rule') == 'broadcast' then
+  if c ~= '' or rule == 'broadcast' then
     return nil
   end
   local first = redis.call('LINDEX', b .. ':sw', 0)
@@ -80,7 +85,7 @@ if head then
       redis.call('LTRIM', q, n, -1)
     end
     if redis.call('LLEN', q) == 0 then
-      local h, s = peek()
+      local h, s = peek(true)
       if s and room_for(payload_len(h)) then
         take(h)
         redis.call('HINCRBY', b, 'sent', 1)

@@ -11,11 +11,11 @@ fence()
 local id, wid, pid = ARGV[3], ARGV[4], ARGV[5]
 local nonblock, again = ARGV[6] == '1', ARGV[7] == '1'
 local b = box(id)
-local meta = redis.call('HMGET', b, 'rule', 'maxsize')
+local meta = redis.call('HMGET', b, 'rule', 'maxsize', 'capacity')
 if not meta[1] then
   fail('EIDRM the mailbox was removed')
 end
-admit(id, pid .. ' ' .. NODE, 's')
+admit(id, pid .. ' ' .. NODE, 's', meta[1])
 local me = NODE .. '\n' .. wid .. '\n' .. pid
 if again then
   if redis.call('EXISTS', offer_key(id, me)) == 1 or went_in(id, wid) then
@@ -33,7 +33,7 @@ end
 
 -- Blocked senders go in in the order they came.
 if redis.call('LLEN', b .. ':sw') == 0 then
-  local plans, broadcast, room = plans_for(id, raws)
+  local plans, broadcast, room = plans_for(id, raws, {meta[1], meta[3]})
   if room then
     commit(id, plans, raws, broadcast)
     return 'ok'
