@@ -315,9 +315,12 @@ impl Mount {
         self.exited
     }
 
-    /// Whether the daemon's own mount is still listed (wherever it is now).
+    /// Whether the daemon's own mount is still listed at its path. Its
+    /// mount id and device number alone do not name it once it is gone:
+    /// the kernel hands out the lowest free of each, so a test mounting
+    /// in parallel may get both at once.
     pub fn is_mounted(&self) -> bool {
-        mount_listed(self.key)
+        mount_listed_at(self.key, &self.path)
     }
 
     /// Run `bash -c script` with env `M`=mountpoint and cwd = mountpoint.

@@ -75,9 +75,12 @@ pub fn is_fuse_mounted(path: &Path) -> bool {
     !fuse_mounts_at(path).is_empty()
 }
 
-/// Whether the mount `key` is still listed, wherever it is.
-pub fn mount_listed(key: MountKey) -> bool {
-    mountinfo_entries().iter().any(|(k, ..)| *k == key)
+/// Whether the mount `key` is listed at `path`.
+pub fn mount_listed_at(key: MountKey, path: &Path) -> bool {
+    let want = path.to_string_lossy();
+    mountinfo_entries()
+        .iter()
+        .any(|(k, mp, ..)| *k == key && *mp == want)
 }
 
 /// Whether a mount of `fstype` from `source` is listed at `path`.
