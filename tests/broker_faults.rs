@@ -486,6 +486,40 @@ fn a_message_in_flight_to_a_killed_daemon_goes_to_another_reader() {
     assert_errno(recv_nb(&bx.join("recv")), libc::EAGAIN, "once");
 }
 
+/// A lease lost while the daemon runs on (its key gone from the broker, as
+/// after a daemon stopped for longer than its lease): the next call
+/// registers the node anew, and a message handed to a reader of the new
+/// incarnation at once reaches it once — not also given back to the queue
+/// when the pump, told of the new incarnation, reads its inbox again.
+#[test]
+fn a_message_delivered_just_after_a_lost_lease_is_received_once() {
+    let redis = Redis::start();
+    let (a, b) = two(&redis, &[]);
+    let bx = shared_mailbox(&b, &[&a], "box", "");
+    for i in 0..3 {
+        assert_eq!(
+            count(&bx, "messages"),
+            0,
+            "round {i}: nothing is queued (a copy of the message of the round before was given back)"
+        );
+        redis.cli(&["DEL", "ipcfs:node:a"]);
+        let reader = cat_bg(&a.p("box/recv"));
+        wait_receivers_waiting(&bx, 1, T);
+        send(&bx, format!("m{i}\n").as_bytes());
+        let o = reader.wait_timeout(T);
+        assert_eq!(
+            out_str(&o),
+            format!("m{i}\n"),
+            "round {i}: a's reader gets the message sent after the lease was lost: {}",
+            show(&o)
+        );
+    }
+    // A message sent now comes next: no copy of an earlier one is queued.
+    send(&bx, b"last\n");
+    assert_eq!(String::from_utf8_lossy(&recv(&bx)), "last\n");
+    assert_errno(recv_nb(&bx.join("recv")), libc::EAGAIN, "each message once");
+}
+
 /// rmdir on `a` ends calls blocked on `b` with EIDRM (a reader, a sender at
 /// a full mailbox), at once; I/O on descriptors opened on `b` before then
 /// fails with EIDRM.

@@ -57,12 +57,13 @@ fn lease_ms(lease: Duration) -> u64 {
 
 impl RedisStore {
     /// Registers a new incarnation of this node with a new token: `Ok`
-    /// with the token, which the caller makes this store's, or `Err` with
-    /// the time left when a live incarnation holds the name.
+    /// with the token, which the caller makes this store's, and the id of
+    /// the inbox entry that starts the incarnation; or `Err` with the time
+    /// left when a live incarnation holds the name.
     pub(super) fn register(
         &self,
         conn: &mut Connection,
-    ) -> RedisResult<std::result::Result<String, Duration>> {
+    ) -> RedisResult<std::result::Result<(String, String), Duration>> {
         let token = new_token();
         let v: Vec<Value> = self
             .scripts
@@ -75,7 +76,13 @@ impl RedisStore {
             [Value::BulkString(s), Value::Int(pttl)] if s == b"held" => {
                 Ok(Err(Duration::from_millis((*pttl).max(0) as u64)))
             }
-            _ => Ok(Ok(token)),
+            [Value::BulkString(s), Value::BulkString(mark)] if s == b"ok" => {
+                Ok(Ok((token, String::from_utf8_lossy(mark).into_owned())))
+            }
+            _ => Err(redis::RedisError::from((
+                redis::ErrorKind::UnexpectedReturnType,
+                "unexpected answer to register",
+            ))),
         }
     }
 
@@ -89,13 +96,17 @@ impl RedisStore {
             return Ok(());
         }
         match self.register(conn) {
-            Ok(Ok(token)) => {
+            Ok(Ok((token, mark))) => {
                 warn!(
                     "node {:?} lost its lease on the broker at {}: registered anew",
                     self.node, self.url
                 );
-                // The old inbox is gone with the reap: the pump reads the
-                // new one from its start.
+                // The pump goes on after the new incarnation's first entry
+                // (what came before was for the old one, whose calls the
+                // core fences) — unless it has read past that entry
+                // already: reading again what it has applied would apply
+                // a delivery twice.
+                *self.fence_mark.lock().unwrap() = mark;
                 self.fenced.store(true, Ordering::SeqCst);
                 // Before the token: an open made with the new one must not
                 // be counted among the descriptors the core fences. (No

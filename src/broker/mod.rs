@@ -59,9 +59,12 @@ pub struct RedisStore {
     pool: Mutex<Vec<Connection>>,
     reachable: AtomicBool,
     stopped: AtomicBool,
-    /// A new incarnation was registered: the pump reads the new inbox
-    /// from its start.
+    /// A new incarnation was registered: the pump reads on from the entry
+    /// that starts it ([`RedisStore::fence_mark`]).
     fenced: AtomicBool,
+    /// The id of the inbox entry (`t=start`) the latest registration put
+    /// first.
+    fence_mark: Mutex<String>,
 }
 
 /// `redis://user:pw@h:p/db` -> `redis://user@h:p/db`: the URL as logs,
@@ -224,6 +227,7 @@ impl RedisStore {
             reachable: AtomicBool::new(true),
             stopped: AtomicBool::new(false),
             fenced: AtomicBool::new(false),
+            fence_mark: Mutex::new(String::new()),
         };
         let mut conn = store.open_conn().map_err(|e| {
             if is_auth_error(&e) {
@@ -246,7 +250,7 @@ impl RedisStore {
                 }
             })?;
         match store.register(&mut conn) {
-            Ok(Ok(token)) => *store.token.lock().unwrap() = token,
+            Ok(Ok((token, _mark))) => *store.token.lock().unwrap() = token,
             Ok(Err(pttl)) => {
                 let secs = pttl.as_millis().div_ceil(1000).max(1);
                 return Err(format!(

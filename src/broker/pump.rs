@@ -68,12 +68,15 @@ impl RedisStore {
         let on = &mut |ev| on(ev);
         let inbox = format!("ipcfs:inbox:{}", self.node);
         let mut last = "0-0".to_string();
+        // The id of the latest `t=start` entry read: how far the pump is
+        // into the current incarnation's inbox.
+        let mut started = String::new();
         let mut conn: Option<Connection> = None;
         let mut down = false;
         let mut pause = Duration::from_millis(50);
         while !self.stopped.load(Ordering::SeqCst) {
             if self.fenced.swap(false, Ordering::SeqCst) {
-                last = "0-0".to_string();
+                last = self.read_on_from(last, &started);
             }
             let c = match conn.as_mut() {
                 Some(c) => c,
@@ -97,7 +100,7 @@ impl RedisStore {
                             warn!("pump: {e}");
                         }
                         if self.fenced.swap(false, Ordering::SeqCst) {
-                            last = "0-0".to_string();
+                            last = self.read_on_from(last, &started);
                         }
                     }
                     Err(e) => {
@@ -173,6 +176,11 @@ impl RedisStore {
                             },
                             None => continue,
                         },
+                        "start" => {
+                            started = entry.id.clone();
+                            done.push(entry.id.clone());
+                            continue;
+                        }
                         "tree" => Event::TreeChanged,
                         "removed" => Event::Removed { mailbox },
                         other => {
@@ -193,6 +201,21 @@ impl RedisStore {
                     debug!("pump: XDEL failed: {e}");
                 }
             }
+        }
+    }
+
+    /// Where the pump reads on after a new incarnation was registered:
+    /// after the entry that starts it, unless it has read that entry (and
+    /// maybe some after it) already, and then where it is. Entries before
+    /// the mark were for the old incarnation.
+    fn read_on_from(&self, last: String, started: &str) -> String {
+        let mark = self.fence_mark.lock().unwrap().clone();
+        if mark.is_empty() {
+            "0-0".to_string()
+        } else if mark == started {
+            last
+        } else {
+            mark
         }
     }
 

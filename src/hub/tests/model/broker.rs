@@ -41,6 +41,9 @@ pub(super) struct Broker {
     reported: Arc<AtomicU64>,
     /// The test's own connection: how many entries the inbox ever had.
     conn: redis::Connection,
+    /// Entries the inbox had when the node registered (the `t=start` that
+    /// opens an incarnation), which the pump reports to no one.
+    base: u64,
 }
 
 use std::sync::{Arc, Mutex};
@@ -92,14 +95,17 @@ impl Broker {
                 }))
             })
             .expect("a pump thread");
-        Broker {
+        let mut broker = Broker {
             url: crate::broker::redact(&url),
             store,
             node,
             jobs,
             reported,
             conn,
-        }
+            base: 0,
+        };
+        broker.base = broker.added().expect("the inbox of a registered node");
+        broker
     }
 
     /// Entries ever added to this node's inbox (`entries-added` of XINFO
@@ -161,7 +167,7 @@ impl Broker {
             }
             let added = self.added()?;
             let reported = self.reported.load(Ordering::SeqCst);
-            if reported >= added && self.jobs.lock().unwrap().is_empty() {
+            if reported + self.base >= added && self.jobs.lock().unwrap().is_empty() {
                 return Ok(());
             }
             if Instant::now() > deadline {
