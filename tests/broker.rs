@@ -776,14 +776,7 @@ fn a_blocked_write_on_b_ends_at_once_on_a_signal_and_sends_nothing() {
     let bx = shared_mailbox(&a, &[&b], "box", "arbitrary capacity=1\n");
     send(&bx, b"first\n");
     let writer = |sig: i32| {
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c")
-            .arg(format!("echo late > {}", b.p("box/send").display()));
-        default_signals(&mut cmd);
-        let w = Bg::spawn(cmd, "echo late > b's box/send");
-        wait_until(T, "the writer on b waits on the broker", || {
-            count(&bx, "senders-waiting") == 1
-        });
+        let w = blocked_writer(&b, &bx);
         assert_eq!(
             proc_state(w.pid()),
             'S',

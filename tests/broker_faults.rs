@@ -15,7 +15,6 @@ use common::*;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::process::ExitStatusExt;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(10);
@@ -52,6 +51,20 @@ fn wait_reachable(m: &Mount, node: &str, want: &str) {
         &format!("{node}'s proc/status shows broker-reachable: {want}"),
         || reachable(m) == want,
     );
+}
+
+/// Kills the broker and waits until both mounts see it gone.
+fn broker_gone(redis: &mut Redis, a: &Mount, b: &Mount) {
+    redis.kill();
+    wait_reachable(a, "a", "no");
+    wait_reachable(b, "b", "no");
+}
+
+/// Starts the broker again and waits until both mounts reach it.
+fn broker_back(redis: &mut Redis, a: &Mount, b: &Mount) {
+    redis.restart();
+    wait_reachable(a, "a", "yes");
+    wait_reachable(b, "b", "yes");
 }
 
 /// One read(2) on an open descriptor, within the deadline.
@@ -213,9 +226,7 @@ fn a_broker_outage_keeps_parked_readers_and_refuses_new_calls() {
     let second = cat_bg(&b.p("box/recv"));
     wait_receivers_waiting(&bx, 2, T);
 
-    redis.kill();
-    wait_reachable(&a, "a", "no");
-    wait_reachable(&b, "b", "no");
+    broker_gone(&mut redis, &a, &b);
 
     assert_eq!(
         proc_state(first.pid()),
@@ -264,9 +275,7 @@ fn a_broker_outage_keeps_parked_readers_and_refuses_new_calls() {
     );
     assert_eq!(proc_state(second.pid()), 'S', "and sleeps interruptibly");
 
-    redis.restart();
-    wait_reachable(&a, "a", "yes");
-    wait_reachable(&b, "b", "yes");
+    broker_back(&mut redis, &a, &b);
     send(&bx, b"after the restart\n");
     let o = second.wait_timeout(T);
     assert!(o.status.success(), "{}", show(&o));
@@ -295,12 +304,8 @@ fn queued_messages_survive_a_broker_restart_with_aof() {
     for i in 0..5 {
         send(&bx, format!("m{i}\n").as_bytes());
     }
-    redis.kill();
-    wait_reachable(&a, "a", "no");
-    wait_reachable(&b, "b", "no");
-    redis.restart();
-    wait_reachable(&a, "a", "yes");
-    wait_reachable(&b, "b", "yes");
+    broker_gone(&mut redis, &a, &b);
+    broker_back(&mut redis, &a, &b);
     assert_eq!(count(&b.p("box"), "messages"), 5, "{:?}", stat(&b.p("box")));
     for i in 0..5 {
         assert_eq!(
@@ -685,12 +690,8 @@ fn a_broker_restarted_without_its_data_is_used_again() {
     let mut redis = Redis::start();
     let (a, b) = two(&redis, &[]);
     shared_mailbox(&a, &[&b], "old", "");
-    redis.kill();
-    wait_reachable(&a, "a", "no");
-    wait_reachable(&b, "b", "no");
-    redis.restart();
-    wait_reachable(&a, "a", "yes");
-    wait_reachable(&b, "b", "yes");
+    broker_gone(&mut redis, &a, &b);
+    broker_back(&mut redis, &a, &b);
     wait_until(T, "the forgotten mailbox is gone from both mounts", || {
         !a.p("old").exists() && !b.p("old").exists()
     });
@@ -710,14 +711,7 @@ fn a_blocked_write_ends_at_once_on_a_signal_while_the_broker_is_stopped() {
     let (a, b) = two(&redis, &[]);
     let bx = shared_mailbox(&a, &[&b], "box", "arbitrary capacity=1\n");
     send(&bx, b"first\n");
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(format!("echo late > {}", b.p("box/send").display()));
-    default_signals(&mut cmd);
-    let w = Bg::spawn(cmd, "echo late > b's box/send");
-    wait_until(T, "the writer on b waits on the broker", || {
-        count(&bx, "senders-waiting") == 1
-    });
+    let w = blocked_writer(&b, &bx);
     let pid = redis.pid().expect("redis runs") as libc::pid_t;
     // SAFETY: kill(2) on the redis-server this test started.
     unsafe { libc::kill(pid, libc::SIGSTOP) };

@@ -3,12 +3,15 @@
 //! mounts that must be refused (the daemon exits with an error and mounts
 //! nothing), run with a deadline.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{Bg, Launch, Mount, Redis, fuse_mounts_at, is_fuse_mounted, out_str, show, wait_until};
+use super::{
+    Bg, Launch, Mount, Redis, count, default_signals, fuse_mounts_at, is_fuse_mounted, out_str,
+    show, wait_until,
+};
 
 impl Mount {
     /// A mount on `redis` as node `node`: `--allow-other --broker URL --node
@@ -152,4 +155,21 @@ pub fn assert_proc_link_works(m: &Mount, when: &str) {
     );
     assert!(o.status.success(), "proc/ link {when}: {}", show(&o));
     assert_eq!(out_str(&o), "over-the-link\n", "proc/ link {when}");
+}
+
+/// `echo late > box/send` on mount `m`, blocked on the full shared mailbox
+/// `bx` (seen from any mount), with the default signal actions: returned
+/// once the broker lists it as a waiting sender.
+pub fn blocked_writer(m: &Mount, bx: &Path) -> Bg {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!("echo late > {}", m.p("box/send").display()));
+    default_signals(&mut cmd);
+    let w = Bg::spawn(cmd, "echo late > box/send");
+    wait_until(
+        Duration::from_secs(10),
+        "the blocked writer waits on the broker",
+        || count(bx, "senders-waiting") == 1,
+    );
+    w
 }
