@@ -63,7 +63,7 @@ use self::links::Links;
 use self::policy::{Policy, Rule};
 use self::process::{Process, Processes};
 use self::receiver_rule::Role;
-use self::reply::{Effects, Outcome};
+use self::reply::Effects;
 use self::tree::Tree;
 use self::waiters::{Place, WaiterId, Waiters};
 
@@ -238,9 +238,8 @@ impl State {
             .map(|(tag, pid, node)| (tag, Some(Fate::On(pid, node))));
         let resolved = resolved.map(|(tag, fate)| (tag, fate.map(Fate::Here)));
         for (tag, fate) in resolved.chain(named).chain(cancelled) {
-            // Receipts read to their end on a mailbox that is gone end in
-            // EIDRM, like any other I/O on a descriptor opened before rmdir:
-            // a blocked read as a read made now (ipcfs(7), SENDER RECEIPTS).
+            // A blocked read of receipts on a mailbox that is gone ends as
+            // a read made now (ipcfs(7), SENDER RECEIPTS).
             let ended = match self.handles.get(tag.handle).map(|h| &h.kind) {
                 Some(HandleKind::Send { chan, .. }) if !self.has_chan(*chan) => Some(gone(*chan)),
                 _ => None,
@@ -253,12 +252,8 @@ impl State {
                 Some(Fate::On(pid, node)) => book.resolve_on(tag.seq, pid, node),
                 None => book.cancel(tag.seq),
             }
-            for (w, out) in book.serve_waiters() {
+            for (w, out) in book.serve_waiters(ended) {
                 self.waiters.unpark(w.id);
-                let out = match (out, ended) {
-                    (Outcome::Bytes(b), Some(e)) if b.is_empty() => Outcome::Error(e),
-                    (out, _) => out,
-                };
                 fx.reply(w.reply, out);
             }
         }

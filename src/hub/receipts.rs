@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::hub::accounting::MemoryBudget;
-use crate::hub::errno::{Errno, Result};
+use crate::hub::errno::{Errno, Refusal, Result};
 use crate::hub::reply::Outcome;
 use crate::hub::waiters::{ReceiptWait, WaiterId};
 
@@ -132,11 +132,19 @@ impl ReceiptBook {
     }
 
     /// Answers the blocked receipt reads that can now be answered.
-    pub fn serve_waiters(&mut self) -> Vec<(ReceiptWait, Outcome)> {
+    /// Answers the waiters whose read can be answered now. `ended`: the
+    /// channel is gone, and receipts read to their end answer that error
+    /// rather than end of file, like any other I/O on a descriptor opened
+    /// before it went (ipcfs(7), SENDER RECEIPTS).
+    pub fn serve_waiters(&mut self, ended: Option<Refusal>) -> Vec<(ReceiptWait, Outcome)> {
         let mut out = Vec::new();
         while let Some(w) = self.waiters.front() {
             let Some(outcome) = self.read(w.size as usize).into_outcome() else {
                 break;
+            };
+            let outcome = match (outcome, ended) {
+                (Outcome::Bytes(b), Some(e)) if b.is_empty() => Outcome::Error(e),
+                (outcome, _) => outcome,
             };
             out.push((self.waiters.pop_front().expect("receipt waiter"), outcome));
         }

@@ -76,16 +76,9 @@ impl Hub {
                 } = &mut *st;
                 for book in handles.receipts_on(mailbox) {
                     book.fail_pending(Errno::EIDRM);
-                    for (w, out) in book.serve_waiters() {
+                    let ended = Errno::EIDRM.because("the mailbox was removed");
+                    for (w, out) in book.serve_waiters(Some(ended)) {
                         waiters.unpark(w.id);
-                        // Read to their end, receipts of a removed mailbox
-                        // end in EIDRM, as on a local mount.
-                        let out = match out {
-                            Outcome::Bytes(b) if b.is_empty() => {
-                                Outcome::Error(Errno::EIDRM.because("the mailbox was removed"))
-                            }
-                            out => out,
-                        };
                         fx.reply(w.reply, out);
                     }
                 }
