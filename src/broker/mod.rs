@@ -307,18 +307,6 @@ impl RedisStore {
         self.token.lock().unwrap().clone()
     }
 
-    /// Runs `script` for a call on descriptors (send, receive, ack,
-    /// close...), with this node and token first, then what `args` adds. A
-    /// lost lease answers `ESTALE`: those descriptors belong to the
-    /// incarnation that held it (ipcfs(7), Leases).
-    fn run(
-        &self,
-        script: &scripts::Function,
-        args: impl FnOnce(&mut scripts::Call),
-    ) -> Result<Value> {
-        self.run_once(script, args)
-    }
-
     /// Runs `script` for a call that no descriptor depends on (the tree,
     /// mkdir, rmdir, rename, attributes, policy, opens, status). If this
     /// node's lease was lost, a new incarnation is registered — once,
@@ -332,19 +320,23 @@ impl RedisStore {
         script: &scripts::Function,
         args: impl Fn(&mut scripts::Call),
     ) -> Result<Value> {
-        match self.run_once(script, &args) {
+        match self.run(script, &args) {
             Err(r) if r.errno == Errno::ESTALE && !lease::reporting() => {
                 let mut conn = self.take()?;
                 // A connection that failed is dropped, not pooled.
                 self.reregister(&mut conn)?;
                 self.give(conn);
-                self.run_once(script, &args)
+                self.run(script, &args)
             }
             other => other,
         }
     }
 
-    fn run_once(
+    /// Runs `script` for a call on descriptors (send, receive, ack,
+    /// close...), with this node and token first, then what `args` adds. A
+    /// lost lease answers `ESTALE`: those descriptors belong to the
+    /// incarnation that held it (ipcfs(7), Leases).
+    fn run(
         &self,
         script: &scripts::Function,
         args: impl FnOnce(&mut scripts::Call),

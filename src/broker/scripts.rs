@@ -46,28 +46,29 @@ const BODIES: [(&str, &str); 20] = [
 /// `maxmemory` (`allow-oom`): it takes messages out, releases holds or
 /// leases, or reads, so a full broker can always be drained.
 static LIBRARY: LazyLock<(String, String)> = LazyLock::new(|| {
-    let mut body = String::from(COMMON);
-    for (name, code) in BODIES {
-        let flags = if GROWING.contains(&name) {
-            ""
-        } else {
-            "'allow-oom'"
-        };
-        body.push_str(&format!(
-            "\nredis.register_function{{function_name='@{name}', \
-             callback=function(_, ARGV)\nNODE, TOKEN = ARGV[1], ARGV[2]\n{code}\nend, \
-             flags={{{flags}}}}}\n"
-        ));
-    }
+    // The text with each function named `PREFIX` and its name.
+    let text = |prefix: &str| {
+        let mut body = String::from(COMMON);
+        for (name, code) in BODIES {
+            let flags = if GROWING.contains(&name) {
+                ""
+            } else {
+                "'allow-oom'"
+            };
+            body.push_str(&format!(
+                "\nredis.register_function{{function_name='{prefix}{name}', \
+                 callback=function(_, ARGV)\nNODE, TOKEN = ARGV[1], ARGV[2]\n{code}\nend, \
+                 flags={{{flags}}}}}\n"
+            ));
+        }
+        body
+    };
     // FNV-1a: a name for this text, the same in every daemon built from it.
-    let hash = body.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+    let hash = text("").bytes().fold(0xcbf29ce484222325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
     });
     let lib = format!("ipcfs_{hash:016x}");
-    let code = format!(
-        "#!lua name={lib}\n{}",
-        body.replace('@', &format!("{lib}_"))
-    );
+    let code = format!("#!lua name={lib}\n{}", text(&format!("{lib}_")));
     (lib, code)
 });
 

@@ -416,17 +416,10 @@ impl Hub {
     /// The blocked sender `wid`'s messages went in (its pump event, or
     /// the answer to its withdrawal): the write completes.
     pub(super) fn went_in(&self, st: &mut State, fx: &mut Effects, wid: Wid) {
-        if st
-            .calls
-            .get(&wid)
-            .is_none_or(|c| !matches!(c.what, CallKind::Write { .. }))
-        {
+        let Some(&CallKind::Write { written, .. }) = st.calls.get(&wid).map(|c| &c.what) else {
             return;
-        }
-        let call = st.calls.remove(&wid).expect("call");
-        let CallKind::Write { written, .. } = call.what else {
-            unreachable!("a write");
         };
+        let call = st.calls.remove(&wid).expect("call");
         self.end_call(st, fx, call, Outcome::Written(written));
     }
 
