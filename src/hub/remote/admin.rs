@@ -94,8 +94,8 @@ impl Hub {
         Ok(Some((self.message_handle(kind, access, key, key), opens)))
     }
 
-    /// Undoes `opens` of mailbox `id` on the store (an open that failed
-    /// after them). Called off the lock.
+    /// Closes `opens` of mailbox `id` on the store (a descriptor's, or
+    /// those of an open that failed after them). Called off the lock.
     pub(in crate::hub) fn close_opens(&self, id: MailboxId, pid: u32, opens: &Opens) {
         let Some(store) = self.store() else { return };
         for (role, n) in opens {
@@ -131,15 +131,12 @@ impl Hub {
         };
         let pid = owner.pid;
         let job: Job = Box::new(move |hub: &Hub| {
-            if let Some(store) = hub.store() {
-                for (role, n) in opens {
-                    if let Err(e) = store.close(id, pid, role, Some(n), false) {
-                        debug!("close on the broker: {e}");
-                    }
-                }
-                if truncated && let Err(e) = store.truncated(id) {
-                    debug!("truncation count on the broker: {e}");
-                }
+            hub.close_opens(id, pid, &opens);
+            if truncated
+                && let Some(store) = hub.store()
+                && let Err(e) = store.truncated(id)
+            {
+                debug!("truncation count on the broker: {e}");
             }
         });
         fx.remote().later.push(job);
