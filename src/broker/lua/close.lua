@@ -14,6 +14,9 @@ local function down(k)
   local n = tonumber(redis.call('HGET', k, me) or '0')
   if n <= 1 then
     redis.call('HDEL', k, me)
+    if k == b .. ':r' then
+      redis.call('HDEL', b .. ':rs', me)
+    end
   else
     redis.call('HINCRBY', k, me, -1)
   end
@@ -26,23 +29,28 @@ if role == 'r' then
   end
   if redis.call('HGET', b, 'rule') == 'exclusive' then
     down(b .. ':h')
-    -- The hold passes to the earliest process that still receives (one
-    -- that kept a descriptor from before the rule changed).
+    -- The hold passes to the live process that has received the longest
+    -- (one that kept a descriptor from before the rule changed), as on a
+    -- local mount.
     if redis.call('HLEN', b .. ':h') == 0 then
-      for _, o in ipairs(openers(id)) do
-        if o.role == 'r' and o.who ~= me and alive(o.node) then
-          local n = redis.call('HGET', b .. ':r', o.who)
-          if n then
-            redis.call('HSET', b .. ':h', o.who, n)
-            break
-          end
+      local next, since = nil, nil
+      local rs = redis.call('HGETALL', b .. ':rs')
+      for i = 1, #rs, 2 do
+        local who, n = rs[i], tonumber(rs[i + 1])
+        if who ~= me and (not since or n < since)
+            and alive(string.match(who, '^%d+ (.*)$')) then
+          next, since = who, n
         end
+      end
+      if next then
+        redis.call('HSET', b .. ':h', next, redis.call('HGET', b .. ':r', next) or 1)
       end
     end
   end
 end
 if ARGV[6] == '1' then
   redis.call('HDEL', b .. ':r', me)
+  redis.call('HDEL', b .. ':rs', me)
   redis.call('HDEL', b .. ':h', me)
   redis.call('DEL', copies(id, me))
 end

@@ -392,7 +392,7 @@ local function reap(node)
         redis.call('ZREM', b .. ':op', m)
       end
     end
-    for _, k in ipairs({b .. ':h', b .. ':r'}) do
+    for _, k in ipairs({b .. ':h', b .. ':r', b .. ':rs'}) do
       for _, who in ipairs(redis.call('HKEYS', k)) do
         if string.sub(who, -#suffix) == suffix then
           redis.call('HDEL', k, who)

@@ -19,4 +19,9 @@ end
 redis.call('SADD', 'ipcfs:seen:' .. NODE, id)
 local n = redis.call('HINCRBY', b, 'opens', 1)
 redis.call('ZADD', b .. ':op', n, opener(NODE, ARGV[4], role, n))
+if role == 'r' then
+  -- Since when the process receives (kept while it has recv open): an
+  -- exclusive hold passes to the earliest (close.lua).
+  redis.call('HSETNX', b .. ':rs', me, n)
+end
 return n

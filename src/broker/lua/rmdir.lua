@@ -16,7 +16,7 @@ end
 for _, who in ipairs(redis.call('HKEYS', b .. ':r')) do
   redis.call('DEL', copies(id, who))
 end
-redis.call('DEL', b, b .. ':q', b .. ':bt', b .. ':w', b .. ':sw', b .. ':h', b .. ':r', b .. ':op')
+redis.call('DEL', b, b .. ':q', b .. ':bt', b .. ':w', b .. ':sw', b .. ':h', b .. ':r', b .. ':rs', b .. ':op')
 redis.call('HDEL', 'ipcfs:names', path)
 redis.call('SREM', 'ipcfs:boxes', id)
 if ARGV[3] ~= '0' then

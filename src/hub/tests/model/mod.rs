@@ -683,3 +683,48 @@ fn the_core_on_a_broker_agrees_with_the_model() {
         panic!("{e}");
     }
 }
+
+/// A case the model test on a broker once found (shrunk): after `pair`
+/// then `exclusive`, the holder exits and the hold passes to the process
+/// that has received the longest (pid 3, receiving since before pid 1,
+/// though its first descriptor closed), not to the earliest descriptor
+/// still open.
+#[test]
+fn on_a_broker_an_exclusive_hold_passes_to_the_longest_receiver() {
+    use operations::Text;
+    let redis = Redis::start();
+    let open = |who, name, kind| Op::Open { who, name, kind };
+    let policy = |who, rule| Op::Policy {
+        who,
+        name: Some("a"),
+        text: Text::Set {
+            rule: Some(rule),
+            capacity: Some(None),
+            max: None,
+        },
+    };
+    let ops = vec![
+        open(3, "a", Kind::Recv),
+        Op::Mkdir("a/c"),
+        open(2, "a", Kind::Recv),
+        open(0, "a", Kind::Recv),
+        open(0, "a", Kind::Send),
+        open(0, "a", Kind::Recv),
+        policy(0, Rule::Pair),
+        open(0, "a/c", Kind::Recv),
+        open(1, "a", Kind::Status),
+        open(0, "a", Kind::Status),
+        Op::Close { fd: 15 },
+        Op::Close { fd: 14 },
+        open(2, "a", Kind::Recv),
+        open(3, "b", Kind::SendRw),
+        policy(1, Rule::Exclusive),
+        Op::Rmdir("b"),
+        Op::Close { fd: 3 },
+        Op::Close { fd: 8 },
+        Op::Exit { who: 3 },
+    ];
+    if let Err(e) = Run::on_broker(&redis, "hold".into()).run(&ops) {
+        panic!("{e}");
+    }
+}
